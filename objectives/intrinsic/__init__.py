@@ -1,0 +1,1 @@
+"""Intrinsic bias benchmarks for masked language models and encoders."""

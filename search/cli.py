@@ -1,0 +1,186 @@
+"""The ``fairfront`` command line.
+
+Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``validate FILE`` and
+``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
+written to storage. An interrupted run (Ctrl-C, SIGTERM) exits with 130 after recording its
+in-flight trials for ``resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from fairfront import __version__
+from fairfront.errors import ConfigError, DataError
+
+DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=os.environ.get("FAIRFRONT_STORAGE", DEFAULT_STORAGE),
+                   help=f"Optuna storage URL (default: $FAIRFRONT_STORAGE or {DEFAULT_STORAGE})")
+
+
+def _execution_args(p: argparse.ArgumentParser) -> None:
+    _storage_arg(p)
+    p.add_argument("--n-trials", type=_positive_int, default=None,
+                   help="number of COMPLETE trials to reach (overrides the study file)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto' or HOST:PORT); default: $RAY_ADDRESS, else start a local one")
+    p.add_argument("--cache-dir", type=Path, default=Path("studies/cache"),
+                   help="where prepared studies (teacher, logits, tokenized data) are cached (default: studies/cache)")
+    p.add_argument("--artifact-dir", type=Path, default=Path("studies/artifacts"),
+                   help="where per-trial reports are stored as Optuna artifacts (default: studies/artifacts)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: expected a whole number >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fairfront", description="Trace the accuracy-size-bias Pareto front of "
+                                     "compressed NLP models.")
+    parser.add_argument("--version", action="version", version=f"fairfront {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="create a study from a study file and run it",
+                       description="Validate the study file, prepare the dense teacher once (cached), create the "
+                       "study and run trials on Ray until it has n_trials COMPLETE trials; then print the Pareto front.")
+    p.add_argument("study_file", type=Path, help="the study file (.toml)")
+    _execution_args(p)
+
+    p = sub.add_parser("resume", help="continue an interrupted study",
+                       description="Mark trials left RUNNING by a dead driver as FAIL, enqueue their parameters "
+                       "again, and run until the study has its requested number of COMPLETE trials.")
+    p.add_argument("study", help="the study name")
+    _execution_args(p)
+
+    p = sub.add_parser("status", help="trials by state and the best trade-offs so far")
+    p.add_argument("study", help="the study name")
+    _storage_arg(p)
+
+    p = sub.add_parser("front", help="the Pareto front as a table")
+    p.add_argument("study", help="the study name")
+    _storage_arg(p)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+
+    p = sub.add_parser("validate", help="check a study file without running it")
+    p.add_argument("study_file", type=Path)
+
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on the study storage (127.0.0.1)")
+    _storage_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
+    p.add_argument("--artifact-dir", type=Path, default=Path("studies/artifacts"),
+                   help="per-trial reports (default: studies/artifacts)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        from fairfront.search.studyfile import load_study_file
+
+        sf = load_study_file(args.study_file)
+        print(f"{args.study_file}: valid study {sf.study.name!r} ({sf.study.n_trials} trials, "
+              f"sampler {sf.study.sampler}, objectives {', '.join(sf.objectives.names)})")
+        return 0
+    if args.command in ("run", "resume"):
+        return _run(args)
+    if args.command in ("status", "front"):
+        return _show(args)
+    if args.command == "dashboard":
+        return _dashboard(args)
+    raise AssertionError(args.command)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fairfront.search import driver, report
+    from fairfront.search.studyfile import load_study_file
+
+    options = driver.RunOptions(storage=args.storage, n_trials=args.n_trials, ray_address=args.ray_address,
+                                cache_dir=args.cache_dir, artifact_dir=args.artifact_dir, log=_log)
+    try:
+        if args.command == "run":
+            sf = load_study_file(args.study_file)
+            study = driver.run_study(sf, options)
+        else:
+            study = driver.resume_study(args.study, options)
+    except driver.Interrupted:
+        return 130
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+    except driver.TooManyFailures as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    _log("")
+    _log(f"Pareto front of {study.study_name!r} ({len(study.best_trials)} non-dominated trials):")
+    _log(report.front_table(study))
+    _log("")
+    _log(f"storage:   {args.storage}")
+    _log(f"dashboard: fairfront dashboard --storage {args.storage}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    import json
+
+    from fairfront.search import driver, report
+
+    study = driver.load_study(args.study, args.storage)
+    if args.command == "status":
+        print(report.status_text(study, study.user_attrs.get(driver.N_TRIALS_ATTR)))
+        return 0
+    names = study.metric_names or []
+    rows = [{"trial": t.number, **dict(zip(names, t.values)), **t.params} for t in study.best_trials]
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+    elif args.format == "csv":
+        import pandas as pd
+
+        print(pd.DataFrame(rows).to_csv(index=False), end="")
+    else:
+        print(report.front_table(study))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    from fairfront.search.driver import _storage
+
+    storage = _storage(args.storage)
+    args.artifact_dir.mkdir(parents=True, exist_ok=True)
+    _log(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} (Ctrl-C to stop)")
+    try:
+        run_server(storage, host=args.host, port=args.port, artifact_store=FileSystemArtifactStore(str(args.artifact_dir)))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Unstructured magnitude pruning: the space a trial samples it from, and the masks it applies.
+
+Which weights: the ``nn.Linear`` weights of the encoder (attention projections and feed-forward
+layers). Embeddings and the classification head are left dense by default, as in Gordon et al.
+(2020) and Chen et al. (2020), because pruning them mostly measures vocabulary loss; both can be
+included. Biases and LayerNorm parameters are never pruned.
+
+How: ``global`` ranks all prunable weights together (layers that matter less lose more);
+``layer`` gives every matrix the same sparsity. The smallest ``round(sparsity * n)`` magnitudes are
+zeroed exactly (ties broken by position), so the achieved sparsity equals the target. The masks
+are re-applied after every optimizer step, so pruned weights stay exactly zero through training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fairfront._config import Table
+from fairfront.errors import ConfigError
+from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_int
+from fairfront.spaces.schedules import SCHEDULES, SparsitySchedule
+
+__all__ = ["PruningSpace", "PruningConfig", "MagnitudePruner", "prunable_weights"]
+
+SCOPES = ("global", "layer")
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """One trial's pruning setting."""
+
+    sparsity: float
+    schedule: SparsitySchedule
+    scope: str = "global"
+    include_embeddings: bool = False
+    include_classifier: bool = False
+
+
+@dataclass(frozen=True)
+class PruningSpace:
+    """Ranges of ``[space.pruning]``; :meth:`sample` draws a :class:`PruningConfig`."""
+
+    sparsity: tuple[float, float] = (0.3, 0.9)
+    schedules: tuple[str, ...] = ("one_shot", "gradual")
+    scopes: tuple[str, ...] = ("global",)
+    start: tuple[float, float] = (0.0, 0.0)
+    end: tuple[float, float] = (0.5, 0.8)
+    frequency: tuple[int, int] = (5, 20)
+    iterations: tuple[int, int] = (2, 5)
+    include_embeddings: bool = False
+    include_classifier: bool = False
+
+    @classmethod
+    def from_table(cls, t: Table) -> PruningSpace:
+        space = cls(
+            sparsity=t.range("sparsity", cls.sparsity, low=0.0, high=0.99),
+            schedules=t.strings("schedule", cls.schedules, choices=SCHEDULES),
+            scopes=t.strings("scope", cls.scopes, choices=SCOPES),
+            start=t.range("start", cls.start, low=0.0, high=1.0),
+            end=t.range("end", cls.end, low=0.0, high=1.0),
+            frequency=t.range("frequency", cls.frequency, low=1, integer=True),
+            iterations=t.range("iterations", cls.iterations, low=1, integer=True),
+            include_embeddings=t.boolean("include_embeddings", False),
+            include_classifier=t.boolean("include_classifier", False),
+        )
+        if space.start[1] > space.end[0]:
+            raise ConfigError(t.key("start"), list(space.start),
+                              f"a window that starts before it ends (start <= {space.end[0]}, the lowest end)")
+        t.done()
+        return space
+
+    def sample(self, trial) -> PruningConfig:
+        sparsity = suggest_float(trial, "pruning.sparsity", self.sparsity)
+        kind = suggest_choice(trial, "pruning.schedule", self.schedules)
+        scope = suggest_choice(trial, "pruning.scope", self.scopes)
+        start, end, frequency, iterations = 0.0, 0.75, 10, 4
+        if kind != "one_shot":
+            start = suggest_float(trial, "pruning.start", self.start)
+            end = suggest_float(trial, "pruning.end", self.end)
+        if kind == "gradual":
+            frequency = suggest_int(trial, "pruning.frequency", self.frequency)
+        if kind == "iterative":
+            iterations = suggest_int(trial, "pruning.iterations", self.iterations)
+        schedule = SparsitySchedule(kind, sparsity, start, end, frequency, iterations)
+        return PruningConfig(sparsity, schedule, scope, self.include_embeddings, self.include_classifier)
+
+
+def prunable_weights(model: nn.Module, *, include_embeddings: bool = False,
+                     include_classifier: bool = False) -> dict[str, nn.Parameter]:
+    """The weight matrices magnitude pruning may zero, by parameter name."""
+    base = getattr(model, "base_model", model)
+    head_prefix = "" if base is model else model.base_model_prefix + "."
+    weights: dict[str, nn.Parameter] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            in_encoder = ".encoder." in f".{name}."
+            in_head = bool(head_prefix) and not name.startswith(head_prefix)
+            if in_encoder or (include_classifier and in_head):
+                weights[f"{name}.weight"] = module.weight
+        elif isinstance(module, nn.Embedding) and include_embeddings:
+            weights[f"{name}.weight"] = module.weight
+    if not weights:
+        raise ValueError("no prunable encoder weights found: the model has no nn.Linear under '.encoder.'")
+    return weights
+
+
+class MagnitudePruner:
+    """Keeps binary masks over ``weights`` and applies them in place.
+
+    Example:
+        >>> lin = nn.Linear(4, 4)
+        >>> pruner = MagnitudePruner({"w": lin.weight})
+        >>> pruner.prune_to(0.5)
+        >>> round(pruner.sparsity(), 2)
+        0.5
+    """
+
+    def __init__(self, weights: dict[str, nn.Parameter], scope: str = "global"):
+        if scope not in SCOPES:
+            raise ValueError(f"pruning scope {scope!r} is unknown; allowed: {', '.join(SCOPES)}")
+        self.weights = weights
+        self.scope = scope
+        self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+        self.target = 0.0
+
+    @torch.no_grad()
+    def prune_to(self, sparsity: float) -> None:
+        """Recompute masks so exactly ``round(sparsity * n)`` weights are zero, then apply them.
+
+        Already-pruned weights are zero, so they rank lowest and stay pruned as sparsity grows.
+        """
+        self.target = sparsity
+        if self.scope == "global":
+            flat = torch.cat([w.detach().abs().flatten().float() for w in self.weights.values()])
+            masks = _smallest_mask(flat, sparsity)
+            offset = 0
+            for name, w in self.weights.items():
+                n = w.numel()
+                self.masks[name] = masks[offset:offset + n].view_as(w)
+                offset += n
+        else:
+            for name, w in self.weights.items():
+                self.masks[name] = _smallest_mask(w.detach().abs().flatten().float(), sparsity).view_as(w)
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights (call after every optimizer step)."""
+        for name, w in self.weights.items():
+            w.mul_(self.masks[name].to(w.dtype))
+
+    def sparsity(self) -> float:
+        """Fraction of the prunable weights that are exactly zero now."""
+        zeros = sum(int((w == 0).sum()) for w in self.weights.values())
+        total = sum(w.numel() for w in self.weights.values())
+        return zeros / total
+
+
+def _smallest_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask that drops exactly the ``round(sparsity * n)`` smallest values."""
+    k = int(round(sparsity * values.numel()))
+    keep = torch.ones(values.numel(), dtype=torch.bool, device=values.device)
+    if k > 0:
+        idx = torch.topk(values, k, largest=False, sorted=False).indices
+        keep[idx] = False
+    return keep

@@ -1,0 +1,79 @@
+"""Shared helpers: a tiny study file, and the CLI run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FAIRFRONT = str(Path(sys.executable).parent / "fairfront")
+
+TINY_STUDY = """
+[study]
+name = "{name}"
+n_trials = {n_trials}
+sampler = "{sampler}"
+seed = 0
+bootstrap_resamples = 20
+
+[model]
+name = "tiny-random"
+max_length = 32
+
+[data]
+source = "synthetic-occupations"
+n_examples = 500
+
+[teacher]
+epochs = 3.0
+batch_size = 32
+learning_rate = 3e-3
+
+[student]
+max_steps = {student_steps}
+batch_size = 32
+learning_rate = 1e-3
+
+[space.pruning]
+sparsity = [0.2, 0.9]
+schedule = ["one_shot", "gradual", "iterative"]
+
+[space.distillation]
+temperature = [1.0, 4.0]
+alpha = [0.0, 0.9]
+
+[space.fairness]
+weight = [0.1, 10.0]
+
+[execution]
+parallel = {parallel}
+cpus_per_trial = 1
+"""
+
+
+def tiny_study_text(name: str = "tiny", *, n_trials: int = 3, sampler: str = "random", parallel: int = 2,
+                    student_steps: int = 15) -> str:
+    return TINY_STUDY.format(name=name, n_trials=n_trials, sampler=sampler, parallel=parallel,
+                             student_steps=student_steps)
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                "RAY_DEDUP_LOGS": "0", "TOKENIZERS_PARALLELISM": "false"})
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([FAIRFRONT, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One prepared-study cache for the whole session: the tiny teacher is trained once."""
+    return tmp_path_factory.mktemp("cache")
