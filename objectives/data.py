@@ -76,7 +76,13 @@ class DataSpec:
             kw["group_column"] = t.string("group_column", None)
             kw["split_column"] = t.string("split_column", None)
         else:
-            kw["options"] = dict(t.table("options").data)
+            options = t.table("options")
+            allowed = ds.DATASETS[source].options
+            for key in options.data:
+                if key not in allowed:
+                    raise ConfigError(options.key(key), message=f"unknown option of {source}; allowed: "
+                                      + (", ".join(allowed) or "(none)"))
+            kw["options"] = dict(options.data)
         t.done()
         spec = cls(**kw)
         if source == "file":

@@ -137,4 +137,4 @@ def _has_groups(data: DataSpec) -> bool:
     from fairfront.objectives import datasets
 
     info = datasets.DATASETS.get(data.source)
-    return info is None or getattr(info, "has_groups", True)
+    return info is None or info.provides_groups(**data.options)

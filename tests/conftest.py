@@ -34,6 +34,7 @@ batch_size = 32
 learning_rate = 3e-3
 
 [student]
+epochs = 20.0
 max_steps = {student_steps}
 batch_size = 32
 learning_rate = 1e-3
