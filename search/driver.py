@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from fairfront.errors import ConfigError
 from fairfront.objectives.prepare import Prepared, load_cached, store
-from fairfront.objectives.trial import TrialOutcome, TrialSpec
+from fairfront.objectives.trial import TrialOutcome
 from fairfront.search import executor, report
 from fairfront.search.samplers import build_sampler
 from fairfront.search.studyfile import StudyFile, parse_study_text
@@ -184,8 +184,7 @@ def _loop(study: optuna.Study, sf: StudyFile, prepared: Prepared, options: RunOp
             while len(in_flight) < ex.parallel and complete + len(in_flight) < target:
                 trial = study.ask()
                 config = sf.space.sample(trial)
-                spec = TrialSpec(config, sf.student, sf.objectives, seed=sf.study.seed + trial.number,
-                                 bootstrap_resamples=sf.study.bootstrap_resamples)
+                spec = sf.trial_spec(config, trial.number)
                 ref = executor.submit_trial(prepared_ref, spec, cpus=ex.cpus_per_trial, gpus=ex.gpus_per_trial,
                                             max_retries=ex.max_retries)
                 in_flight[ref] = (trial, time.time())

@@ -23,7 +23,8 @@ from fairfront.objectives.models import ModelSpec
 from fairfront.objectives.prepare import PrepareSpec
 from fairfront.objectives.training import TrainSettings
 from fairfront.search.samplers import SAMPLERS
-from fairfront.spaces.space import SearchSpace
+from fairfront.objectives.trial import TrialSpec
+from fairfront.spaces.space import CompressionConfig, SearchSpace
 
 __all__ = ["StudySettings", "Execution", "StudyFile", "load_study_file", "parse_study_text"]
 
@@ -95,6 +96,11 @@ class StudyFile:
     @property
     def prepare_spec(self) -> PrepareSpec:
         return PrepareSpec(self.model, self.data, self.teacher, self.study.seed)
+
+    def trial_spec(self, compression: CompressionConfig, number: int) -> TrialSpec:
+        """Everything a worker needs to run trial ``number`` with the sampled ``compression``."""
+        return TrialSpec(compression, self.student, self.objectives, seed=self.study.seed + number,
+                         bootstrap_resamples=self.study.bootstrap_resamples)
 
     def with_trials(self, n_trials: int) -> StudyFile:
         return replace(self, study=replace(self.study, n_trials=n_trials))
