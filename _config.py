@@ -122,6 +122,16 @@ class Table:
                 raise ConfigError(self.key(name), v, "each one of: " + ", ".join(choices))
         return tuple(value)
 
+    def booleans(self, name: str, default: Any = REQUIRED) -> tuple[bool, ...]:
+        """``true``, ``false``, or a list of them to search (``[false, true]``)."""
+        present, value = self._raw(name, default)
+        if not present:
+            return value
+        values = [value] if isinstance(value, bool) else value
+        if not isinstance(values, list) or not values or not all(isinstance(v, bool) for v in values):
+            raise ConfigError(self.key(name), value, "true, false, or a list of them to search, e.g. [false, true]")
+        return tuple(dict.fromkeys(values))
+
     def range(self, name: str, default: Any = REQUIRED, *, low: float | None = None,
               high: float | None = None, integer: bool = False, positive: bool = False) -> tuple:
         """A search range ``[low, high]`` (a single number means a fixed value)."""

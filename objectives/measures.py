@@ -7,6 +7,7 @@ fairer). Whatever is not an objective is still computed and kept in the trial's 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,9 +46,13 @@ ACCURACY_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 SIZE_MEASURES: dict[str, str] = {
-    "nonzero_params": "parameters that are not exactly zero (embeddings and head included)",
+    "nonzero_params": "parameters that are not exactly zero (embeddings and head included; int8 weights count)",
     "dense_bytes": "bytes of all parameters stored densely in fp32",
-    "sparse_bytes": "bytes stored sparsely (values plus index overhead, per tensor the smaller encoding)",
+    "sparse_bytes": "bytes stored as int32 CSR (values plus indices; per tensor the smaller of CSR and dense)",
+    "int8_bytes": "bytes with linear weights in int8 (measured for a quantized model, estimated otherwise)",
+    "serialized_bytes": "bytes of the saved state dict (torch.save)",
+    "latency_b1_ms": "median CPU forward latency at batch 1, length 64 (ms)",
+    "latency_b32_ms": "median CPU forward latency at batch 32, length 64 (ms)",
 }
 
 BIAS_MEASURES = group_fairness.BIAS_MEASURES
@@ -93,7 +98,15 @@ def accuracy_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def size_scores(model: nn.Module) -> dict[str, float]:
     stored = size.storage_bytes(model)
     return {"nonzero_params": float(size.nonzero_parameters(model)), "params": float(size.parameter_count(model)),
-            "dense_bytes": float(stored["dense_fp32"]), "sparse_bytes": float(stored["sparse"])}
+            "dense_bytes": float(stored["dense_fp32"]), "sparse_bytes": float(stored["sparse"]),
+            "int8_bytes": float(stored["int8"]), "serialized_bytes": float(stored["serialized"])}
+
+
+def latency_scores(model: nn.Module, *, seq_len: int = 64, threads: int | None = None) -> dict[int, float]:
+    """Measured CPU latency at batch 1 and 32 (a model on a GPU is measured on a CPU copy)."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).cpu()
+    return size.measure_latency(model, batch_sizes=(1, 32), seq_len=seq_len, repeats=5, warmup=1, threads=threads)
 
 
 def bias_score(name: str, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> float:

@@ -122,15 +122,23 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _forward(model: nn.Module, batch: dict) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+def _forward(model: nn.Module, batch: dict, **kwargs) -> torch.Tensor:
+    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+    if kwargs:
+        batch["outputs"] = outputs  # hidden states / attentions for transfer losses
+    return outputs.logits.float()
 
 
 def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
           loss_fn: Callable[[torch.Tensor, dict], torch.Tensor], seed: int, pad_id: int,
           hooks: Sequence[object] = (), device: torch.device | None = None,
+          forward_kwargs: dict | None = None,
           progress: Callable[[int, int, float], None] | None = None) -> TrainStats:
-    """Train ``model`` in place on ``split``; raise :class:`NonFiniteLoss` on a NaN/inf loss."""
+    """Train ``model`` in place on ``split``; raise :class:`NonFiniteLoss` on a NaN/inf loss.
+
+    ``forward_kwargs`` (e.g. ``output_hidden_states=True``) are passed to the model, and its full
+    outputs are then given to ``loss_fn`` as ``batch["outputs"]``.
+    """
     device = device or next(model.parameters()).device
     model.to(device).train()
     total = settings.total_steps(len(split))
@@ -152,8 +160,8 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
                 getattr(hook, "before_step", _noop)(step, total)
             batch = make_batch(split, index, pad_id=pad_id, device=device)
             with autocast(device):
-                logits = _forward(model, batch)
-            loss = loss_fn(logits, batch)
+                logits = _forward(model, batch, **(forward_kwargs or {}))
+                loss = loss_fn(logits, batch)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at step {step} of {total}")
             optimizer.zero_grad(set_to_none=True)

@@ -1,8 +1,13 @@
 """One trial: compress a copy of the teacher as sampled, train it for real, and score it.
 
+The families a trial sampled are applied in a fixed order: the student's depth (layers kept from
+the teacher), structured pruning (heads and neurons removed once, before fine-tuning),
+unstructured pruning (masks on a schedule during fine-tuning), the training objective (task loss,
+distillation, fairness method, forgetting weights), then post-training int8 quantization. The one
+training loop runs them all; each family contributes a loss term, example weights or a hook.
+
 This runs inside a Ray task (or in-process in tests). It never touches the study storage: it
-returns a :class:`TrialOutcome` (objective values plus every other measure) that the driver
-writes.
+returns a :class:`TrialOutcome` (objective values plus every other measure) that the driver writes.
 """
 
 from __future__ import annotations
@@ -14,16 +19,18 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fairfront.objectives import group_fairness
-from fairfront.objectives.measures import ObjectiveSpec, accuracy_scores, bias_score, size_scores
+from fairfront.objectives.measures import ObjectiveSpec, accuracy_scores, bias_score, latency_scores, size_scores
 from fairfront.objectives.prepare import Prepared
-from fairfront.objectives.training import TrainSettings, predict_logits, train
+from fairfront.objectives.training import TrainSettings, iterate_batches, make_batch, predict_logits, train
+from fairfront.spaces import fair_compression, fairness_losses, imbalance, students
 from fairfront.spaces.distillation import distillation_loss
 from fairfront.spaces.fairness import penalty_function
 from fairfront.spaces.pruning import MagnitudePruner, prunable_weights
+from fairfront.spaces.quantization import quantize_dynamic_int8
 from fairfront.spaces.space import CompressionConfig
+from fairfront.spaces.structured import structured_prune
 
 __all__ = ["TrialSpec", "TrialOutcome", "run_trial"]
 
@@ -35,6 +42,7 @@ class TrialSpec:
     objectives: ObjectiveSpec
     seed: int = 0
     bootstrap_resamples: int = 200
+    latency: bool = True
 
 
 @dataclass
@@ -58,6 +66,10 @@ class _PruningHook:
         self.pruner.apply()
 
 
+def _model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+
+
 def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | None = None,
               threads: int | None = None) -> TrialOutcome:
     """Compress, train and measure; raises on failure (the driver records the reason)."""
@@ -67,53 +79,136 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
         torch.set_num_threads(threads)
     torch.manual_seed(spec.seed)
     c = spec.compression
-    model = prepared.teacher().to(device)
+    attrs: dict = {"compression": _plain(asdict(c))}
     train_split = prepared.splits["train"]
+    n_classes, n_groups = len(prepared.label_names), max(1, len(prepared.group_names))
     teacher_train = torch.tensor(prepared.teacher_logits["train"], device=device)
+    calibration_rng = np.random.default_rng(spec.seed)
+    calibration = [make_batch(train_split, idx, pad_id=prepared.pad_id, device=device)
+                   for _, idx in zip(range(8), iterate_batches(train_split, spec.student.batch_size,
+                                                               rng=calibration_rng))]
 
+    # 1. the student's depth, and the teacher network when transfer terms need its internal states
+    model = prepared.teacher()
+    n_layers = model.config.num_hidden_layers
+    d = c.distillation
+    keep = list(range(n_layers))
+    if d is not None and d.student_layers is not None and d.student_layers < n_layers:
+        keep = students.layer_indices(n_layers, d.student_layers, strategy=d.layer_strategy)
+        model = students.make_student(model, keep)
+        attrs["student_layers"] = keep
+    teacher_net, forward_kwargs = None, {}
+    if d is not None and (d.hidden_weight > 0 or d.attention_weight > 0):
+        teacher_net = prepared.teacher().to(device).eval()
+        forward_kwargs["output_hidden_states"] = d.hidden_weight > 0
+        if d.attention_weight > 0:
+            forward_kwargs["output_attentions"] = True
+            for net in (model, teacher_net):
+                net.set_attn_implementation("eager")
+    model.to(device)
+
+    # 2. structured pruning, once, before fine-tuning
+    if c.structured is not None and (c.structured.head_fraction > 0 or c.structured.ffn_fraction > 0):
+        summary = structured_prune(model, head_fraction=c.structured.head_fraction,
+                                   ffn_fraction=c.structured.ffn_fraction, importance=c.structured.importance,
+                                   batches=[_model_inputs(b) for b in calibration], scope=c.structured.scope)
+        attrs["structured"] = _plain(summary)
+
+    # 3. unstructured pruning on a schedule (fairness-aware when fairness_mix > 0)
     hooks, pruner = [], None
     if c.pruning is not None:
-        pruner = MagnitudePruner(prunable_weights(model, include_embeddings=c.pruning.include_embeddings,
-                                                  include_classifier=c.pruning.include_classifier),
-                                 scope=c.pruning.scope)
+        weights = prunable_weights(model, include_embeddings=c.pruning.include_embeddings,
+                                   include_classifier=c.pruning.include_classifier)
+        scores = None
+        if c.pruning.fairness_mix > 0:
+            scores = _fairness_aware_scores(model, weights, calibration, c.pruning.fairness_mix)
+        pruner = MagnitudePruner(weights, scope=c.pruning.scope, scores=scores)
         hooks.append(_PruningHook(pruner, c.pruning.schedule))
-    penalty = penalty_function(c.fairness.loss) if c.fairness and c.fairness.weight > 0 else None
+
+    # 4. the training objective
+    class_counts = np.bincount(train_split.labels, minlength=n_classes).tolist()
+    task_loss = c.imbalance.build(class_counts) if c.imbalance is not None else imbalance.cross_entropy
+    f = c.fairness if c.fairness is not None and c.fairness.weight > 0 else None
+    penalty = penalty_function(f.method) if f is not None and f.is_penalty else None
+    dro = fairness_losses.GroupDRO(n_groups, f.weight) if f is not None and f.method == "group_dro" else None
+    example_weights = None
+    if f is not None and f.method == "group_reweight":
+        balanced = fairness_losses.group_balanced_weights(torch.tensor(train_split.groups), n_groups,
+                                                          labels=torch.tensor(train_split.labels))
+        example_weights = (1.0 + f.weight * (balanced - 1.0)).to(device)
+    fd = c.fair_distillation if c.fair_distillation is not None and c.fair_distillation.strength > 0 else None
+    deficit = {"table": torch.zeros(n_groups, n_classes, device=device)}
+    mapping = students.layer_mapping(keep)
 
     def loss_fn(logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        if c.distillation is not None:
-            per_example = distillation_loss(logits, teacher_train[batch["index"]], batch["labels"],
-                                            temperature=c.distillation.temperature, alpha=c.distillation.alpha)
-        else:
-            per_example = F.cross_entropy(logits, batch["labels"], reduction="none")
-        loss = per_example.mean()
+        labels, groups = batch["labels"], batch["groups"]
+        teacher_logits = teacher_train[batch["index"]]
+        per_example = task_loss(logits, labels)
+        if d is not None:
+            per_example = distillation_loss(logits, teacher_logits, labels, temperature=d.temperature,
+                                            alpha=d.alpha, task_loss=per_example)
+        weights = example_weights[batch["index"]] if example_weights is not None else None
+        if fd is not None:
+            if fd.mode != "disagreement":
+                step = fair_compression.recall_deficit(logits.argmax(-1), teacher_logits.argmax(-1), labels, groups,
+                                                       num_groups=n_groups, num_classes=n_classes)
+                deficit["table"] = 0.9 * deficit["table"] + 0.1 * torch.nan_to_num(step.to(device))
+            fw = fair_compression.forgetting_weights(logits, teacher_logits, labels, groups, strength=fd.strength,
+                                                     mode=fd.mode, group_recall_deficit=deficit["table"])
+            weights = fw if weights is None else weights * fw
+        if weights is not None:
+            per_example = per_example * weights
+        loss = dro(per_example, groups) if dro is not None else per_example.mean()
         if penalty is not None:
-            loss = loss + c.fairness.weight * penalty(logits, batch["labels"], batch["groups"])
+            loss = loss + f.weight * penalty(logits, labels, groups)
+        if teacher_net is not None:
+            with torch.no_grad():
+                t_out = teacher_net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    **forward_kwargs)
+            s_out = batch["outputs"]
+            if d.hidden_weight > 0:
+                loss = loss + d.hidden_weight * students.hidden_state_transfer_loss(
+                    s_out.hidden_states, t_out.hidden_states, mapping, attention_mask=batch["attention_mask"])
+            if d.attention_weight > 0:
+                att_mapping = {s - 1: t - 1 for s, t in mapping.items() if s > 0}
+                loss = loss + d.attention_weight * students.attention_transfer_loss(
+                    s_out.attentions, t_out.attentions, att_mapping, attention_mask=batch["attention_mask"],
+                    average_heads=c.structured is not None)
         return loss
 
     stats = train(model, train_split, spec.student, loss_fn=loss_fn, seed=spec.seed, pad_id=prepared.pad_id,
-                  hooks=hooks, device=device)
-    train_seconds = time.perf_counter() - started
+                  hooks=hooks, device=device, forward_kwargs=forward_kwargs)
     if pruner is not None:
         pruner.prune_to(c.pruning.sparsity)  # the schedule has reached it; make it exact for scoring
-
-    attrs: dict = {"compression": _plain(asdict(c)), "train": {"steps": stats.steps, "final_loss": stats.final_loss,
-                                                               "examples_per_second": stats.examples_per_second}}
-    if pruner is not None:
         attrs["achieved_sparsity"] = pruner.sparsity()
+    attrs["train"] = {"steps": stats.steps, "final_loss": stats.final_loss,
+                      "examples_per_second": stats.examples_per_second}
+    if dro is not None:
+        attrs["group_dro_weights"] = [float(x) for x in dro.q]
+    train_seconds = time.perf_counter() - started
+
+    # 5. post-training quantization (runs on CPU)
+    eval_device = device
+    if c.quantization is not None and c.quantization.int8:
+        model = quantize_dynamic_int8(model.cpu())
+        eval_device = torch.device("cpu")
+
     attrs["size"] = size_scores(model)
+    if spec.latency:
+        attrs["latency_ms"] = latency_scores(model, seq_len=min(64, prepared.model_config.get(
+            "max_position_embeddings", 64)), threads=threads)
     eval_started = time.perf_counter()
     for split in ("validation", "test"):
         data = prepared.splits[split]
         logits = predict_logits(model, data, batch_size=spec.student.eval_batch_size, pad_id=prepared.pad_id,
-                                device=device)
-        pred = logits.argmax(axis=1)
-        attrs[split] = _scores(prepared, spec, data.labels, pred, data.groups, split)
-    timings = {"train_s": train_seconds, "eval_s": time.perf_counter() - eval_started,
-               "total_s": time.perf_counter() - started, "device": device.type,
-               "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
-    attrs["timings"] = timings
+                                device=eval_device)
+        attrs[split] = _scores(prepared, spec, data.labels, logits.argmax(axis=1), data.groups, split)
+    attrs["timings"] = {"train_s": train_seconds, "eval_s": time.perf_counter() - eval_started,
+                        "total_s": time.perf_counter() - started, "device": device.type,
+                        "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
     v = attrs["validation"]
-    values = [v["accuracy"][spec.objectives.accuracy], attrs["size"][spec.objectives.size]]
+    sizes = {**attrs["size"], **{f"latency_b{k}_ms": ms for k, ms in attrs.get("latency_ms", {}).items()}}
+    values = [v["accuracy"][spec.objectives.accuracy], sizes.get(spec.objectives.size)]
     values += [v["bias"][b] for b in spec.objectives.bias]
     if any(x is None or not math.isfinite(x) for x in values):
         raise ValueError(f"a measure is undefined on the validation split: {dict(zip(spec.objectives.names, values))}"
@@ -121,15 +216,42 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
     return TrialOutcome(values=[float(x) for x in values], attrs=attrs)
 
 
+def _fairness_aware_scores(model, weights: dict, calibration: list[dict], mix: float):
+    """Importance = mix of |w| and |w * dP/dw| (P = equal-opportunity gap on a few training batches).
+
+    The gradient of the gap is taken once, on the dense weights; at each pruning step the fair
+    score is ``|w_now| * |dP/dw|``, so weights that shrink during training lose importance in both.
+    """
+
+    def gap(net, batch):
+        logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        return fairness_losses.equal_opportunity_penalty(logits, batch["labels"], batch["groups"])
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = {names[id(w)]: w for w in weights.values()}
+    fair = fair_compression.fairness_gradient_scores(model, calibration, gap, params)
+    grad_abs = {}
+    for key, w in weights.items():
+        w_abs = w.detach().abs().float()
+        score = fair[names[id(w)]].float()
+        grad_abs[key] = torch.where(w_abs > 0, score / w_abs.clamp_min(1e-12), torch.zeros_like(w_abs))
+
+    def scores(magnitudes: dict) -> dict:
+        fair_now = {k: magnitudes[k] * grad_abs[k] for k in magnitudes}
+        return fair_compression.fairness_aware_importance(magnitudes, fair_now, mix=mix)
+
+    return scores
+
+
 def _scores(prepared: Prepared, spec: TrialSpec, y: np.ndarray, pred: np.ndarray, groups: np.ndarray,
             split: str) -> dict:
     has_group = groups >= 0
     out: dict = {"accuracy": accuracy_scores(y, pred), "n": int(len(y))}
-    dense = prepared.dense_predictions(split)
-    out["agreement_with_dense"] = float((dense == pred).mean())
+    out["agreement_with_dense"] = float((prepared.dense_predictions(split) == pred).mean())
     if has_group.any():
         g = np.asarray(prepared.group_names, dtype=object)[groups[has_group]]
-        out["bias"] = {name: bias_score(name, y[has_group], pred[has_group], g) for name in group_fairness.BIAS_MEASURES}
+        out["bias"] = {name: bias_score(name, y[has_group], pred[has_group], g)
+                       for name in group_fairness.BIAS_MEASURES}
         out["fairness"] = group_fairness.fairness_report(
             y[has_group], pred[has_group], sensitive_features=g, class_names=list(prepared.label_names),
             n_resamples=spec.bootstrap_resamples, seed=spec.seed)
@@ -148,4 +270,6 @@ def _plain(obj):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
         return int(obj)
+    if isinstance(obj, torch.Tensor):
+        return _plain(obj.tolist())
     return obj

@@ -15,10 +15,14 @@ examples first, and these are disproportionately from rare classes and under-rep
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from fairfront._config import Table
+from fairfront.spaces.sampling import suggest_choice, suggest_weight
 
 __all__ = [
     "FORGETTING_MODES",
@@ -291,3 +295,35 @@ def _mean_over(tensors: Iterable[Tensor]) -> float:
         total += float(t.detach().float().sum())
         count += t.numel()
     return total / count if count else 0.0
+
+
+@dataclass(frozen=True)
+class FairDistillationConfig:
+    strength: float
+    mode: str = "disagreement"
+
+
+@dataclass(frozen=True)
+class FairDistillationSpace:
+    """``[space.fair_distillation]``: up-weight what the student forgets (see :func:`forgetting_weights`).
+
+    ``strength`` is searched on a log scale with an exact zero (plain, unweighted training) kept in
+    the space as the baseline.
+    """
+
+    strength: tuple[float, float] = (0.1, 10.0)
+    modes: tuple[str, ...] = FORGETTING_MODES
+    allow_zero: bool = True
+
+    @classmethod
+    def from_table(cls, t: Table) -> FairDistillationSpace:
+        space = cls(strength=t.range("strength", cls.strength, positive=True, high=1e4),
+                    modes=t.strings("mode", cls.modes, choices=FORGETTING_MODES),
+                    allow_zero=t.boolean("allow_zero", True))
+        t.done()
+        return space
+
+    def sample(self, trial) -> FairDistillationConfig:
+        strength = suggest_weight(trial, "fair_distillation.strength", self.strength, allow_zero=self.allow_zero)
+        mode = suggest_choice(trial, "fair_distillation.mode", self.modes) if strength > 0 else self.modes[0]
+        return FairDistillationConfig(strength, mode)

@@ -1,9 +1,18 @@
-"""The fairness-loss family: which group penalty a student trains with, and how strongly.
+"""The fairness-loss family: which group-aware method a student trains with, and how strongly.
 
-The trial's training objective becomes ``task_loss + weight * penalty(logits, labels, groups)``.
-The weight is searched on a log scale with an exact zero kept in the space (``allow_zero``), so
-"no fairness loss" is always sampled as the baseline the other settings are compared with.
-The penalties themselves are defined in :mod:`fairfront.spaces.fairness_losses`.
+Methods (``[space.fairness] method``):
+
+- a penalty (``equal_opportunity``, ``equalized_odds``, ``demographic_parity``): the objective
+  becomes ``task_loss + weight * penalty(logits, labels, groups)`` (Hardt et al. 2016; Zafar et
+  al. 2017);
+- ``group_dro``: online group DRO (Sagawa et al. 2020), the loss of the worst groups up-weighted
+  with step size ``dro_step_size``;
+- ``group_reweight``: example weights ``1 + s * (w_g - 1)`` moving from plain training (s = 0)
+  to Kamiran & Calders (2012) reweighting ``w = P(g)P(y)/P(g,y)`` (s = 1), ``s`` = ``reweight_strength``.
+
+Each method's strength is searched on a log scale, and an exact zero is kept in the space
+(``allow_zero``), so "no fairness method" is always sampled as the baseline. The losses
+themselves are in :mod:`fairfront.spaces.fairness_losses`.
 """
 
 from __future__ import annotations
@@ -27,31 +36,47 @@ for _name in ("equalized_odds", "demographic_parity"):
         PENALTIES[_name] = getattr(fairness_losses, f"{_name}_penalty")
 
 
+METHODS = tuple(PENALTIES) + ("group_dro", "group_reweight")
+
+
 @dataclass(frozen=True)
 class FairnessConfig:
-    loss: str
+    """``weight`` is the penalty's weight, the DRO step size, or the reweighting strength; 0 = off."""
+
+    method: str
     weight: float
+
+    @property
+    def is_penalty(self) -> bool:
+        return self.method in PENALTIES
 
 
 @dataclass(frozen=True)
 class FairnessSpace:
     """Ranges of ``[space.fairness]``."""
 
-    losses: tuple[str, ...] = ("equal_opportunity",)
+    methods: tuple[str, ...] = ("equal_opportunity",)
     weight: tuple[float, float] = (0.01, 10.0)
+    dro_step_size: tuple[float, float] = (0.001, 0.1)
+    reweight_strength: tuple[float, float] = (0.1, 1.0)
     allow_zero: bool = True
 
     @classmethod
     def from_table(cls, t: Table) -> FairnessSpace:
-        space = cls(losses=t.strings("loss", cls.losses, choices=tuple(PENALTIES)),
+        space = cls(methods=t.strings("method", cls.methods, choices=METHODS),
                     weight=t.range("weight", cls.weight, positive=True, high=1e4),
+                    dro_step_size=t.range("dro_step_size", cls.dro_step_size, positive=True, high=10.0),
+                    reweight_strength=t.range("reweight_strength", cls.reweight_strength, positive=True, high=1.0),
                     allow_zero=t.boolean("allow_zero", True))
         t.done()
         return space
 
     def sample(self, trial) -> FairnessConfig:
-        loss = suggest_choice(trial, "fairness.loss", self.losses)
-        return FairnessConfig(loss, suggest_weight(trial, "fairness.weight", self.weight, allow_zero=self.allow_zero))
+        method = suggest_choice(trial, "fairness.method", self.methods)
+        bounds, name = {"group_dro": (self.dro_step_size, "fairness.dro_step_size"),
+                        "group_reweight": (self.reweight_strength, "fairness.reweight_strength")}.get(
+                            method, (self.weight, "fairness.weight"))
+        return FairnessConfig(method, suggest_weight(trial, name, bounds, allow_zero=self.allow_zero))
 
 
 def penalty_function(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:

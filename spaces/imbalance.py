@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fairfront._config import Table
+from fairfront.spaces.sampling import suggest_choice, suggest_float
+
 __all__ = [
     "PerExampleLoss",
     "cross_entropy",
@@ -273,3 +276,38 @@ def _check(logits: Tensor, labels: Tensor, num_classes: int | None = None) -> No
         raise ValueError(f"labels must have shape [{logits.shape[0]}] to match logits; got shape {tuple(labels.shape)}")
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(f"this loss was built for {num_classes} classes; logits have {logits.shape[1]}")
+
+
+@dataclass(frozen=True)
+class ImbalanceConfig:
+    loss: str
+    value: float | None = None
+
+    def build(self, class_counts: Sequence[int]) -> PerExampleLoss:
+        return IMBALANCE_LOSSES[self.loss].build(self.value, class_counts)
+
+
+@dataclass(frozen=True)
+class ImbalanceSpace:
+    """``[space.imbalance]``: which task loss a trial uses, with its parameter searched in its range."""
+
+    losses: tuple[str, ...] = ("cross_entropy", "class_balanced", "focal", "logit_adjusted")
+
+    @classmethod
+    def from_table(cls, t: Table) -> ImbalanceSpace:
+        space = cls(t.strings("loss", cls.losses, choices=tuple(IMBALANCE_LOSSES)))
+        t.done()
+        return space
+
+    def sample(self, trial) -> ImbalanceConfig:
+        name = suggest_choice(trial, "imbalance.loss", self.losses)
+        spec = IMBALANCE_LOSSES[name]
+        if spec.parameter is None:
+            return ImbalanceConfig(name)
+        key = f"imbalance.{spec.parameter}"
+        if spec.scale == "log1m":  # sample 1 - value log-uniformly
+            value = 1.0 - suggest_float(trial, f"imbalance.one_minus_{spec.parameter}",
+                                        (1.0 - spec.high, 1.0 - spec.low), log=True)
+        else:
+            value = suggest_float(trial, key, (spec.low, spec.high))
+        return ImbalanceConfig(name, float(value))

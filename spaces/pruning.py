@@ -13,6 +13,7 @@ are re-applied after every optimizer step, so pruned weights stay exactly zero t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,7 @@ class PruningConfig:
     scope: str = "global"
     include_embeddings: bool = False
     include_classifier: bool = False
+    fairness_mix: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class PruningSpace:
     iterations: tuple[int, int] = (2, 5)
     include_embeddings: bool = False
     include_classifier: bool = False
+    fairness_mix: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_table(cls, t: Table) -> PruningSpace:
@@ -65,6 +68,7 @@ class PruningSpace:
             iterations=t.range("iterations", cls.iterations, low=1, integer=True),
             include_embeddings=t.boolean("include_embeddings", False),
             include_classifier=t.boolean("include_classifier", False),
+            fairness_mix=t.range("fairness_mix", cls.fairness_mix, low=0.0, high=1.0),
         )
         if space.start[1] > space.end[0]:
             raise ConfigError(t.key("start"), list(space.start),
@@ -85,7 +89,8 @@ class PruningSpace:
         if kind == "iterative":
             iterations = suggest_int(trial, "pruning.iterations", self.iterations)
         schedule = SparsitySchedule(kind, sparsity, start, end, frequency, iterations)
-        return PruningConfig(sparsity, schedule, scope, self.include_embeddings, self.include_classifier)
+        mix = suggest_float(trial, "pruning.fairness_mix", self.fairness_mix)
+        return PruningConfig(sparsity, schedule, scope, self.include_embeddings, self.include_classifier, mix)
 
 
 def prunable_weights(model: nn.Module, *, include_embeddings: bool = False,
@@ -118,11 +123,13 @@ class MagnitudePruner:
         0.5
     """
 
-    def __init__(self, weights: dict[str, nn.Parameter], scope: str = "global"):
+    def __init__(self, weights: dict[str, nn.Parameter], scope: str = "global",
+                 scores: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None):
         if scope not in SCOPES:
             raise ValueError(f"pruning scope {scope!r} is unknown; allowed: {', '.join(SCOPES)}")
         self.weights = weights
         self.scope = scope
+        self.scores = scores
         self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
         self.target = 0.0
 
@@ -130,11 +137,16 @@ class MagnitudePruner:
     def prune_to(self, sparsity: float) -> None:
         """Recompute masks so exactly ``round(sparsity * n)`` weights are zero, then apply them.
 
-        Already-pruned weights are zero, so they rank lowest and stay pruned as sparsity grows.
+        The importance is ``|w|``, or what ``scores`` maps the magnitudes to (fairness-aware
+        pruning mixes in each weight's effect on the group gap). Already-pruned weights score zero,
+        so they rank lowest and stay pruned as sparsity grows.
         """
         self.target = sparsity
+        importance = {name: w.detach().abs().float() for name, w in self.weights.items()}
+        if self.scores is not None:
+            importance = self.scores(importance)
         if self.scope == "global":
-            flat = torch.cat([w.detach().abs().flatten().float() for w in self.weights.values()])
+            flat = torch.cat([importance[name].flatten() for name in self.weights])
             masks = _smallest_mask(flat, sparsity)
             offset = 0
             for name, w in self.weights.items():
@@ -143,7 +155,7 @@ class MagnitudePruner:
                 offset += n
         else:
             for name, w in self.weights.items():
-                self.masks[name] = _smallest_mask(w.detach().abs().flatten().float(), sparsity).view_as(w)
+                self.masks[name] = _smallest_mask(importance[name].flatten(), sparsity).view_as(w)
         self.apply()
 
     @torch.no_grad()

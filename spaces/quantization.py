@@ -31,9 +31,13 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from fairfront._config import Table
+from fairfront.spaces.sampling import suggest_choice
 
 __all__ = ["is_quantized", "quantize_dynamic_int8", "quantized_linear_names"]
 
@@ -109,3 +113,24 @@ def quantized_linear_names(model: nn.Module) -> list[str]:
 def is_quantized(model: nn.Module) -> bool:
     """Whether ``model`` holds any dynamic int8 linear layer (and so must run on CPU)."""
     return any(_is_dynamic_quantized_linear(m) for m in model.modules())
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    int8: bool
+
+
+@dataclass(frozen=True)
+class QuantizationSpace:
+    """``[space.quantization]``: whether a trial quantizes its trained student to dynamic int8."""
+
+    int8: tuple[bool, ...] = (False, True)
+
+    @classmethod
+    def from_table(cls, t: Table) -> QuantizationSpace:
+        space = cls(t.booleans("int8", cls.int8))
+        t.done()
+        return space
+
+    def sample(self, trial) -> QuantizationConfig:
+        return QuantizationConfig(bool(suggest_choice(trial, "quantization.int8", self.int8)))

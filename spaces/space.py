@@ -1,38 +1,63 @@
 """The whole search space: every compression family a study searches, and one trial's draw of it.
 
-``[space.<family>]`` tables switch a family on; a family that is absent is not applied (no
-pruning, no distillation, or no fairness loss), so a study can search any combination.
+A ``[space.<family>]`` table switches a family on; a family that is absent is not applied, so a
+study can search any combination. The families, in the order a trial applies them:
+
+=====================  =====================================================================
+``distillation``       student depth (layers kept from the teacher), KD temperature and mix,
+                       hidden-state / attention transfer
+``structured``         attention heads and feed-forward neurons physically removed (one-shot)
+``pruning``            unstructured magnitude pruning on a schedule (optionally fairness-aware)
+``imbalance``          the task loss: cross-entropy, class-balanced, focal, logit-adjusted
+``fairness``           group penalties, group DRO, or group reweighting
+``fair_distillation``  up-weighting the examples the student forgets
+``quantization``       post-training dynamic int8
+=====================  =====================================================================
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.spaces.distillation import DistillationConfig, DistillationSpace
+from fairfront.spaces.fair_compression import FairDistillationConfig, FairDistillationSpace
 from fairfront.spaces.fairness import FairnessConfig, FairnessSpace
+from fairfront.spaces.imbalance import ImbalanceConfig, ImbalanceSpace
 from fairfront.spaces.pruning import PruningConfig, PruningSpace
+from fairfront.spaces.quantization import QuantizationConfig, QuantizationSpace
+from fairfront.spaces.structured import StructuredConfig, StructuredSpace
 
 __all__ = ["SearchSpace", "CompressionConfig", "FAMILIES"]
 
-FAMILIES = {"pruning": PruningSpace, "distillation": DistillationSpace, "fairness": FairnessSpace}
+FAMILIES = {"distillation": DistillationSpace, "structured": StructuredSpace, "pruning": PruningSpace,
+            "imbalance": ImbalanceSpace, "fairness": FairnessSpace, "fair_distillation": FairDistillationSpace,
+            "quantization": QuantizationSpace}
 
 
 @dataclass(frozen=True)
 class CompressionConfig:
     """What one trial applies; ``None`` means the family is not used."""
 
-    pruning: PruningConfig | None = None
     distillation: DistillationConfig | None = None
+    structured: StructuredConfig | None = None
+    pruning: PruningConfig | None = None
+    imbalance: ImbalanceConfig | None = None
     fairness: FairnessConfig | None = None
+    fair_distillation: FairDistillationConfig | None = None
+    quantization: QuantizationConfig | None = None
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    pruning: PruningSpace | None = None
     distillation: DistillationSpace | None = None
+    structured: StructuredSpace | None = None
+    pruning: PruningSpace | None = None
+    imbalance: ImbalanceSpace | None = None
     fairness: FairnessSpace | None = None
+    fair_distillation: FairDistillationSpace | None = None
+    quantization: QuantizationSpace | None = None
 
     @classmethod
     def from_table(cls, t: Table) -> SearchSpace:
@@ -47,9 +72,11 @@ class SearchSpace:
                               + ", ".join(f"[space.{n}]" for n in FAMILIES))
         return cls(**families)
 
+    def check_model(self, num_layers: int) -> None:
+        """Checks that need the loaded model (run before the study is created)."""
+        if self.distillation is not None:
+            self.distillation.check_model(num_layers)
+
     def sample(self, trial) -> CompressionConfig:
-        return CompressionConfig(
-            pruning=self.pruning.sample(trial) if self.pruning else None,
-            distillation=self.distillation.sample(trial) if self.distillation else None,
-            fairness=self.fairness.sample(trial) if self.fairness else None,
-        )
+        drawn = {f.name: getattr(self, f.name).sample(trial) for f in fields(self) if getattr(self, f.name)}
+        return CompressionConfig(**drawn)

@@ -54,12 +54,15 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from fairfront._config import Table
 from fairfront.errors import DataError
+from fairfront.spaces.sampling import suggest_choice, suggest_float
 
 __all__ = [
     "IMPORTANCE_METHODS",
@@ -618,3 +621,40 @@ def load_pruned(path: str | os.PathLike[str], *, model_class: Any = None,
                         f"unexpected {result.unexpected_keys[:3]})")
     model.eval()
     return model
+
+
+@dataclass(frozen=True)
+class StructuredConfig:
+    """One trial's structured pruning: the fractions of heads and feed-forward neurons removed."""
+
+    head_fraction: float
+    ffn_fraction: float
+    importance: str = "gradient"
+    scope: str = "global"
+
+
+@dataclass(frozen=True)
+class StructuredSpace:
+    """Ranges of ``[space.structured]``. Applied once, before fine-tuning (prune, then recover)."""
+
+    head_fraction: tuple[float, float] = (0.0, 0.5)
+    ffn_fraction: tuple[float, float] = (0.0, 0.5)
+    importance: tuple[str, ...] = ("gradient",)
+    scope: tuple[str, ...] = ("global",)
+    calibration_batches: int = 8
+
+    @classmethod
+    def from_table(cls, t: Table) -> StructuredSpace:
+        space = cls(head_fraction=t.range("head_fraction", cls.head_fraction, low=0.0, high=0.95),
+                    ffn_fraction=t.range("ffn_fraction", cls.ffn_fraction, low=0.0, high=0.95),
+                    importance=t.strings("importance", cls.importance, choices=IMPORTANCE_METHODS),
+                    scope=t.strings("scope", cls.scope, choices=SCOPES),
+                    calibration_batches=t.integer("calibration_batches", 8, low=1, high=10_000))
+        t.done()
+        return space
+
+    def sample(self, trial) -> StructuredConfig:
+        return StructuredConfig(suggest_float(trial, "structured.head_fraction", self.head_fraction),
+                                suggest_float(trial, "structured.ffn_fraction", self.ffn_fraction),
+                                suggest_choice(trial, "structured.importance", self.importance),
+                                suggest_choice(trial, "structured.scope", self.scope))
