@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (install, then run the demo study) and `make test` (install, then the tests).
+PYTHON ?= python3
+VENV ?= .venv
+# torch 2.13.0: a CPU wheel where one is on local disk; elsewhere pip picks the platform's default build.
+TORCH_SPEC ?= torch==2.13.0
+FF := $(VENV)/bin/fairfront
+export RAY_AUTH_MODE ?= disabled
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test benchmarks clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: install
+	@if $(FF) status demo >/dev/null 2>&1; then $(FF) resume demo; else $(FF) run studies/demo.toml; fi
+
+test: install
+	@$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+benchmarks: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info
