@@ -1,0 +1,47 @@
+"""The study files shipped in studies/ are valid, and the demo's MiniLM really trains."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from fairfront.objectives.prepare import compute
+from fairfront.objectives.trial import run_trial
+from fairfront.search.studyfile import load_study_file
+
+STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=[p.name for p in STUDY_FILES])
+def test_shipped_study_file_is_valid(path: Path) -> None:
+    from fairfront.objectives.datasets import default_data_dir
+
+    sf = load_study_file(path)
+    if sf.data.source not in ("synthetic-occupations", "file", "hf") and default_data_dir() is None:
+        pytest.skip("the real data folder is absent (set FAIRFRONT_DATA_DIR)")
+    assert sf.study.n_trials >= 1 and sf.objectives.names[0] == "accuracy"
+
+
+@pytest.mark.slow
+def test_demo_minilm_teacher_and_one_trial() -> None:
+    """The demo's settings on a smaller synthetic set: the MiniLM teacher learns, a pruned student is scored."""
+    sf = load_study_file(REPO / "studies" / "demo.toml")
+    sf = replace(sf, data=replace(sf.data, n_examples=600), student=replace(sf.student, max_steps=10))
+    torch.set_num_threads(2)
+    prepared = compute(sf.prepare_spec, log=lambda m: None, device=torch.device("cpu"))
+    val = prepared.splits["validation"]
+    teacher_accuracy = float((prepared.dense_predictions("validation") == val.labels).mean())
+    assert teacher_accuracy > float(np.bincount(val.labels).max() / len(val)) + 0.1
+    import optuna
+
+    config = sf.space.sample(optuna.trial.FixedTrial({
+        "pruning.sparsity": 0.5, "pruning.schedule": "one_shot", "distillation.temperature": 2.0,
+        "distillation.alpha": 0.5, "fairness.method": "equal_opportunity", "fairness.weight_zero": True}))
+    out = run_trial(prepared, sf.trial_spec(config, 0), device=torch.device("cpu"), threads=2)
+    assert abs(out.attrs["achieved_sparsity"] - 0.5) < 0.005
+    assert out.values[1] < out.attrs["size"]["params"]
