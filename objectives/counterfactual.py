@@ -47,6 +47,7 @@ from fairfront.errors import DataError
 __all__ = [
     "builtin_swap_lists",
     "counterfactual_report",
+    "counterfactual_scores",
     "counterfactual_texts",
     "load_swap_pairs",
     "swap_terms",
@@ -340,26 +341,60 @@ def counterfactual_report(predict_proba: Callable[[list[str]], Any], texts: Sequ
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     texts = list(texts)
     indices, new_texts = counterfactual_texts(texts, pairs)
-    n_changed = len(indices)
-    report: dict[str, Any] = {"n_texts": len(texts), "n_changed": n_changed,
-                              "changed_share": _plain(n_changed / len(texts)) if texts else None,
-                              "n_flipped": 0, "flip_rate": None, "mean_abs_prob_change": None,
-                              "mean_tv_distance": None, "max_tv_distance": None}
-    if n_changed == 0:
-        return report
+    if not indices:
+        return counterfactual_scores(np.zeros((0, 2)), np.zeros((0, 2)), n_texts=len(texts))
     original = _probabilities(predict_proba, [texts[i] for i in indices], batch_size)
     swapped = _probabilities(predict_proba, new_texts, batch_size)
     if original.shape != swapped.shape:
         raise ValueError(f"predict_proba returned {original.shape[1]} classes for the originals but "
                          f"{swapped.shape[1]} for the counterfactuals")
-    predicted = original.argmax(axis=1)
-    flipped = swapped.argmax(axis=1) != predicted
+    return counterfactual_scores(original, swapped, n_texts=len(texts))
+
+
+def counterfactual_scores(original: Any, counterfactual: Any, *, n_texts: int | None = None) -> dict[str, Any]:
+    """The measures of :func:`counterfactual_report` from probabilities already computed.
+
+    Use it when the model has scored the changed texts and their counterfactuals elsewhere (a
+    study tokenizes the counterfactuals once and predicts on them in every trial); the
+    definitions are those of :func:`counterfactual_report`.
+
+    Args:
+        original: Class probabilities of the changed texts, ``[n_changed, n_classes]``.
+        counterfactual: Class probabilities of their counterfactuals, same shape and order.
+        n_texts: How many texts were tested in all (changed or not); default ``n_changed``.
+
+    Returns:
+        The dict of :func:`counterfactual_report`.
+
+    Example:
+        >>> r = counterfactual_scores([[0.3, 0.7], [0.9, 0.1]], [[0.6, 0.4], [0.8, 0.2]], n_texts=4)
+        >>> r["n_flipped"], r["flip_rate"], round(r["mean_abs_prob_change"], 6), r["changed_share"]
+        (1, 0.5, 0.2, 0.5)
+    """
+    p = np.asarray(original, dtype=float)
+    q = np.asarray(counterfactual, dtype=float)
+    if p.ndim != 2 or p.shape != q.shape:
+        raise ValueError(f"original and counterfactual must be probability arrays of the same shape "
+                         f"[n_changed, n_classes], got {p.shape} and {q.shape}")
+    n_changed = p.shape[0]
+    if n_texts is None:
+        n_texts = n_changed
+    if n_texts < n_changed:
+        raise ValueError(f"n_texts ({n_texts}) must be at least the number of changed texts ({n_changed})")
+    report: dict[str, Any] = {"n_texts": int(n_texts), "n_changed": n_changed,
+                              "changed_share": _plain(n_changed / n_texts) if n_texts else None,
+                              "n_flipped": 0, "flip_rate": None, "mean_abs_prob_change": None,
+                              "mean_tv_distance": None, "max_tv_distance": None}
+    if n_changed == 0:
+        return report
+    predicted = p.argmax(axis=1)
+    flipped = q.argmax(axis=1) != predicted
     rows = np.arange(n_changed)
-    tv = 0.5 * np.abs(original - swapped).sum(axis=1)
+    tv = 0.5 * np.abs(p - q).sum(axis=1)
     report.update(
         n_flipped=int(flipped.sum()),
         flip_rate=float(flipped.mean()),
-        mean_abs_prob_change=float(np.abs(swapped[rows, predicted] - original[rows, predicted]).mean()),
+        mean_abs_prob_change=float(np.abs(q[rows, predicted] - p[rows, predicted]).mean()),
         mean_tv_distance=float(tv.mean()),
         max_tv_distance=float(tv.max()),
     )

@@ -1,8 +1,11 @@
 """The measures that become a trial's objective values: accuracy, size and bias.
 
 Each objective names its measure in the study file (``[objectives]``); the registries below list
-what is allowed. Bias measures come from :mod:`fairfront.objectives.group_fairness` (lower is
-fairer). Whatever is not an objective is still computed and kept in the trial's user attributes.
+what is allowed. Bias measures (lower is fairer) are the group measures of
+:mod:`fairfront.objectives.group_fairness` and the measures against references the study prepares
+(:data:`PREPARED_BIAS_MEASURES`: the dense population's CIEs, the counterfactual texts), which need
+their ``[bias]`` settings. Whatever is not an objective is still computed and kept in the trial's
+user attributes.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives import group_fairness, size
 
-__all__ = ["ObjectiveSpec", "ACCURACY_MEASURES", "SIZE_MEASURES", "BIAS_MEASURES", "accuracy_scores",
-           "size_scores"]
+__all__ = ["ObjectiveSpec", "ACCURACY_MEASURES", "SIZE_MEASURES", "BIAS_MEASURES", "PREPARED_BIAS_MEASURES",
+           "OBJECTIVE_BIAS_MEASURES", "accuracy_scores", "size_scores"]
 
 
 def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
@@ -57,6 +60,18 @@ SIZE_MEASURES: dict[str, str] = {
 
 BIAS_MEASURES = group_fairness.BIAS_MEASURES
 
+PREPARED_BIAS_MEASURES: dict[str, str] = {
+    "cie_fraction": "share of examples whose prediction differs from the dense population's modal prediction "
+                    "(Compression Identified Exemplars, Hooker et al. 2019, 2020); needs [bias] dense_population",
+    "counterfactual_flip_rate": "share of swapped texts whose predicted class changes (Garg et al. 2019); "
+                                "needs [bias] counterfactual",
+    "counterfactual_prob_change": "mean |q[c] - p[c]| over swapped texts, c the class predicted for the original "
+                                  "(Garg et al. 2019); needs [bias] counterfactual",
+}
+
+OBJECTIVE_BIAS_MEASURES: tuple[str, ...] = (*BIAS_MEASURES, *PREPARED_BIAS_MEASURES)
+"""Every name ``[objectives] bias`` accepts."""
+
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
@@ -71,9 +86,9 @@ class ObjectiveSpec:
         accuracy = t.string("accuracy", "accuracy", choices=tuple(ACCURACY_MEASURES))
         size_measure = t.string("size", "nonzero_params", choices=tuple(SIZE_MEASURES))
         if isinstance(t.data.get("bias", "tpr_gap"), str):
-            bias = (t.string("bias", "tpr_gap", choices=tuple(BIAS_MEASURES)),)
+            bias = (t.string("bias", "tpr_gap", choices=OBJECTIVE_BIAS_MEASURES),)
         else:
-            bias = t.strings("bias", choices=tuple(BIAS_MEASURES))
+            bias = t.strings("bias", choices=OBJECTIVE_BIAS_MEASURES)
         if len(set(bias)) != len(bias):
             raise ConfigError(t.key("bias"), list(bias), "distinct bias measures")
         t.done()

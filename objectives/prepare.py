@@ -4,8 +4,14 @@ The tokenized splits, the dense teacher fine-tuned on the task, its logits on ev
 training-set logits drive distillation; the validation/test logits are the dense reference for
 compression-specific bias measures) are computed once, stored under
 ``studies/cache/<fingerprint>/`` and loaded again by any study with the same fingerprint. The
-fingerprint covers the model, the data settings, the teacher's training settings and the seed, so
-changing any of them can never reuse a stale teacher.
+fingerprint covers the model, the data settings, the teacher's training settings, the seed and the
+``[bias]`` settings, so changing any of them can never reuse a stale teacher.
+
+With ``[bias]`` settings (:mod:`fairfront.objectives.bias_settings`) the preparation also trains
+the dense population (:mod:`fairfront.objectives.population`: ``dense_population`` extra models,
+the teacher being the first member, whose validation/test predictions are kept) and builds the
+tokenized counterfactual validation/test texts of each swap list
+(:mod:`fairfront.objectives.counterfactual_sets`), with the teacher's logits on them.
 
 A :class:`Prepared` holds everything in memory (weights as tensors, no paths), so the driver can
 ship it to workers on other nodes through Ray's object store.
@@ -21,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +35,21 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from fairfront.errors import DataError
+from fairfront.objectives.bias_settings import BiasSettings
+from fairfront.objectives.counterfactual_sets import SwappedTexts, build_swapped_texts
 from fairfront.objectives.data import SPLITS, DataSpec, EncodedSplit, encode_splits, load_task
 from fairfront.objectives.models import ModelSpec, classifier_from_state, load_tokenizer, new_classifier
-from fairfront.objectives.training import TrainSettings, predict_logits, train
+from fairfront.objectives.population import POPULATION_SPLITS, DensePopulation, train_population
+from fairfront.objectives.training import TrainSettings, TrainStats, predict_logits, train
 
 __all__ = ["PrepareSpec", "Prepared", "prepare", "load_cached", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""Layout version of a cached prepared study; part of the fingerprint, and checked when a cache is read.
+
+2: the dense population and the counterfactual sets (``[bias]``) are stored.
+"""
 
 
 @dataclass(frozen=True)
@@ -44,11 +58,13 @@ class PrepareSpec:
     data: DataSpec
     teacher: TrainSettings
     seed: int = 0
+    bias: BiasSettings = BiasSettings()
 
     def fingerprint(self) -> str:
         payload = json.dumps({"format": CACHE_FORMAT, "model": self.model.identity(),
                               "model_spec": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
-                              "teacher": dataclasses.asdict(self.teacher), "seed": self.seed},
+                              "teacher": dataclasses.asdict(self.teacher), "seed": self.seed,
+                              "bias": self.bias.identity()},
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -69,6 +85,8 @@ class Prepared:
     teacher_state: dict[str, torch.Tensor]
     teacher_logits: dict[str, np.ndarray]
     teacher_seconds: float
+    population: DensePopulation | None = None
+    counterfactuals: dict[str, list[SwappedTexts]] = field(default_factory=dict)
 
     def teacher(self) -> torch.nn.Module:
         """A fresh copy of the dense teacher (each trial compresses its own copy)."""
@@ -76,6 +94,10 @@ class Prepared:
 
     def dense_predictions(self, split: str) -> np.ndarray:
         return self.teacher_logits[split].argmax(axis=1)
+
+    def population_predictions(self, split: str) -> np.ndarray | None:
+        """The dense population's predictions ``[n_members, n_examples]`` (teacher first), or None."""
+        return None if self.population is None else self.population.predictions[split]
 
 
 def prepare(spec: PrepareSpec, cache_root: Path, *, log: Callable[[str], None] = print,
@@ -94,7 +116,12 @@ def prepare(spec: PrepareSpec, cache_root: Path, *, log: Callable[[str], None] =
 
 def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
             device: torch.device | None = None) -> Prepared:
-    """Tokenize, fine-tune the dense teacher, and compute its logits on every split."""
+    """Tokenize, fine-tune the dense teacher, and compute its logits on every split.
+
+    With ``spec.bias``: build the counterfactual validation/test sets (with the teacher's logits
+    on them) and fine-tune the dense population (same settings as the teacher, seeds
+    ``seed + 1 ... seed + N``), logging one line per member.
+    """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_task(spec.data)
     train_texts = data.frame.loc[data.frame["split"] == "train", "text"].astype(str).tolist()
@@ -102,8 +129,19 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
     splits = encode_splits(data, tokenizer, max_length=spec.model.max_length)
     counts = ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
     log(f"data {data.name}: {counts}; {len(data.label_names)} classes, {len(data.group_names)} groups")
-    model = new_classifier(spec.model, num_labels=len(data.label_names), vocab_size=len(tokenizer),
-                           seed=spec.seed)
+    n_labels = len(data.label_names)
+
+    def fine_tune(seed: int, progress=None) -> tuple[torch.nn.Module, TrainStats]:
+        net = new_classifier(spec.model, num_labels=n_labels, vocab_size=len(tokenizer), seed=seed)
+        stats = train(net, splits["train"], spec.teacher,
+                      loss_fn=lambda logits, batch: F.cross_entropy(logits, batch["labels"]),
+                      seed=seed, pad_id=tokenizer.pad_token_id, device=device, progress=progress)
+        return net, stats
+
+    def logits_of(net: torch.nn.Module, split: EncodedSplit) -> np.ndarray:
+        return predict_logits(net, split, batch_size=spec.teacher.eval_batch_size, pad_id=tokenizer.pad_token_id,
+                              device=device)
+
     total = spec.teacher.total_steps(len(splits["train"]))
     log(f"fine-tuning the dense teacher ({spec.model.name}) for {total} steps on {device.type}")
     every = max(1, total // 10)
@@ -112,19 +150,44 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
         if step % every == 0 or step == steps:
             log(f"  teacher step {step}/{steps} loss {loss:.4f}")
 
-    stats = train(model, splits["train"], spec.teacher,
-                  loss_fn=lambda logits, batch: F.cross_entropy(logits, batch["labels"]),
-                  seed=spec.seed, pad_id=tokenizer.pad_token_id, device=device, progress=progress)
-    logits = {s: predict_logits(model, splits[s], batch_size=spec.teacher.eval_batch_size,
-                                pad_id=tokenizer.pad_token_id, device=device) for s in SPLITS}
+    model, stats = fine_tune(spec.seed, progress)
+    logits = {s: logits_of(model, splits[s]) for s in SPLITS}
     accuracy = float((logits["validation"].argmax(1) == splits["validation"].labels).mean())
     log(f"teacher trained in {stats.seconds:.0f}s; validation accuracy {accuracy:.4f}")
     config = model.config.to_dict()
-    config["num_labels"] = len(data.label_names)
+    config["num_labels"] = n_labels
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+    counterfactuals: dict[str, list[SwappedTexts]] = {}
+    for swap_list in spec.bias.counterfactual:
+        for s in POPULATION_SPLITS:
+            texts = data.frame.loc[data.frame["split"] == s, "text"].astype(str).tolist()
+            swapped = build_swapped_texts(texts, splits[s], swap_list, tokenizer, max_length=spec.model.max_length)
+            swapped.dense_logits = logits_of(model, swapped.encoded)
+            counterfactuals.setdefault(s, []).append(swapped)
+        changed = ", ".join(f"{s} {len(counterfactuals[s][-1])}/{len(splits[s])}" for s in POPULATION_SPLITS)
+        log(f"counterfactual swap list {swap_list.name}: texts changed {changed}")
+        if len(counterfactuals["validation"][-1]) == 0:
+            log(f"  warning: swap list {swap_list.name} changes no validation text; its counterfactual measures "
+                "are undefined")
+    del model
+
+    population = None
+    if spec.bias.dense_population > 0:
+        n = spec.bias.dense_population
+        log(f"fine-tuning a dense population of {n} more models (the teacher is member 0), {total} steps each")
+
+        def fit(seed: int) -> dict[str, np.ndarray]:
+            net, _ = fine_tune(seed)
+            return {s: logits_of(net, splits[s]) for s in POPULATION_SPLITS}
+
+        population = train_population(n, seed=spec.seed, teacher_logits=logits,
+                                      labels={s: splits[s].labels for s in POPULATION_SPLITS}, fit=fit, log=log)
+        log(f"dense population trained in {population.seconds:.0f}s; validation accuracies "
+            + ", ".join(f"{a:.4f}" for a in population.accuracies["validation"]))
     return Prepared(spec.fingerprint(), data.name, data.citation, tuple(data.label_names), tuple(data.group_names),
                     bool(data.group_is_proxy), splits, int(tokenizer.pad_token_id), config, state, logits,
-                    stats.seconds)
+                    stats.seconds, population, counterfactuals)
 
 
 def store(prepared: Prepared, folder: Path) -> None:
@@ -140,10 +203,25 @@ def store(prepared: Prepared, folder: Path) -> None:
             arrays[f"{name}.labels"] = split.labels
             arrays[f"{name}.groups"] = split.groups
             arrays[f"{name}.teacher_logits"] = prepared.teacher_logits[name]
-        np.savez(tmp / "splits.npz", **arrays)
         meta = {k: getattr(prepared, k) for k in ("fingerprint", "data_name", "citation", "label_names",
                                                    "group_names", "group_is_proxy", "pad_id", "model_config",
                                                    "teacher_seconds")}
+        meta["format"] = CACHE_FORMAT
+        pop = prepared.population
+        if pop is not None:
+            for name, predictions in pop.predictions.items():
+                arrays[f"population.{name}"] = predictions
+            meta["population"] = {"seeds": list(pop.seeds), "accuracies": pop.accuracies, "seconds": pop.seconds}
+        meta["counterfactual"] = {}
+        for name, sets in prepared.counterfactuals.items():
+            meta["counterfactual"][name] = [s.list_name for s in sets]
+            for i, swapped in enumerate(sets):
+                key = f"counterfactual.{name}.{i}"
+                arrays[f"{key}.ids"] = np.concatenate(swapped.encoded.input_ids or [np.zeros(0, np.int64)])
+                arrays[f"{key}.offsets"] = np.cumsum([0] + [len(x) for x in swapped.encoded.input_ids])
+                arrays[f"{key}.index"] = swapped.index
+                arrays[f"{key}.dense_logits"] = swapped.dense_logits
+        np.savez(tmp / "splits.npz", **arrays)
         meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         if folder.exists():
@@ -154,16 +232,41 @@ def store(prepared: Prepared, folder: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _ragged(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [ids[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
 def load_cached(folder: Path) -> Prepared:
+    """Read a prepared study written by :func:`store`.
+
+    Raises:
+        DataError: The cache was written in another layout (:data:`CACHE_FORMAT`).
+    """
     meta = json.loads((Path(folder) / "meta.json").read_text())
+    if meta.get("format", 1) != CACHE_FORMAT:
+        raise DataError(f"prepared-study cache {folder} has layout {meta.get('format', 1)}, this version reads "
+                        f"{CACHE_FORMAT}; delete the folder to prepare the study again")
     arrays = np.load(Path(folder) / "splits.npz")
     splits, logits = {}, {}
     for name in SPLITS:
-        ids, offsets = arrays[f"{name}.ids"], arrays[f"{name}.offsets"]
-        splits[name] = EncodedSplit([ids[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)],
+        splits[name] = EncodedSplit(_ragged(arrays[f"{name}.ids"], arrays[f"{name}.offsets"]),
                                     arrays[f"{name}.labels"], arrays[f"{name}.groups"])
         logits[name] = arrays[f"{name}.teacher_logits"]
+    population = None
+    if "population" in meta:
+        pop = meta["population"]
+        population = DensePopulation(tuple(pop["seeds"]), {s: arrays[f"population.{s}"] for s in POPULATION_SPLITS},
+                                     {s: list(v) for s, v in pop["accuracies"].items()}, pop["seconds"])
+    counterfactuals: dict[str, list[SwappedTexts]] = {}
+    for name, list_names in meta.get("counterfactual", {}).items():
+        for i, list_name in enumerate(list_names):
+            key = f"counterfactual.{name}.{i}"
+            index = arrays[f"{key}.index"]
+            encoded = EncodedSplit(_ragged(arrays[f"{key}.ids"], arrays[f"{key}.offsets"]),
+                                   splits[name].labels[index], splits[name].groups[index])
+            counterfactuals.setdefault(name, []).append(
+                SwappedTexts(list_name, index, encoded, arrays[f"{key}.dense_logits"]))
     state = load_file(str(Path(folder) / "teacher.safetensors"))
     return Prepared(meta["fingerprint"], meta["data_name"], meta["citation"], tuple(meta["label_names"]),
                     tuple(meta["group_names"]), meta["group_is_proxy"], splits, meta["pad_id"], meta["model_config"],
-                    state, logits, meta["teacher_seconds"])
+                    state, logits, meta["teacher_seconds"], population, counterfactuals)

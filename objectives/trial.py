@@ -21,7 +21,10 @@ import numpy as np
 import torch
 
 from fairfront.objectives import group_fairness
+from fairfront.objectives.bias_settings import COUNTERFACTUAL_MEASURES
+from fairfront.objectives.counterfactual_sets import counterfactual_measures
 from fairfront.objectives.measures import ObjectiveSpec, accuracy_scores, bias_score, latency_scores, size_scores
+from fairfront.objectives.population import forgetting_measures
 from fairfront.objectives.prepare import Prepared
 from fairfront.objectives.training import TrainSettings, iterate_batches, make_batch, predict_logits, train
 from fairfront.spaces import fair_compression, fairness_losses, imbalance, students
@@ -202,7 +205,10 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
         data = prepared.splits[split]
         logits = predict_logits(model, data, batch_size=spec.student.eval_batch_size, pad_id=prepared.pad_id,
                                 device=eval_device)
-        attrs[split] = _scores(prepared, spec, data.labels, logits.argmax(axis=1), data.groups, split)
+        swapped = [predict_logits(model, s.encoded, batch_size=spec.student.eval_batch_size, pad_id=prepared.pad_id,
+                                  device=eval_device) for s in prepared.counterfactuals.get(split, [])]
+        attrs[split] = _scores(prepared, spec, data.labels, logits.argmax(axis=1), data.groups, split,
+                               logits=logits, swapped_logits=swapped)
     attrs["timings"] = {"train_s": train_seconds, "eval_s": time.perf_counter() - eval_started,
                         "total_s": time.perf_counter() - started, "device": device.type,
                         "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
@@ -244,7 +250,9 @@ def _fairness_aware_scores(model, weights: dict, calibration: list[dict], mix: f
 
 
 def _scores(prepared: Prepared, spec: TrialSpec, y: np.ndarray, pred: np.ndarray, groups: np.ndarray,
-            split: str) -> dict:
+            split: str, *, logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None) -> dict:
+    """Every measure of one split; ``logits`` and ``swapped_logits`` (the model's logits on the split and on
+    each prepared counterfactual set) are needed only when the study has counterfactual sets."""
     has_group = groups >= 0
     out: dict = {"accuracy": accuracy_scores(y, pred), "n": int(len(y))}
     out["agreement_with_dense"] = float((prepared.dense_predictions(split) == pred).mean())
@@ -257,7 +265,30 @@ def _scores(prepared: Prepared, spec: TrialSpec, y: np.ndarray, pred: np.ndarray
             n_resamples=spec.bootstrap_resamples, seed=spec.seed)
     else:
         out["bias"] = {name: float("nan") for name in group_fairness.BIAS_MEASURES}
+    population = prepared.population_predictions(split)
+    out["forgetting"] = forgetting_measures(y, pred, dense=prepared.dense_predictions(split), population=population,
+                                            groups=groups, class_names=list(prepared.label_names),
+                                            group_names=list(prepared.group_names))
+    if population is not None:
+        out["bias"]["cie_fraction"] = out["forgetting"]["cie"]["cie_fraction"]
+    sets = prepared.counterfactuals.get(split, [])
+    if sets:
+        if logits is None or swapped_logits is None:
+            raise ValueError("the study has counterfactual sets: pass the model's logits on the split and on each set")
+        cf = counterfactual_measures(sets, logits, swapped_logits, dense_logits=prepared.teacher_logits[split])
+        out["counterfactual"] = cf
+        pooled = cf["all"]
+        out["bias"]["counterfactual_flip_rate"] = _nan_if_none(pooled["flip_rate"])
+        out["bias"]["counterfactual_prob_change"] = _nan_if_none(pooled["mean_abs_prob_change"])
+        wanted = [b for b in spec.objectives.bias if b in COUNTERFACTUAL_MEASURES]
+        if split == "validation" and wanted and pooled["n_changed"] == 0:
+            raise ValueError(f"{wanted[0]} is undefined: no validation text contains a term of the swap lists "
+                             f"{', '.join(s.list_name for s in sets)}")
     return _plain(out)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _plain(obj):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
+from fairfront.objectives.bias_settings import BiasSettings, check_objectives
 from fairfront.objectives.data import DataSpec
 from fairfront.objectives.measures import ObjectiveSpec
 from fairfront.objectives.models import ModelSpec
@@ -58,13 +59,21 @@ class StudySettings:
 
 @dataclass(frozen=True)
 class Execution:
-    """``[execution]``: resources per trial and how many trials run at once."""
+    """``[execution]``: resources per trial, how many trials run at once, and how failures are handled.
+
+    ``parallel`` caps the trials in flight; fewer run while the Ray cluster cannot fit that many
+    (counted node by node, and again as nodes join or leave). ``max_retries`` is how often a
+    trial whose worker process or node died is run again before it fails; a trial that runs out
+    of CUDA memory is always retried once with half the student's batch size. A trial running
+    longer than ``trial_timeout_s`` (from its submission) is cancelled and fails with that reason.
+    """
 
     parallel: int = 1
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failed_trials: int | None = None
     max_retries: int = 1
+    trial_timeout_s: float | None = None
 
     @classmethod
     def from_table(cls, t: Table) -> Execution:
@@ -72,7 +81,12 @@ class Execution:
                 cpus_per_trial=t.number("cpus_per_trial", 1.0, low=0.0, low_open=True, high=1024),
                 gpus_per_trial=t.number("gpus_per_trial", 0.0, low=0.0, high=64),
                 max_failed_trials=t.integer("max_failed_trials", None, low=0),
-                max_retries=t.integer("max_retries", 1, low=0, high=100))
+                max_retries=t.integer("max_retries", 1, low=0, high=100),
+                trial_timeout_s=t.number("trial_timeout_s", None, low=0.0, low_open=True, high=30 * 86400.0))
+        for key in ("cpus_per_trial", "gpus_per_trial", "trial_timeout_s"):  # TOML allows nan, which compares false
+            value = getattr(e, key)
+            if value is not None and value != value:
+                raise ConfigError(t.key(key), value, "a number, not nan")
         if e.gpus_per_trial > 1 and e.gpus_per_trial != int(e.gpus_per_trial):
             raise ConfigError(t.key("gpus_per_trial"), e.gpus_per_trial,
                               "a fraction in (0, 1] or a whole number of GPUs")
@@ -92,10 +106,11 @@ class StudyFile:
     execution: Execution
     text: str
     path: str | None = None
+    bias: BiasSettings = BiasSettings()
 
     @property
     def prepare_spec(self) -> PrepareSpec:
-        return PrepareSpec(self.model, self.data, self.teacher, self.study.seed)
+        return PrepareSpec(self.model, self.data, self.teacher, self.study.seed, self.bias)
 
     def trial_spec(self, compression: CompressionConfig, number: int) -> TrialSpec:
         """Everything a worker needs to run trial ``number`` with the sampled ``compression``."""
@@ -129,14 +144,16 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
     student = TrainSettings.from_table(root.table("student"))
     space = SearchSpace.from_table(root.table("space", required=True))
     execution = Execution.from_table(root.table("execution"))
+    bias = BiasSettings.from_table(root.table("bias"), base_dir=base_dir)
     root.done()
+    check_objectives(bias, objectives.bias)
     if space.fairness is not None and data.source not in ("file", "hf") and not _has_groups(data):
         raise ConfigError("space.fairness", message=f"data source {data.source!r} has no group column; "
                           "a fairness loss needs one")
     if data.source in ("file", "hf") and data.group_column is None and (space.fairness is not None):
         raise ConfigError("data.group_column", None, "a column naming each example's group (needed by "
                           "[space.fairness])")
-    return StudyFile(study, objectives, model, data, teacher, student, space, execution, text)
+    return StudyFile(study, objectives, model, data, teacher, student, space, execution, text, bias=bias)
 
 
 def _has_groups(data: DataSpec) -> bool:

@@ -19,11 +19,14 @@ STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
 
 @pytest.mark.parametrize("path", STUDY_FILES, ids=[p.name for p in STUDY_FILES])
 def test_shipped_study_file_is_valid(path: Path) -> None:
+    import tomllib
+
     from fairfront.objectives.datasets import default_data_dir
 
-    sf = load_study_file(path)
-    if sf.data.source not in ("synthetic-occupations", "file", "hf") and default_data_dir() is None:
+    source = tomllib.loads(path.read_text())["data"]["source"]
+    if source not in ("synthetic-occupations", "file", "hf") and default_data_dir() is None:
         pytest.skip("the real data folder is absent (set FAIRFRONT_DATA_DIR)")
+    sf = load_study_file(path)
     assert sf.study.n_trials >= 1 and sf.objectives.names[0] == "accuracy"
 
 
