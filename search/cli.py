@@ -3,7 +3,8 @@
 Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``validate FILE`` and
 ``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
 written to storage. An interrupted run (Ctrl-C, SIGTERM) exits with 130 after recording its
-in-flight trials for ``resume``.
+in-flight trials for ``resume``; more failed trials than ``max_failed_trials`` exit with 1; a study
+that another live driver is running exits with 3, naming that driver.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from fairfront.search import driver, report
+    from fairfront.search.lease import LeaseHeld, LeaseLost
     from fairfront.search.studyfile import load_study_file
 
     options = driver.RunOptions(storage=args.storage, n_trials=args.n_trials, ray_address=args.ray_address,
@@ -135,6 +137,9 @@ def _run(args: argparse.Namespace) -> int:
     except driver.TooManyFailures as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
+    except (LeaseHeld, LeaseLost) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 3
     _log("")
     _log(f"Pareto front of {study.study_name!r} ({len(study.best_trials)} non-dominated trials):")
     _log(report.front_table(study))
@@ -151,7 +156,13 @@ def _show(args: argparse.Namespace) -> int:
 
     study = driver.load_study(args.study, args.storage)
     if args.command == "status":
+        from fairfront.search.lease import read_lease
+
         print(report.status_text(study, study.user_attrs.get(driver.N_TRIALS_ATTR)))
+        holder = read_lease(study)
+        if holder is not None and not holder.released:
+            gone = holder.stale_reason()
+            print(f"driver: {holder.describe()}" + (f" (gone: {gone})" if gone else ""))
         return 0
     names = study.metric_names or []
     rows = [{"trial": t.number, **dict(zip(names, t.values)), **t.params} for t in study.best_trials]
@@ -170,9 +181,9 @@ def _dashboard(args: argparse.Namespace) -> int:
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
-    from fairfront.search.driver import _storage
+    from fairfront.search.storage import open_storage
 
-    storage = _storage(args.storage)
+    storage = open_storage(args.storage)
     args.artifact_dir.mkdir(parents=True, exist_ok=True)
     _log(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} (Ctrl-C to stop)")
     try:

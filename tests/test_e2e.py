@@ -171,7 +171,7 @@ def test_dashboard_serves_the_study(finished_study) -> None:
         summary = next(s for s in listing["study_summaries"] if s["study_name"] == "tiny")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=10) as r:
             detail = json.loads(r.read())
-        assert detail["metric_names"] == ["accuracy", "size", "bias"]
+        assert detail["objective_names"] == ["accuracy", "size", "bias"]
         assert len(detail["trials"]) == 3
     finally:
         proc.terminate()

@@ -1,0 +1,92 @@
+"""Opening the study storage: SQLite by default, any SQLAlchemy URL (PostgreSQL, MySQL) otherwise.
+
+Only the driver writes (DESIGN.md, decision 1), so SQLite is safe even when the trials run on
+many nodes: the database file lives beside the driver. SQLite is opened in write-ahead-log mode
+with ``synchronous=NORMAL``: a commit no longer waits for the disk twice, which is what keeps the
+driver's overhead per trial small (``benchmarks/driver_overhead.py``), and readers such as
+optuna-dashboard or ``fairfront status`` never block the driver. A committed trial survives the
+driver being killed; only a power cut can lose the last few commits, which ``resume`` then treats
+as trials that never finished.
+
+Other databases are used as Optuna uses them, with ``pool_pre_ping`` so a driver that ran for
+days survives the server closing idle connections. A URL whose driver package is missing fails
+with one line naming the package to install.
+
+Example:
+    >>> storage = open_storage("sqlite:///studies/fairfront.db")  # doctest: +SKIP
+    >>> study_names(storage)                                      # doctest: +SKIP
+    ['demo']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from fairfront.errors import ConfigError
+
+__all__ = ["DEFAULT_STORAGE", "open_storage", "study_names"]
+
+DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
+
+_DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL",
+            "MySQLdb": "mysqlclient", "asyncpg": "asyncpg"}
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # noqa: ARG001 - SQLAlchemy's signature
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for ``url``; creates the folder of a SQLite file.
+
+    Raises:
+        ConfigError: the URL is malformed, its database driver is not installed, or the server
+            cannot be reached.
+    """
+    if "://" not in url:
+        raise ConfigError("--storage", url, "a SQLAlchemy URL such as sqlite:///studies/fairfront.db or "
+                          "postgresql://user:password@host/db")
+    sqlite = url.startswith("sqlite")
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as err:  # Optuna wraps the missing driver module's ModuleNotFoundError
+        missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__
+        name = (getattr(missing, "name", None) or "").split(".")[0]
+        package = _DRIVERS.get(name, name or "the database driver")
+        raise ConfigError("--storage", _redact(url), f"a URL whose database driver is installed (pip install "
+                          f"{package})") from None
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy's many connection errors: one line for the user
+        if type(err).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(err, (OSError, ValueError)):
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError("--storage", message=f"cannot open {_redact(url)}: {first[:300]}") from None
+        raise
+    if sqlite:
+        from sqlalchemy import event
+
+        event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # connections opened before the listener get the pragmas too
+    return storage
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """Names of the studies in ``storage``, oldest first."""
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def _redact(url: str) -> str:
+    """The URL with its password hidden (error messages end up in logs)."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
+    return url
