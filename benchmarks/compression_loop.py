@@ -22,11 +22,11 @@ What is not timed, for either side: building the study (tokenization, fine-tunin
 teacher and caching its logits — :func:`fairfront.objectives.prepare.prepare`, cached under
 ``studies/cache/``), building the baseline's ``datasets.Dataset`` from the same token ids and
 loading its teacher network (once, as a user would), and one two-step warm-up run of each
-implementation (lazy imports, thread-pool start-up).
+implementation (lazy imports, thread-pool start-up; skipped with ``--quick``).
 Repeats alternate which implementation runs first, so a change of machine load during the run
 does not always fall on the same side.
 
-The machines this was developed on are shared by several people: the load average before and
+On a machine shared with other jobs the timings are noisy: the load average before and
 after the run is recorded, and the ratio (taken per repeat pair, then the median) is steadier
 than the absolute seconds. Process CPU seconds are recorded next to wall seconds: with more
 runnable processes than cores, wall time mostly measures the neighbours, CPU time much less so.
@@ -36,7 +36,7 @@ threads on an oversubscribed machine, every operator waits for its slowest threa
 Usage::
 
     python benchmarks/compression_loop.py                 # 60 steps, 2 settings, 2 repeats
-    python benchmarks/compression_loop.py --quick         # smoke check (writes to a temp folder)
+    python benchmarks/compression_loop.py --quick         # smoke check: 6 steps, 1 repeat (temp folder)
     python benchmarks/compression_loop.py --steps 100 --repeats 3 --threads 2
 """
 
@@ -325,8 +325,9 @@ def _summarise(setting: Setting, runs: list[dict], n_validation: int, steps: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke check: 8 steps, 1 repeat, temp output")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per trial (default 60, quick 8)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke check: 6 steps, 1 repeat, no warm-up run, output in the temp folder")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per trial (default 60, quick 6)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per setting (default 2, quick 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: see the module docstring)")
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help=f"result JSON (default {RESULTS.relative_to(ROOT)}; "
                         "with --quick a file in the temp folder)")
     args = parser.parse_args(argv)
-    steps = args.steps or (8 if args.quick else 60)
+    steps = args.steps or (6 if args.quick else 60)
     repeats = args.repeats or (1 if args.quick else 2)
     if steps < 1 or repeats < 1 or args.threads < 1:
         parser.error("--steps, --repeats and --threads must be at least 1")
@@ -373,12 +374,12 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"{s.name}: the schedule does not reach {s.sparsity} within {steps} steps")
 
     with tempfile.TemporaryDirectory(prefix="fairfront-bench-") as workdir:
-        # Untimed warm-up of each side (imports, thread pools, allocator).
-        warm = TrainSettings(epochs=1e6, max_steps=2, batch_size=student.batch_size,
-                             learning_rate=student.learning_rate, eval_batch_size=student.eval_batch_size)
-        run_ours(prepared, study, SETTINGS[0], warm, seed=args.seed, threads=args.threads, device=device)
-        run_baseline(prepared, teacher, tokenizer, train_ds, val_ds, SETTINGS[0], warm, seed=args.seed,
-                     workdir=workdir)
+        if not args.quick:  # untimed warm-up of each side (lazy imports, thread pools, allocator)
+            warm = TrainSettings(epochs=1e6, max_steps=2, batch_size=student.batch_size,
+                                 learning_rate=student.learning_rate, eval_batch_size=student.eval_batch_size)
+            run_ours(prepared, study, SETTINGS[0], warm, seed=args.seed, threads=args.threads, device=device)
+            run_baseline(prepared, teacher, tokenizer, train_ds, val_ds, SETTINGS[0], warm, seed=args.seed,
+                         workdir=workdir)
 
         results = []
         for i, setting in enumerate(SETTINGS):
@@ -422,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_grad_norm": student.max_grad_norm, "eval_batch_size": student.eval_batch_size,
         "repeats": repeats, "seed": args.seed, "bootstrap_resamples_ours": study.study.bootstrap_resamples,
         "untimed": "study preparation (tokenization, teacher fine-tuning, teacher logits), the baseline's "
-                   "datasets.Dataset construction and teacher network (loaded once), one 2-step warm-up run "
-                   "of each side",
+                   "datasets.Dataset construction and teacher network (loaded once)"
+                   + ("" if args.quick else ", one 2-step warm-up run of each side"),
         "ours_also_does": "test-split scoring, fairness report with bootstrap, size measures",
         "preparation_s": prep_seconds,
         "machine": _machine(args.threads), "load_average_before": load_before, "load_average_after": _load(),
