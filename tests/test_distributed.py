@@ -164,7 +164,9 @@ def test_driver_killed_with_sigkill_ten_times_then_resumed(cluster, tmp_path, ca
     kills, refused_checked, command = 0, False, ["run", "k.toml"]
     log = tmp_path / "driver.log"
     while kills < 10:
-        proc = _driver(command + common, tmp_path, log)
+        # the first driver's trials sleep, so it is surely alive while a second driver is refused
+        env = {**cli_env(), FAULTS_ENV: "0:sleep=600; 1:sleep=600"} if kills == 0 else None
+        proc = _driver(command + common, tmp_path, log, env)
         try:
             deadline = time.time() + 180
             while True:  # this driver is in its loop once the lease names it
@@ -174,7 +176,7 @@ def test_driver_killed_with_sigkill_ten_times_then_resumed(cluster, tmp_path, ca
                 if (holder is not None and holder.pid == proc.pid and not holder.released) or proc.poll() is not None:
                     break
                 time.sleep(0.2)
-            if not refused_checked and proc.poll() is None and kills == 2:
+            if kills == 0:
                 # a second driver on the running study refuses, naming the first
                 second = run_cli(["resume", name, *common], tmp_path, timeout=180)
                 assert second.returncode == 3, second.stdout[-2000:] + second.stderr[-2000:]
