@@ -64,15 +64,9 @@ def _one_thread():
 # --------------------------------------------------------------------------------------------
 
 def _data_root() -> Path | None:
-    try:
-        from fairfront.objectives.datasets import default_data_dir
-    except ImportError:
-        default_data_dir = None
-    if default_data_dir is not None:
-        return default_data_dir()
-    env = os.environ.get("FAIRFRONT_DATA_DIR")
-    root = Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    return root if root.is_dir() else None
+    from fairfront.objectives.datasets import default_data_dir
+
+    return default_data_dir()
 
 
 def _require(folder: str) -> Path:
