@@ -33,6 +33,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from fairfront.objectives.group_fairness import _name, _plain
+
 __all__ = [
     "cie_report",
     "compression_identified_exemplars",
@@ -104,23 +106,6 @@ def compression_identified_exemplars(dense_population: Any, compressed: Any) -> 
         raise ValueError(f"dense_population has {dense.shape[1]} examples but compressed has {comp.shape[1]}; "
                          "both must score the same examples")
     return modal_predictions(dense) != modal_predictions(comp)
-
-
-def _plain(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _name(value: Any, names: Sequence[str] | Mapping[Any, str] | None) -> str:
-    if names is not None:
-        if isinstance(names, Mapping):
-            if value in names:
-                return str(names[value])
-        elif isinstance(value, (int, np.integer)) and 0 <= int(value) < len(names):
-            return str(names[int(value)])
-    if isinstance(value, np.generic):
-        value = value.item()
-    return str(value)
 
 
 def _labels(name: str, values: Any, n: int) -> np.ndarray:
