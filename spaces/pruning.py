@@ -131,6 +131,7 @@ class MagnitudePruner:
         self.scope = scope
         self.scores = scores
         self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+        self._scales: list[torch.Tensor] | None = None  # masks in the weights' dtypes, for apply()
         self.target = 0.0
 
     @torch.no_grad()
@@ -156,13 +157,19 @@ class MagnitudePruner:
         else:
             for name, w in self.weights.items():
                 self.masks[name] = _smallest_mask(importance[name].flatten(), sparsity).view_as(w)
+        self._scales = [self.masks[name].to(w.dtype) for name, w in self.weights.items()]
         self.apply()
 
     @torch.no_grad()
     def apply(self) -> None:
-        """Zero the pruned weights (call after every optimizer step)."""
-        for name, w in self.weights.items():
-            w.mul_(self.masks[name].to(w.dtype))
+        """Zero the pruned weights (call after every optimizer step).
+
+        One fused multiply over all weights by masks converted once per :meth:`prune_to`: this
+        runs every step, so it must not allocate.
+        """
+        if self._scales is None:
+            self._scales = [self.masks[name].to(w.dtype) for name, w in self.weights.items()]
+        torch._foreach_mul_(list(self.weights.values()), self._scales)
 
     def sparsity(self) -> float:
         """Fraction of the prunable weights that are exactly zero now."""
