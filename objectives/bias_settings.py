@@ -15,6 +15,15 @@ Two measures need more than the dense teacher's predictions, and both are built 
   2019). Each list is applied on its own: a text changed by two lists yields two
   counterfactuals.
 
+* ``intrinsic = [...]``: intrinsic bias benchmarks (``stereoset``, ``crows_pairs``, ``winobias``,
+  ``seat``; :mod:`fairfront.objectives.intrinsic`) every trial scores the compressed model on,
+  on a fixed validation half (objective values) and test half (user attributes); see
+  :mod:`fairfront.objectives.intrinsic.halves`. ``intrinsic_limit = N`` scores only the first N
+  items of each half; ``intrinsic_data_dir`` is the data root (default: the datasets' folder
+  lookup); ``intrinsic_batch_size`` the sequences per forward pass. Each benchmark listed is also
+  a bias objective under its own name; naming one in ``[objectives] bias`` without listing it
+  here is refused (as for ``cie_fraction``), never added silently.
+
 The pairs of every list are read when the study file is loaded, so a missing or malformed list
 is refused before a study exists, the lists travel to remote workers inside the settings, and
 editing a list changes the prepared study's fingerprint.
@@ -40,7 +49,7 @@ from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.counterfactual import builtin_swap_lists, load_swap_pairs
 
 __all__ = ["BiasSettings", "SwapList", "MAX_DENSE_POPULATION", "POPULATION_MEASURES", "COUNTERFACTUAL_MEASURES",
-           "check_objectives", "resolve_swap_list"]
+           "INTRINSIC_MEASURES", "check_objectives", "resolve_swap_list"]
 
 MAX_DENSE_POPULATION = 100
 """Upper bound of ``dense_population`` (Hooker et al. used 30 models per setting)."""
@@ -50,6 +59,10 @@ POPULATION_MEASURES = ("cie_fraction",)
 
 COUNTERFACTUAL_MEASURES = ("counterfactual_flip_rate", "counterfactual_prob_change")
 """Bias measures that need ``[bias] counterfactual`` lists."""
+
+INTRINSIC_MEASURES = ("stereoset", "crows_pairs", "winobias", "seat")
+"""Bias measures that need ``[bias] intrinsic`` to list them (the keys of
+:data:`fairfront.objectives.intrinsic.INTRINSIC_BENCHMARKS`)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +92,18 @@ class BiasSettings:
         dense_population: Extra dense models trained with other seeds (0 = none). The teacher is
             one more member, so the population has ``dense_population + 1`` models.
         counterfactual: The swap lists whose counterfactual texts are scored.
+        intrinsic: The intrinsic benchmarks every trial scores (registry names).
+        intrinsic_limit: Items per benchmark half (None: all).
+        intrinsic_data_dir: The benchmarks' data root (None: the default lookup).
+        intrinsic_batch_size: Sequences per forward pass when scoring them.
     """
 
     dense_population: int = 0
     counterfactual: tuple[SwapList, ...] = ()
+    intrinsic: tuple[str, ...] = ()
+    intrinsic_limit: int | None = None
+    intrinsic_data_dir: str | None = None
+    intrinsic_batch_size: int = 64
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path, data_dir: str | os.PathLike[str] | None = None) -> BiasSettings:
@@ -98,7 +119,23 @@ class BiasSettings:
         raw = t.data.get("counterfactual", [])
         names = (t.string("counterfactual"),) if isinstance(raw, str) else t.strings("counterfactual", (),
                                                                                        nonempty=False)
+        if isinstance(t.data.get("intrinsic"), str):
+            intrinsic = (t.string("intrinsic", choices=INTRINSIC_MEASURES),)
+        else:
+            intrinsic = t.strings("intrinsic", (), choices=INTRINSIC_MEASURES, nonempty=False)
+        if len(set(intrinsic)) != len(intrinsic):
+            raise ConfigError(t.key("intrinsic"), list(intrinsic), "distinct benchmark names")
+        limit = t.integer("intrinsic_limit", None, low=1)
+        intrinsic_dir = t.string("intrinsic_data_dir", None)
+        batch = t.integer("intrinsic_batch_size", 64, low=1, high=4096)
         t.done()
+        if intrinsic_dir is not None:
+            folder = Path(intrinsic_dir).expanduser()
+            folder = folder if folder.is_absolute() else (Path(base_dir) / folder).resolve()
+            if not folder.is_dir():
+                raise ConfigError(t.key("intrinsic_data_dir"), intrinsic_dir, f"an existing folder (no such folder: "
+                                  f"{folder})")
+            intrinsic_dir = str(folder)
         lists = tuple(resolve_swap_list(name, key=key, base_dir=base_dir, data_dir=data_dir) for name in names)
         seen: dict[str, str] = {}
         for given, swap in zip(names, lists):
@@ -106,7 +143,8 @@ class BiasSettings:
                 raise ConfigError(key, given, f"distinct swap lists ({seen[swap.name]!r} has the same name "
                                   f"{swap.name!r})")
             seen[swap.name] = given
-        return cls(dense_population=n, counterfactual=lists)
+        return cls(dense_population=n, counterfactual=lists, intrinsic=intrinsic, intrinsic_limit=limit,
+                   intrinsic_data_dir=intrinsic_dir, intrinsic_batch_size=batch)
 
     @property
     def population_size(self) -> int:
@@ -119,8 +157,12 @@ class BiasSettings:
 
     def identity(self) -> dict:
         """What the prepared study's fingerprint includes."""
-        return {"dense_population": self.dense_population,
-                "counterfactual": [[s.name, s.digest()] for s in self.counterfactual]}
+        out = {"dense_population": self.dense_population,
+               "counterfactual": [[s.name, s.digest()] for s in self.counterfactual]}
+        if self.intrinsic:
+            out["intrinsic"] = {"names": list(self.intrinsic), "limit": self.intrinsic_limit,
+                                "data_dir": self.intrinsic_data_dir, "batch_size": self.intrinsic_batch_size}
+        return out
 
 
 def _builtin(data_dir: str | os.PathLike[str] | None) -> dict[str, Path]:
@@ -167,8 +209,9 @@ def check_objectives(settings: BiasSettings, bias_measures: Sequence[str], *, ke
     """Refuse a bias objective whose reference the study does not prepare.
 
     Raises:
-        ConfigError: ``cie_fraction`` without ``[bias] dense_population > 0``, or a counterfactual
-            measure without ``[bias] counterfactual`` lists.
+        ConfigError: ``cie_fraction`` without ``[bias] dense_population > 0``, a counterfactual
+            measure without ``[bias] counterfactual`` lists, or an intrinsic benchmark that
+            ``[bias] intrinsic`` does not list.
 
     Example:
         >>> check_objectives(BiasSettings(), ["tpr_gap", "cie_fraction"])  # doctest: +ELLIPSIS
@@ -183,3 +226,6 @@ def check_objectives(settings: BiasSettings, bias_measures: Sequence[str], *, ke
         if name in COUNTERFACTUAL_MEASURES and not settings.counterfactual:
             raise ConfigError(key, message=f"{name!r} needs counterfactual swap lists: set [bias] counterfactual = "
                               "[...] (built-in names or files of term pairs)")
+        if name in INTRINSIC_MEASURES and name not in settings.intrinsic:
+            raise ConfigError(key, message=f"{name!r} is an intrinsic benchmark: list it in [bias] intrinsic = "
+                              f"[{', '.join(repr(n) for n in (*settings.intrinsic, name))}] to score it")

@@ -21,8 +21,12 @@ from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives import group_fairness, size
 
-__all__ = ["ObjectiveSpec", "ACCURACY_MEASURES", "SIZE_MEASURES", "BIAS_MEASURES", "PREPARED_BIAS_MEASURES",
-           "OBJECTIVE_BIAS_MEASURES", "accuracy_scores", "size_scores"]
+__all__ = ["ObjectiveSpec", "ACCURACY_MEASURES", "MASKED_LM_ACCURACY_MEASURES", "SIZE_MEASURES", "BIAS_MEASURES",
+           "PREPARED_BIAS_MEASURES", "INTRINSIC_BIAS_MEASURES", "OBJECTIVE_BIAS_MEASURES", "TASKS",
+           "accuracy_scores", "size_scores"]
+
+TASKS = ("classification", "masked_lm")
+"""``[model] task``: fine-tune a classifier on ``[data]``, or compress the pretrained masked LM itself."""
 
 
 def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
@@ -69,7 +73,20 @@ PREPARED_BIAS_MEASURES: dict[str, str] = {
                                   "(Garg et al. 2019); needs [bias] counterfactual",
 }
 
-OBJECTIVE_BIAS_MEASURES: tuple[str, ...] = (*BIAS_MEASURES, *PREPARED_BIAS_MEASURES)
+INTRINSIC_BIAS_MEASURES: dict[str, str] = {
+    "stereoset": "|SS - 50| on StereoSet intrasentence (Nadeem et al. 2021); needs [bias] intrinsic",
+    "crows_pairs": "|metric score - 50| on CrowS-Pairs (Nangia et al. 2020); needs [bias] intrinsic",
+    "winobias": "|pro - anti| masked-pronoun accuracy gap on WinoBias (Zhao et al. 2018); needs [bias] intrinsic",
+    "seat": "mean |effect size| of SEAT/WEAT 6-8 (May et al. 2019); needs [bias] intrinsic",
+}
+"""The intrinsic benchmarks as bias objectives (validation half; see objectives/intrinsic/halves.py)."""
+
+MASKED_LM_ACCURACY_MEASURES: dict[str, str] = {
+    "stereoset_lms": "StereoSet language-modeling score LMS (ideal 100), validation half; masked_lm studies",
+    "stereoset_icat": "StereoSet ICAT = LMS * min(SS, 100 - SS) / 50 (ideal 100), validation half; masked_lm studies",
+}
+
+OBJECTIVE_BIAS_MEASURES: tuple[str, ...] = (*BIAS_MEASURES, *PREPARED_BIAS_MEASURES, *INTRINSIC_BIAS_MEASURES)
 """Every name ``[objectives] bias`` accepts."""
 
 
@@ -82,13 +99,27 @@ class ObjectiveSpec:
     bias: tuple[str, ...] = ("tpr_gap",)
 
     @classmethod
-    def from_table(cls, t: Table) -> ObjectiveSpec:
-        accuracy = t.string("accuracy", "accuracy", choices=tuple(ACCURACY_MEASURES))
+    def from_table(cls, t: Table, *, task: str = "classification") -> ObjectiveSpec:
+        """Read ``[objectives]``; a ``masked_lm`` study defaults to ``stereoset_lms`` and ``stereoset``."""
+        masked = task == "masked_lm"
+        accuracy_default, bias_default = ("stereoset_lms", "stereoset") if masked else ("accuracy", "tpr_gap")
+        accuracy = t.string("accuracy", accuracy_default, choices=(*ACCURACY_MEASURES, *MASKED_LM_ACCURACY_MEASURES))
+        if masked and accuracy not in MASKED_LM_ACCURACY_MEASURES:
+            raise ConfigError(t.key("accuracy"), accuracy, "one of: " + ", ".join(MASKED_LM_ACCURACY_MEASURES)
+                              + " (a masked_lm study has no labelled data)")
+        if not masked and accuracy in MASKED_LM_ACCURACY_MEASURES:
+            raise ConfigError(t.key("accuracy"), accuracy, "one of: " + ", ".join(ACCURACY_MEASURES)
+                              + " (the language-modeling scores are the accuracy of [model] task = \"masked_lm\")")
         size_measure = t.string("size", "nonzero_params", choices=tuple(SIZE_MEASURES))
-        if isinstance(t.data.get("bias", "tpr_gap"), str):
-            bias = (t.string("bias", "tpr_gap", choices=OBJECTIVE_BIAS_MEASURES),)
+        if isinstance(t.data.get("bias", bias_default), str):
+            bias = (t.string("bias", bias_default, choices=OBJECTIVE_BIAS_MEASURES),)
         else:
             bias = t.strings("bias", choices=OBJECTIVE_BIAS_MEASURES)
+        if masked:
+            for b in bias:
+                if b not in INTRINSIC_BIAS_MEASURES:
+                    raise ConfigError(t.key("bias"), b, "an intrinsic benchmark (" + ", ".join(INTRINSIC_BIAS_MEASURES)
+                                      + "); group and prepared measures need [model] task = \"classification\"")
         if len(set(bias)) != len(bias):
             raise ConfigError(t.key("bias"), list(bias), "distinct bias measures")
         t.done()

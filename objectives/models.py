@@ -8,6 +8,10 @@
 - a local folder with a Hugging Face model (``config.json`` and weights), or a Hugging Face hub
   name (used as the hub cache allows; nothing is downloaded when ``HF_HUB_OFFLINE=1``).
 
+``[model] task`` is ``"classification"`` (default: fine-tune a classifier on ``[data]`` and
+compress it) or ``"masked_lm"`` (compress the pretrained masked LM itself and score it on the
+intrinsic benchmarks; nothing is trained, so the folder must ship a masked-LM head).
+
 ``trust_remote_code`` is never set: only architectures that ship with ``transformers`` load.
 """
 
@@ -57,6 +61,7 @@ class ModelSpec:
     tiny_hidden: int = 64
     tiny_heads: int = 2
     tiny_intermediate: int = 128
+    task: str = "classification"
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path) -> ModelSpec:
@@ -72,7 +77,8 @@ class ModelSpec:
                    tiny_layers=t.integer("tiny_layers", 2, low=1, high=24),
                    tiny_hidden=t.integer("tiny_hidden", 64, low=8, high=4096),
                    tiny_heads=t.integer("tiny_heads", 2, low=1, high=64),
-                   tiny_intermediate=t.integer("tiny_intermediate", 128, low=8, high=16384))
+                   tiny_intermediate=t.integer("tiny_intermediate", 128, low=8, high=16384),
+                   task=t.string("task", "classification", choices=("classification", "masked_lm")))
         if spec.tiny_hidden % spec.tiny_heads:
             raise ConfigError(t.key("tiny_heads"), spec.tiny_heads, f"a divisor of tiny_hidden ({spec.tiny_hidden})")
         t.done()

@@ -13,6 +13,15 @@ the teacher being the first member, whose validation/test predictions are kept) 
 tokenized counterfactual validation/test texts of each swap list
 (:mod:`fairfront.objectives.counterfactual_sets`), with the teacher's logits on them.
 
+With ``[bias] intrinsic`` the preparation also loads each benchmark's validation and test halves
+(:mod:`fairfront.objectives.intrinsic.halves`), keeps the checkpoint's masked-LM head (config and
+weights, so workers never read the model folder) and scores the dense teacher on both halves.
+
+A ``masked_lm`` study (``[model] task = "masked_lm"``) has no data and trains nothing: its
+"teacher" is the pretrained masked LM itself (weights cached like a teacher), and its prepared
+study holds the benchmarks' halves and the dense model's scores on both, so reports can compare
+compressed and dense.
+
 A :class:`Prepared` holds everything in memory (weights as tensors, no paths), so the driver can
 ship it to workers on other nodes through Ray's object store.
 """
@@ -29,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,16 +49,20 @@ from fairfront.errors import DataError
 from fairfront.objectives.bias_settings import BiasSettings
 from fairfront.objectives.counterfactual_sets import SwappedTexts, build_swapped_texts
 from fairfront.objectives.data import SPLITS, DataSpec, EncodedSplit, encode_splits, load_task
+from fairfront.objectives.masked_lm import (attach_masked_lm_head, load_masked_lm, masked_lm_from_state,
+                                            masked_lm_head_state)
 from fairfront.objectives.models import ModelSpec, classifier_from_state, load_tokenizer, new_classifier
 from fairfront.objectives.population import POPULATION_SPLITS, DensePopulation, train_population
 from fairfront.objectives.training import TrainSettings, TrainStats, predict_logits, train
 
 __all__ = ["PrepareSpec", "Prepared", "prepare", "load_cached", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Layout version of a cached prepared study; part of the fingerprint, and checked when a cache is read.
 
 2: the dense population and the counterfactual sets (``[bias]``) are stored.
+3: the task (``classification`` / ``masked_lm``), the tokenizer (``tokenizer/``), the masked-LM head
+   (``mlm_head.safetensors``) and the dense model's intrinsic scores (``meta.json``) are stored.
 """
 
 
@@ -61,8 +75,9 @@ class PrepareSpec:
     bias: BiasSettings = BiasSettings()
 
     def fingerprint(self) -> str:
+        data = None if self.data is None else dataclasses.asdict(self.data)
         payload = json.dumps({"format": CACHE_FORMAT, "model": self.model.identity(),
-                              "model_spec": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
+                              "model_spec": dataclasses.asdict(self.model), "data": data,
                               "teacher": dataclasses.asdict(self.teacher), "seed": self.seed,
                               "bias": self.bias.identity()},
                              sort_keys=True, default=str)
@@ -87,10 +102,31 @@ class Prepared:
     teacher_seconds: float
     population: DensePopulation | None = None
     counterfactuals: dict[str, list[SwappedTexts]] = field(default_factory=dict)
+    task: str = "classification"
+    tokenizer: Any = None
+    intrinsic: dict = field(default_factory=dict)
+    """``{"names", "limit", "data_dir", "batch_size"}`` of ``[bias] intrinsic`` (empty: none)."""
+    intrinsic_halves: dict[str, dict[str, list]] = field(default_factory=dict)
+    intrinsic_dense: dict[str, dict[str, dict]] = field(default_factory=dict)
+    """The dense model's results ``{benchmark: {"validation": ..., "test": ...}}``."""
+    mlm_head: tuple[dict, dict[str, torch.Tensor]] | None = None
+    """A classification study's masked-LM head: (masked-LM config dict, head weights)."""
 
     def teacher(self) -> torch.nn.Module:
-        """A fresh copy of the dense teacher (each trial compresses its own copy)."""
+        """A fresh copy of the dense teacher (each trial compresses its own copy); the masked LM in a
+        ``masked_lm`` study."""
+        if self.task == "masked_lm":
+            return masked_lm_from_state(dict(self.model_config), self.teacher_state)
         return classifier_from_state(dict(self.model_config), self.teacher_state)
+
+    def masked_lm(self, compressed: torch.nn.Module) -> torch.nn.Module:
+        """``compressed`` with the checkpoint's masked-LM head on its (shared) encoder."""
+        if self.task == "masked_lm":
+            return compressed
+        if self.mlm_head is None:
+            raise ValueError("this prepared study has no masked-LM head (no masked-LM benchmark in [bias] intrinsic)")
+        config, state = self.mlm_head
+        return attach_masked_lm_head(compressed, config=dict(config), head_state=state)
 
     def dense_predictions(self, split: str) -> np.ndarray:
         return self.teacher_logits[split].argmax(axis=1)
@@ -123,6 +159,8 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
     ``seed + 1 ... seed + N``), logging one line per member.
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.model.task == "masked_lm":
+        return _compute_masked_lm(spec, log=log, device=device)
     data = load_task(spec.data)
     train_texts = data.frame.loc[data.frame["split"] == "train", "text"].astype(str).tolist()
     tokenizer = load_tokenizer(spec.model, train_texts)
@@ -170,6 +208,11 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
         if len(counterfactuals["validation"][-1]) == 0:
             log(f"  warning: swap list {swap_list.name} changes no validation text; its counterfactual measures "
                 "are undefined")
+    intrinsic, halves, dense, head = _intrinsic_setup(spec, log)
+    if halves:
+        mlm = attach_masked_lm_head(model, config=head[0], head_state=head[1]) if head is not None else None
+        dense = _score_dense(halves, model, mlm, tokenizer, intrinsic, device, log)
+        del mlm
     del model
 
     population = None
@@ -187,7 +230,60 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
             + ", ".join(f"{a:.4f}" for a in population.accuracies["validation"]))
     return Prepared(spec.fingerprint(), data.name, data.citation, tuple(data.label_names), tuple(data.group_names),
                     bool(data.group_is_proxy), splits, int(tokenizer.pad_token_id), config, state, logits,
-                    stats.seconds, population, counterfactuals)
+                    stats.seconds, population, counterfactuals, tokenizer=tokenizer, intrinsic=intrinsic,
+                    intrinsic_halves=halves, intrinsic_dense=dense, mlm_head=head)
+
+
+def _intrinsic_setup(spec: PrepareSpec, log: Callable[[str], None]):
+    """``[bias] intrinsic``: the settings, the benchmarks' halves, and the checkpoint's masked-LM head."""
+    b = spec.bias
+    if not b.intrinsic:
+        return {}, {}, {}, None
+    from fairfront.objectives.intrinsic import INTRINSIC_BENCHMARKS
+    from fairfront.objectives.intrinsic.halves import load_halves
+
+    settings = {"names": list(b.intrinsic), "limit": b.intrinsic_limit, "data_dir": b.intrinsic_data_dir,
+                "batch_size": b.intrinsic_batch_size}
+    halves = load_halves(b.intrinsic, data_dir=b.intrinsic_data_dir)
+    log("intrinsic benchmarks: " + "; ".join(f"{n} validation {len(h['validation'])}, test {len(h['test'])}"
+                                             for n, h in halves.items())
+        + (f" (first {b.intrinsic_limit} items of each half scored)" if b.intrinsic_limit else ""))
+    head = None
+    if spec.model.task != "masked_lm" and any(INTRINSIC_BENCHMARKS[n].needs == "masked_lm" for n in b.intrinsic):
+        mlm = load_masked_lm(spec.model.source)
+        config = mlm.config.to_dict()
+        head = (config, masked_lm_head_state(mlm))
+        del mlm
+    return settings, halves, {}, head
+
+
+def _score_dense(halves: dict, encoder: torch.nn.Module, mlm: torch.nn.Module | None, tokenizer, intrinsic: dict,
+                 device: torch.device, log: Callable[[str], None]) -> dict:
+    from fairfront.objectives.intrinsic.halves import headline_biases, score_halves
+
+    started = time.perf_counter()
+    scores = score_halves(lambda needs: mlm if needs == "masked_lm" else encoder, tokenizer, halves,
+                          limit=intrinsic["limit"], batch_size=intrinsic["batch_size"], device=device)
+    shown = ", ".join(f"{n} {v:.3f}" if v is not None else f"{n} undefined"
+                      for n, v in headline_biases(scores, "validation").items())
+    log(f"dense intrinsic bias (validation half, |headline - ideal|): {shown} "
+        f"({time.perf_counter() - started:.0f}s)")
+    return scores
+
+
+def _compute_masked_lm(spec: PrepareSpec, *, log: Callable[[str], None], device: torch.device) -> Prepared:
+    """A masked_lm study: the pretrained masked LM is the dense model; score it on both halves."""
+    tokenizer = load_tokenizer(spec.model, [])
+    log(f"loading the pretrained masked LM {spec.model.name}")
+    mlm = load_masked_lm(spec.model.source).to(device)
+    intrinsic, halves, _, _ = _intrinsic_setup(spec, log)
+    dense = _score_dense(halves, mlm, mlm, tokenizer, intrinsic, device, log)
+    config = mlm.config.to_dict()
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in mlm.state_dict().items()}
+    names = ", ".join(intrinsic["names"])
+    return Prepared(spec.fingerprint(), f"intrinsic: {names}", "", (), (), False, {}, int(tokenizer.pad_token_id),
+                    config, state, {}, 0.0, task="masked_lm", tokenizer=tokenizer, intrinsic=intrinsic,
+                    intrinsic_halves=halves, intrinsic_dense=dense)
 
 
 def store(prepared: Prepared, folder: Path) -> None:
@@ -207,6 +303,14 @@ def store(prepared: Prepared, folder: Path) -> None:
                                                    "group_names", "group_is_proxy", "pad_id", "model_config",
                                                    "teacher_seconds")}
         meta["format"] = CACHE_FORMAT
+        meta["task"] = prepared.task
+        meta["intrinsic"] = prepared.intrinsic
+        meta["intrinsic_dense"] = prepared.intrinsic_dense
+        if prepared.tokenizer is not None:
+            prepared.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if prepared.mlm_head is not None:
+            meta["mlm_config"] = prepared.mlm_head[0]
+            save_file(prepared.mlm_head[1], str(tmp / "mlm_head.safetensors"))
         pop = prepared.population
         if pop is not None:
             for name, predictions in pop.predictions.items():
@@ -248,7 +352,8 @@ def load_cached(folder: Path) -> Prepared:
                         f"{CACHE_FORMAT}; delete the folder to prepare the study again")
     arrays = np.load(Path(folder) / "splits.npz")
     splits, logits = {}, {}
-    for name in SPLITS:
+    task = meta.get("task", "classification")
+    for name in (SPLITS if task == "classification" else ()):
         splits[name] = EncodedSplit(_ragged(arrays[f"{name}.ids"], arrays[f"{name}.offsets"]),
                                     arrays[f"{name}.labels"], arrays[f"{name}.groups"])
         logits[name] = arrays[f"{name}.teacher_logits"]
@@ -267,6 +372,22 @@ def load_cached(folder: Path) -> Prepared:
             counterfactuals.setdefault(name, []).append(
                 SwappedTexts(list_name, index, encoded, arrays[f"{key}.dense_logits"]))
     state = load_file(str(Path(folder) / "teacher.safetensors"))
+    tokenizer = None
+    if (Path(folder) / "tokenizer").is_dir():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(Path(folder) / "tokenizer"))
+    head = None
+    if "mlm_config" in meta:
+        head = (meta["mlm_config"], load_file(str(Path(folder) / "mlm_head.safetensors")))
+    intrinsic = meta.get("intrinsic") or {}
+    halves = {}
+    if intrinsic:
+        from fairfront.objectives.intrinsic.halves import load_halves
+
+        halves = load_halves(intrinsic["names"], data_dir=intrinsic["data_dir"])  # deterministic: same halves
     return Prepared(meta["fingerprint"], meta["data_name"], meta["citation"], tuple(meta["label_names"]),
                     tuple(meta["group_names"]), meta["group_is_proxy"], splits, meta["pad_id"], meta["model_config"],
-                    state, logits, meta["teacher_seconds"], population, counterfactuals)
+                    state, logits, meta["teacher_seconds"], population, counterfactuals, task=task,
+                    tokenizer=tokenizer, intrinsic=intrinsic, intrinsic_halves=halves,
+                    intrinsic_dense=meta.get("intrinsic_dense") or {}, mlm_head=head)

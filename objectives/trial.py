@@ -6,6 +6,13 @@ unstructured pruning (masks on a schedule during fine-tuning), the training obje
 distillation, fairness method, forgetting weights), then post-training int8 quantization. The one
 training loop runs them all; each family contributes a loss term, example weights or a hook.
 
+A ``masked_lm`` study (:attr:`Prepared.task`) goes through the same entry point: nothing is
+trained, the families allowed there (layer dropping, magnitude structured pruning, one-shot
+magnitude pruning, int8) are applied to the pretrained masked LM, and the objective values are the
+intrinsic benchmarks' validation-half numbers. With ``[bias] intrinsic`` a classification trial
+also scores the compressed model on the benchmarks, with the checkpoint's masked-LM head on its
+encoder (:mod:`fairfront.objectives.masked_lm`).
+
 This runs inside a Ray task (or in-process in tests). It never touches the study storage: it
 returns a :class:`TrialOutcome` (objective values plus every other measure) that the driver writes.
 """
@@ -81,6 +88,8 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
     torch.manual_seed(spec.seed)
+    if prepared.task == "masked_lm":
+        return _run_masked_lm_trial(prepared, spec, device=device, threads=threads, started=started)
     c = spec.compression
     attrs: dict = {"compression": _plain(asdict(c))}
     train_split = prepared.splits["train"]
@@ -196,10 +205,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
         model = quantize_dynamic_int8(model.cpu())
         eval_device = torch.device("cpu")
 
-    attrs["size"] = size_scores(model)
-    if spec.latency:
-        attrs["latency_ms"] = latency_scores(model, seq_len=min(64, prepared.model_config.get(
-            "max_position_embeddings", 64)), threads=threads)
+    _measure_size(attrs, model, prepared, spec, threads)
     eval_started = time.perf_counter()
     for split in ("validation", "test"):
         data = prepared.splits[split]
@@ -209,16 +215,107 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
                                   device=eval_device) for s in prepared.counterfactuals.get(split, [])]
         attrs[split] = _scores(prepared, spec, data.labels, logits.argmax(axis=1), data.groups, split,
                                logits=logits, swapped_logits=swapped)
+    if prepared.intrinsic:
+        _add_intrinsic(attrs, prepared, model, device=eval_device)
     attrs["timings"] = {"train_s": train_seconds, "eval_s": time.perf_counter() - eval_started,
                         "total_s": time.perf_counter() - started, "device": device.type,
                         "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
+    return _outcome(attrs, spec, hint=" (is every group present with positive examples?)")
+
+
+def _add_intrinsic(attrs: dict, prepared: Prepared, model: torch.nn.Module, *, device: torch.device) -> None:
+    """Score ``model`` on both halves of every ``[bias] intrinsic`` benchmark.
+
+    ``attrs["intrinsic"][name]`` holds ``{"validation", "test", "dense"}`` results;
+    ``attrs[half]["bias"][name]`` the headline bias (what the objective reads from the validation half).
+    """
+    from fairfront.objectives.intrinsic.halves import HALVES, headline_biases, score_halves
+
+    started = time.perf_counter()
+    cache: dict = {}
+
+    def model_for(needs: str) -> torch.nn.Module:
+        if needs != "masked_lm":
+            return model
+        if "mlm" not in cache:
+            cache["mlm"] = prepared.masked_lm(model)
+        return cache["mlm"]
+
+    settings = prepared.intrinsic
+    scores = score_halves(model_for, prepared.tokenizer, prepared.intrinsic_halves, limit=settings.get("limit"),
+                          batch_size=settings.get("batch_size", 64), device=device)
+    attrs["intrinsic"] = {name: _plain({**parts, "dense": prepared.intrinsic_dense.get(name)})
+                          for name, parts in scores.items()}
+    for half in HALVES:
+        attrs.setdefault(half, {}).setdefault("bias", {}).update(
+            {name: _nan_if_none(v) for name, v in headline_biases(scores, half).items()})
+        if "stereoset" in scores:
+            overall = scores["stereoset"][half]["overall"]
+            attrs[half].setdefault("accuracy", {}).update(
+                {"stereoset_lms": _nan_if_none(overall.get("lms")), "stereoset_icat": _nan_if_none(overall.get("icat"))})
+    attrs["intrinsic_s"] = time.perf_counter() - started
+
+
+def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device, threads: int | None,
+                         started: float) -> TrialOutcome:
+    """A ``masked_lm`` trial: compress the pretrained masked LM (no training) and score it on the benchmarks."""
+    c = spec.compression
+    attrs: dict = {"compression": _plain(asdict(c)), "task": "masked_lm"}
+    model = prepared.teacher()
+    d = c.distillation
+    if d is not None and d.student_layers is not None and d.student_layers < model.config.num_hidden_layers:
+        keep = students.layer_indices(model.config.num_hidden_layers, d.student_layers, strategy=d.layer_strategy)
+        model = students.make_student(model, keep)
+        attrs["student_layers"] = keep
+    model.to(device)
+    if c.structured is not None and (c.structured.head_fraction > 0 or c.structured.ffn_fraction > 0):
+        if c.structured.importance != "magnitude":
+            raise ValueError("a masked_lm study prunes structures by magnitude only (no labelled batches)")
+        summary = structured_prune(model, head_fraction=c.structured.head_fraction,
+                                   ffn_fraction=c.structured.ffn_fraction, importance="magnitude", batches=None,
+                                   scope=c.structured.scope)
+        attrs["structured"] = _plain(summary)
+    if c.pruning is not None:
+        if c.pruning.schedule.kind != "one_shot" or c.pruning.fairness_mix > 0:
+            raise ValueError("a masked_lm study prunes one-shot by magnitude only (nothing is trained)")
+        weights = prunable_weights(model, include_embeddings=c.pruning.include_embeddings,
+                                   include_classifier=c.pruning.include_classifier)
+        pruner = MagnitudePruner(weights, scope=c.pruning.scope)
+        pruner.prune_to(c.pruning.sparsity)
+        attrs["achieved_sparsity"] = pruner.sparsity()
+    compress_seconds = time.perf_counter() - started
+    eval_device = device
+    if c.quantization is not None and c.quantization.int8:
+        model = quantize_dynamic_int8(model.cpu())
+        eval_device = torch.device("cpu")
+    model.eval()
+    _measure_size(attrs, model, prepared, spec, threads)
+    eval_started = time.perf_counter()
+    _add_intrinsic(attrs, prepared, model, device=eval_device)
+    attrs["timings"] = {"compress_s": compress_seconds, "eval_s": time.perf_counter() - eval_started,
+                        "total_s": time.perf_counter() - started, "device": device.type,
+                        "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
+    return _outcome(attrs, spec, hint=" (on the benchmarks' validation half)")
+
+
+def _measure_size(attrs: dict, model: torch.nn.Module, prepared: Prepared, spec: TrialSpec,
+                  threads: int | None) -> None:
+    """Every size measure, and CPU latency unless the spec turns it off."""
+    attrs["size"] = size_scores(model)
+    if spec.latency:
+        attrs["latency_ms"] = latency_scores(model, seq_len=min(64, prepared.model_config.get(
+            "max_position_embeddings", 64)), threads=threads)
+
+
+def _outcome(attrs: dict, spec: TrialSpec, *, hint: str) -> TrialOutcome:
+    """The objective values, read from the validation measures and the size measures in ``attrs``."""
     v = attrs["validation"]
     sizes = {**attrs["size"], **{f"latency_b{k}_ms": ms for k, ms in attrs.get("latency_ms", {}).items()}}
     values = [v["accuracy"][spec.objectives.accuracy], sizes.get(spec.objectives.size)]
     values += [v["bias"][b] for b in spec.objectives.bias]
     if any(x is None or not math.isfinite(x) for x in values):
         raise ValueError(f"a measure is undefined on the validation split: {dict(zip(spec.objectives.names, values))}"
-                         " (is every group present with positive examples?)")
+                         + hint)
     return TrialOutcome(values=[float(x) for x in values], attrs=attrs)
 
 

@@ -20,7 +20,7 @@ from fairfront.errors import ConfigError
 from fairfront.objectives.bias_settings import BiasSettings, check_objectives
 from fairfront.objectives.data import DataSpec
 from fairfront.objectives.measures import ObjectiveSpec
-from fairfront.objectives.models import ModelSpec
+from fairfront.objectives.models import MINILM, TINY, ModelSpec
 from fairfront.objectives.prepare import PrepareSpec
 from fairfront.objectives.training import TrainSettings
 from fairfront.search.samplers import SAMPLERS
@@ -99,7 +99,7 @@ class StudyFile:
     study: StudySettings
     objectives: ObjectiveSpec
     model: ModelSpec
-    data: DataSpec
+    data: DataSpec | None
     teacher: TrainSettings
     student: TrainSettings
     space: SearchSpace
@@ -137,9 +137,17 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
         raise ConfigError("study file", message=f"not valid TOML: {err}") from None
     root = Table(raw, "")
     study = StudySettings.from_table(root.table("study", required=True))
-    objectives = ObjectiveSpec.from_table(root.table("objectives"))
     model = ModelSpec.from_table(root.table("model", required=True), base_dir=base_dir)
-    data = DataSpec.from_table(root.table("data", required=True), base_dir=base_dir)
+    masked = model.task == "masked_lm"
+    objectives = ObjectiveSpec.from_table(root.table("objectives"), task=model.task)
+    if masked:
+        for section in ("data", "teacher", "student"):
+            if section in raw:
+                raise ConfigError(section, message=f"a masked_lm study ([model] task = \"masked_lm\") has no "
+                                  f"[{section}]: nothing is fine-tuned; the pretrained masked LM is the dense model")
+        data = None
+    else:
+        data = DataSpec.from_table(root.table("data", required=True), base_dir=base_dir)
     teacher = TrainSettings.from_table(root.table("teacher"), defaults=TrainSettings(epochs=3.0))
     student = TrainSettings.from_table(root.table("student"))
     space = SearchSpace.from_table(root.table("space", required=True))
@@ -147,13 +155,78 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
     bias = BiasSettings.from_table(root.table("bias"), base_dir=base_dir)
     root.done()
     check_objectives(bias, objectives.bias)
-    if space.fairness is not None and data.source not in ("file", "hf") and not _has_groups(data):
-        raise ConfigError("space.fairness", message=f"data source {data.source!r} has no group column; "
-                          "a fairness loss needs one")
-    if data.source in ("file", "hf") and data.group_column is None and (space.fairness is not None):
-        raise ConfigError("data.group_column", None, "a column naming each example's group (needed by "
-                          "[space.fairness])")
+    if masked:
+        _check_masked_lm(model, bias, space, raw.get("space", {}), objectives)
+    else:
+        _check_intrinsic(model, bias)
+        if space.fairness is not None and data.source not in ("file", "hf") and not _has_groups(data):
+            raise ConfigError("space.fairness", message=f"data source {data.source!r} has no group column; "
+                              "a fairness loss needs one")
+        if data.source in ("file", "hf") and data.group_column is None and (space.fairness is not None):
+            raise ConfigError("data.group_column", None, "a column naming each example's group (needed by "
+                              "[space.fairness])")
     return StudyFile(study, objectives, model, data, teacher, student, space, execution, text, bias=bias)
+
+
+_MASKED_LM_FAMILIES = ("distillation", "structured", "pruning", "quantization")
+
+
+def _check_intrinsic(model: ModelSpec, bias: BiasSettings) -> None:
+    """A masked-LM benchmark needs a checkpoint that ships a pretrained masked-LM head."""
+    from fairfront.objectives.intrinsic import INTRINSIC_BENCHMARKS
+    from fairfront.objectives.masked_lm import check_masked_lm_head
+
+    needing = [n for n in bias.intrinsic if INTRINSIC_BENCHMARKS[n].needs == "masked_lm"]
+    if not needing:
+        return
+    if model.is_tiny:
+        raise ConfigError("bias.intrinsic", needing[0], message=f"bias.intrinsic: {needing[0]!r} needs a pretrained "
+                          f"masked-LM head, which '{TINY}' has not; give [model] name = a folder that ships one "
+                          "(or use only 'seat', which works on any encoder)")
+    check_masked_lm_head(model.source, name=model.name)
+
+
+def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, raw_space: dict,
+                     objectives: ObjectiveSpec) -> None:
+    """What a masked_lm study can do: nothing is trained and there are no labels or groups."""
+    from fairfront.objectives.masked_lm import check_masked_lm_head
+
+    if model.is_tiny or model.name in MINILM:
+        raise ConfigError("model.name", model.name, "a model folder or hub name with a pretrained masked-LM head "
+                          "(e.g. bert-base-uncased) for [model] task = \"masked_lm\"")
+    check_masked_lm_head(model.source, name=model.name)
+    for family in raw_space:
+        if family not in _MASKED_LM_FAMILIES:
+            raise ConfigError(f"space.{family}", message=f"[space.{family}] needs [model] task = \"classification\" "
+                              "(labelled, trained data); a masked_lm study allows: "
+                              + ", ".join(f"[space.{f}]" for f in _MASKED_LM_FAMILIES))
+    if space.pruning is not None:
+        if tuple(space.pruning.schedules) != ("one_shot",):
+            raise ConfigError("space.pruning.schedule", list(space.pruning.schedules), "[\"one_shot\"] in a masked_lm "
+                              "study (nothing is trained, so there is no schedule to follow)")
+        if space.pruning.fairness_mix != (0.0, 0.0):
+            raise ConfigError("space.pruning.fairness_mix", list(space.pruning.fairness_mix), "0 in a masked_lm study "
+                              "(fairness-aware scores need labelled groups)")
+    if space.structured is not None and tuple(space.structured.importance) != ("magnitude",):
+        raise ConfigError("space.structured.importance", list(space.structured.importance), "[\"magnitude\"] in a "
+                          "masked_lm study (gradient importance needs labelled batches)")
+    if space.distillation is not None:
+        extra = [k for k in raw_space.get("distillation", {}) if k not in ("student_layers", "layer_strategy")]
+        if extra:
+            raise ConfigError(f"space.distillation.{extra[0]}", message="a masked_lm study trains no student: only "
+                              "student_layers and layer_strategy are allowed")
+        if space.distillation.student_layers is None:
+            raise ConfigError("space.distillation.student_layers", message="missing required key (a masked_lm "
+                              "study's distillation family only drops layers)")
+    if bias.dense_population or bias.counterfactual:
+        raise ConfigError("bias.dense_population" if bias.dense_population else "bias.counterfactual",
+                          message="needs [model] task = \"classification\" (a fine-tuned classifier's predictions)")
+    if not bias.intrinsic:
+        raise ConfigError("bias.intrinsic", message="a masked_lm study scores intrinsic benchmarks: set [bias] "
+                          "intrinsic = [...] (stereoset, crows_pairs, winobias, seat)")
+    if objectives.accuracy.startswith("stereoset_") and "stereoset" not in bias.intrinsic:
+        raise ConfigError("objectives.accuracy", message=f"{objectives.accuracy!r} is measured on StereoSet: list "
+                          "'stereoset' in [bias] intrinsic")
 
 
 def _has_groups(data: DataSpec) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,8 @@ def _lookup(result: dict[str, Any], path: str) -> Any:
 
 def evaluate_intrinsic(name: str, model: torch.nn.Module, tokenizer: Any, *,
                        data_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
-                       limit: int | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+                       limit: int | None = None, device: str | torch.device | None = None,
+                       items: Sequence[Any] | None = None) -> dict[str, Any]:
     """Run one intrinsic benchmark on a model and return its JSON-serialisable result.
 
     Args:
@@ -78,6 +80,9 @@ def evaluate_intrinsic(name: str, model: torch.nn.Module, tokenizer: Any, *,
         limit: score only the first ``limit`` items (clusters, pairs, line ids, or sentences per
             SEAT set); None scores everything.
         device: where to run; None keeps the model where it is.
+        items: score exactly these items instead of loading the data (``limit`` then applies to
+            them): StereoSet clusters, CrowS-Pairs pairs, WinoBias sentences, or SEAT tests (see
+            :mod:`fairfront.objectives.intrinsic.halves` for the validation/test halves).
 
     Returns:
         The benchmark's result plus ``"headline"`` (``{"key", "value", "ideal", "bias"}``, where
@@ -95,14 +100,20 @@ def evaluate_intrinsic(name: str, model: torch.nn.Module, tokenizer: Any, *,
         raise ConfigError("intrinsic benchmark", name, "one of: " + ", ".join(INTRINSIC_BENCHMARKS))
     spec = INTRINSIC_BENCHMARKS[name]
     common = {"limit": limit, "batch_size": batch_size, "device": device}
+    subset = None if items is None else list(items)
     if name == "stereoset":
-        result = stereoset.evaluate_stereoset(model, tokenizer, data_dir=data_dir, **common)
+        result = stereoset.evaluate_stereoset(model, tokenizer, data_dir=data_dir, clusters=subset, **common)
     elif name == "crows_pairs":
-        result = crows_pairs.evaluate_crows_pairs(model, tokenizer, data_dir=data_dir, **common)
+        result = crows_pairs.evaluate_crows_pairs(model, tokenizer, data_dir=data_dir, pairs=subset, **common)
     elif name == "winobias":
-        result = winobias.evaluate_winobias(model, tokenizer, data_dir=data_dir, **common)
+        split = "dev"
+        if subset:
+            splits = {s.split for s in subset}
+            split = splits.pop() if len(splits) == 1 else "all"
+        result = winobias.evaluate_winobias(model, tokenizer, data_dir=data_dir, sentences=subset, split=split,
+                                            **common)
     else:
-        result = seat.evaluate_seat(model, tokenizer, **common)
+        result = seat.evaluate_seat(model, tokenizer, tests=subset, **common)
     value = _lookup(result, spec.headline)
     result["headline"] = {"key": spec.headline, "value": value, "ideal": spec.ideal,
                           "bias": None if value is None else abs(float(value) - spec.ideal)}
