@@ -78,3 +78,14 @@ def run_cli(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.C
 def cache_dir(tmp_path_factory) -> Path:
     """One prepared-study cache for the whole session: the tiny teacher is trained once."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors run faster on one thread, above all on a shared machine (``pytestmark`` it in)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,13 +16,7 @@ from fairfront.spaces.fair_compression import (
 from fairfront.spaces.fairness_losses import equal_opportunity_penalty
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run faster on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _logits(n=12, c=3, seed=0):

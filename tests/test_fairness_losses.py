@@ -24,13 +24,7 @@ PENALTIES = sorted(FAIRNESS_PENALTIES.items())
 PENALTY_IDS = [name for name, _ in PENALTIES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run faster on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sgd_step(loss, params, *, lr):

@@ -25,12 +25,7 @@ from fairfront.objectives.intrinsic import (
 from fairfront.objectives.intrinsic.seat import WEAT_WORD_LISTS, bleach
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def plain_cos(u: np.ndarray, v: np.ndarray) -> float:
