@@ -21,7 +21,7 @@ from torch import nn
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
-from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_int
+from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_int, suggest_weight
 from fairfront.spaces.schedules import SCHEDULES, SparsitySchedule
 
 __all__ = ["PruningSpace", "PruningConfig", "MagnitudePruner", "prunable_weights"]
@@ -89,7 +89,8 @@ class PruningSpace:
         if kind == "iterative":
             iterations = suggest_int(trial, "pruning.iterations", self.iterations)
         schedule = SparsitySchedule(kind, sparsity, start, end, frequency, iterations)
-        mix = suggest_float(trial, "pruning.fairness_mix", self.fairness_mix)
+        lo, hi = self.fairness_mix  # a range from 0 keeps plain magnitude pruning (mix exactly 0) in the space
+        mix = suggest_weight(trial, "pruning.fairness_mix", self.fairness_mix, allow_zero=lo == 0 < hi, log=False)
         return PruningConfig(sparsity, schedule, scope, self.include_embeddings, self.include_classifier, mix)
 
 

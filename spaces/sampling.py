@@ -33,12 +33,14 @@ def suggest_choice(trial: Suggester, name: str, choices: tuple[Any, ...]) -> Any
     return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
 
 
-def suggest_weight(trial: Suggester, name: str, bounds: tuple[float, float], *, allow_zero: bool) -> float:
-    """A loss weight on a log scale, with an exact zero kept inside the space as the baseline.
+def suggest_weight(trial: Suggester, name: str, bounds: tuple[float, float], *, allow_zero: bool,
+                   log: bool = True) -> float:
+    """A weight (on a log scale by default), with an exact zero kept inside the space as the baseline.
 
     ``allow_zero`` adds a categorical ``<name>_zero`` switch: when it is on, the weight is exactly
-    0.0 (the plain loss), so every study also samples the uncompensated baseline.
+    0.0 (the plain method), so every study also samples the uncompensated baseline; a continuous
+    range alone would reach 0 with probability zero.
     """
     if allow_zero and suggest_choice(trial, f"{name}_zero", (False, True)):
         return 0.0
-    return suggest_float(trial, name, bounds, log=True)
+    return suggest_float(trial, name, bounds, log=log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import optuna
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from fairfront.objectives.data import EncodedSplit
 from fairfront.objectives.training import TrainSettings, train
 from fairfront.spaces.distillation import distillation_loss
-from fairfront.spaces.pruning import MagnitudePruner, prunable_weights
+from fairfront.spaces.pruning import MagnitudePruner, PruningSpace, prunable_weights
 from fairfront.spaces.schedules import SparsitySchedule
 
 
@@ -88,3 +89,14 @@ def test_distillation_loss_is_cross_entropy_at_alpha_zero() -> None:
     soft = distillation_loss(s, t, y, temperature=2.0, alpha=1.0)
     expected = 4.0 * (F.softmax(t / 2, -1) * (F.log_softmax(t / 2, -1) - F.log_softmax(s / 2, -1))).sum(-1)
     assert torch.allclose(soft, expected, atol=1e-6)
+
+
+def test_a_fairness_mix_range_from_zero_keeps_plain_pruning_exactly_in_the_space() -> None:
+    space = PruningSpace(sparsity=(0.5, 0.5), schedules=("one_shot",), fairness_mix=(0.0, 0.8))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    mixes = [space.sample(study.ask()).fairness_mix for _ in range(40)]
+    assert 0.0 in mixes and any(0.0 < m <= 0.8 for m in mixes)
+    assert "pruning.fairness_mix_zero" in study.trials[0].params
+    fixed = PruningSpace(fairness_mix=(0.2, 0.8))  # no zero in the range: no switch
+    trial = study.ask()
+    assert 0.2 <= fixed.sample(trial).fairness_mix <= 0.8 and "pruning.fairness_mix_zero" not in trial.params
