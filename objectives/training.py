@@ -5,8 +5,9 @@ loop but two pluggable parts:
 
 - ``loss_fn(logits, batch) -> scalar``: the objective (cross-entropy, distillation, fairness
   penalties...), built by the trial from the families it sampled;
-- ``hooks``: objects with optional ``before_step(step, total)`` and ``after_step(step, total)``
-  methods (a pruning schedule updates its masks before a step and re-applies them after it).
+- ``hooks``: objects with optional ``before_step(step, total)``, ``after_backward(step, total)``
+  and ``after_step(step, total)`` methods (a pruning schedule updates its masks before a step and
+  re-applies them after it; movement pruning reads the gradients after the backward pass).
 
 Batches are length-grouped (texts of similar length share a batch, so dynamic padding pads
 little) and shuffled with the run's seed; on CUDA the forward pass runs under bf16 autocast.
@@ -175,6 +176,8 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
                 loss = loss_fn(logits, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for hook in hooks:
+                getattr(hook, "after_backward", _noop)(step, total)
             if settings.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             optimizer.step()

@@ -37,7 +37,7 @@ from fairfront.objectives.training import TrainSettings, iterate_batches, make_b
 from fairfront.spaces import fair_compression, fairness_losses, imbalance, students
 from fairfront.spaces.distillation import distillation_loss
 from fairfront.spaces.fairness import penalty_function
-from fairfront.spaces.pruning import MagnitudePruner, prunable_weights
+from fairfront.spaces.pruning import MagnitudePruner, MovementScores, prunable_weights
 from fairfront.spaces.quantization import quantize_dynamic_int8
 from fairfront.spaces.space import CompressionConfig
 from fairfront.spaces.structured import structured_prune
@@ -132,7 +132,11 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
         weights = prunable_weights(model, include_embeddings=c.pruning.include_embeddings,
                                    include_classifier=c.pruning.include_classifier)
         scores = None
-        if c.pruning.fairness_mix > 0:
+        if c.pruning.criterion == "movement":
+            movement = MovementScores(weights)
+            hooks.append(movement)
+            scores = movement.scores
+        elif c.pruning.fairness_mix > 0:
             scores = _fairness_aware_scores(model, weights, calibration, c.pruning.fairness_mix)
         pruner = MagnitudePruner(weights, scope=c.pruning.scope, scores=scores)
         hooks.append(_PruningHook(pruner, c.pruning.schedule))

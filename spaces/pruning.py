@@ -1,4 +1,4 @@
-"""Unstructured magnitude pruning: the space a trial samples it from, and the masks it applies.
+"""Unstructured pruning by magnitude or movement: the space a trial samples it from, and the masks it applies.
 
 Which weights: the ``nn.Linear`` weights of the encoder (attention projections and feed-forward
 layers). Embeddings and the classification head are left dense by default, as in Gordon et al.
@@ -9,10 +9,16 @@ How: ``global`` ranks all prunable weights together (layers that matter less los
 ``layer`` gives every matrix the same sparsity. The smallest ``round(sparsity * n)`` magnitudes are
 zeroed exactly (ties broken by position), so the achieved sparsity equals the target. The masks
 are re-applied after every optimizer step, so pruned weights stay exactly zero through training.
+
+Which criterion: ``magnitude`` keeps the largest ``|w|``; ``movement`` (Sanh et al. 2020, "Movement
+Pruning") keeps the weights that fine-tuning moves *away from zero*, scored by the accumulated
+``S = -sum_t dL/dw_t * w_t`` (:class:`MovementScores`). Movement needs training before it prunes,
+so it is searched only with the ``gradual`` and ``iterative`` schedules.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,9 +30,10 @@ from fairfront.errors import ConfigError
 from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_int, suggest_weight
 from fairfront.spaces.schedules import SCHEDULES, SparsitySchedule
 
-__all__ = ["PruningSpace", "PruningConfig", "MagnitudePruner", "prunable_weights"]
+__all__ = ["PruningSpace", "PruningConfig", "MagnitudePruner", "MovementScores", "prunable_weights", "CRITERIA"]
 
 SCOPES = ("global", "layer")
+CRITERIA = ("magnitude", "movement")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class PruningConfig:
     include_embeddings: bool = False
     include_classifier: bool = False
     fairness_mix: float = 0.0
+    criterion: str = "magnitude"
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class PruningSpace:
     include_embeddings: bool = False
     include_classifier: bool = False
     fairness_mix: tuple[float, float] = (0.0, 0.0)
+    criteria: tuple[str, ...] = ("magnitude",)
 
     @classmethod
     def from_table(cls, t: Table) -> PruningSpace:
@@ -69,7 +78,11 @@ class PruningSpace:
             include_embeddings=t.boolean("include_embeddings", False),
             include_classifier=t.boolean("include_classifier", False),
             fairness_mix=t.range("fairness_mix", cls.fairness_mix, low=0.0, high=1.0),
+            criteria=t.strings("criterion", cls.criteria, choices=CRITERIA),
         )
+        if "movement" in space.criteria and set(space.schedules) == {"one_shot"}:
+            raise ConfigError(t.key("criterion"), list(space.criteria), "'magnitude' with schedule = ['one_shot'] "
+                              "(movement scores need training steps before the weights are pruned)")
         if space.start[1] > space.end[0]:
             raise ConfigError(t.key("start"), list(space.start),
                               f"a window that starts before it ends (start <= {space.end[0]}, the lowest end)")
@@ -89,9 +102,14 @@ class PruningSpace:
         if kind == "iterative":
             iterations = suggest_int(trial, "pruning.iterations", self.iterations)
         schedule = SparsitySchedule(kind, sparsity, start, end, frequency, iterations)
-        lo, hi = self.fairness_mix  # a range from 0 keeps plain magnitude pruning (mix exactly 0) in the space
-        mix = suggest_weight(trial, "pruning.fairness_mix", self.fairness_mix, allow_zero=lo == 0 < hi, log=False)
-        return PruningConfig(sparsity, schedule, scope, self.include_embeddings, self.include_classifier, mix)
+        criteria = tuple(c for c in self.criteria if kind != "one_shot" or c != "movement")
+        criterion = suggest_choice(trial, "pruning.criterion", criteria)
+        mix = 0.0
+        if criterion == "magnitude":  # the fairness mix re-weights magnitudes (see fair_compression)
+            lo, hi = self.fairness_mix  # a range from 0 keeps plain magnitude pruning (mix exactly 0) in the space
+            mix = suggest_weight(trial, "pruning.fairness_mix", self.fairness_mix, allow_zero=lo == 0 < hi, log=False)
+        return PruningConfig(sparsity, schedule, scope, self.include_embeddings, self.include_classifier, mix,
+                             criterion)
 
 
 def prunable_weights(model: nn.Module, *, include_embeddings: bool = False,
@@ -177,6 +195,35 @@ class MagnitudePruner:
         zeros = sum(int((w == 0).sum()) for w in self.weights.values())
         total = sum(w.numel() for w in self.weights.values())
         return zeros / total
+
+
+class MovementScores:
+    """Movement importance (Sanh et al. 2020): ``S = -sum_t dL/dw_t * w_t`` over the training steps.
+
+    A training-loop hook: ``after_backward`` adds this step's ``-grad * w`` (the raw gradient,
+    before clipping). A weight that training pushes away from zero gains score, one it pulls towards
+    zero loses it, whatever its size. Pass :meth:`scores` to :class:`MagnitudePruner`: weights
+    already pruned (exactly zero) score ``-inf``, so they stay pruned as the sparsity grows; before
+    any step has been seen the magnitudes are used, since there is no movement to rank by yet.
+    """
+
+    def __init__(self, weights: dict[str, nn.Parameter]):
+        self.weights = weights
+        self.totals = {name: torch.zeros_like(w, dtype=torch.float32) for name, w in weights.items()}
+        self.steps = 0
+
+    @torch.no_grad()
+    def after_backward(self, step: int, total: int) -> None:  # noqa: ARG002 - the hook's signature
+        for name, w in self.weights.items():
+            if w.grad is not None:
+                self.totals[name].sub_(w.grad.float() * w.float())
+        self.steps += 1
+
+    def scores(self, magnitudes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.steps == 0:
+            return magnitudes
+        return {name: torch.where(magnitudes[name] > 0, self.totals[name], torch.full_like(self.totals[name], -math.inf))
+                for name in magnitudes}
 
 
 def _smallest_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import optuna
 import pytest
@@ -12,7 +14,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from fairfront.objectives.data import EncodedSplit
 from fairfront.objectives.training import TrainSettings, train
 from fairfront.spaces.distillation import distillation_loss
-from fairfront.spaces.pruning import MagnitudePruner, PruningSpace, prunable_weights
+from fairfront.spaces.pruning import MagnitudePruner, MovementScores, PruningSpace, prunable_weights
 from fairfront.spaces.schedules import SparsitySchedule
 
 
@@ -20,6 +22,20 @@ def tiny_model(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     return BertForSequenceClassification(BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
                                                     num_attention_heads=2, intermediate_size=64, num_labels=3))
+
+
+class ScheduleHook:
+    """Follows the schedule before each step and keeps the pruned weights at zero after it."""
+
+    def __init__(self, pruner: MagnitudePruner, schedule: SparsitySchedule):
+        self.pruner, self.schedule = pruner, schedule
+
+    def before_step(self, step: int, total: int) -> None:
+        if self.schedule.at(step, total) != self.pruner.target:
+            self.pruner.prune_to(self.schedule.at(step, total))
+
+    def after_step(self, step: int, total: int) -> None:
+        self.pruner.apply()
 
 
 def random_split(n: int = 64, seed: int = 0) -> EncodedSplit:
@@ -63,17 +79,10 @@ def test_pruned_weights_stay_exactly_zero_through_training() -> None:
     model = tiny_model()
     pruner = MagnitudePruner(prunable_weights(model))
     schedule = SparsitySchedule("gradual", 0.7, start=0.0, end=0.5, frequency=2)
-
-    class Hook:
-        def before_step(self, step, total):
-            pruner.prune_to(schedule.at(step, total)) if schedule.at(step, total) != pruner.target else None
-
-        def after_step(self, step, total):
-            pruner.apply()
-
     split = random_split()
     train(model, split, TrainSettings(epochs=4, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0),
-          loss_fn=lambda logits, b: F.cross_entropy(logits, b["labels"]), seed=0, pad_id=0, hooks=[Hook()])
+          loss_fn=lambda logits, b: F.cross_entropy(logits, b["labels"]), seed=0, pad_id=0,
+          hooks=[ScheduleHook(pruner, schedule)])
     assert pruner.sparsity() == pytest.approx(0.7, abs=0.005)
     for name, w in pruner.weights.items():
         assert torch.all(w[~pruner.masks[name]] == 0), name
@@ -100,3 +109,60 @@ def test_a_fairness_mix_range_from_zero_keeps_plain_pruning_exactly_in_the_space
     fixed = PruningSpace(fairness_mix=(0.2, 0.8))  # no zero in the range: no switch
     trial = study.ask()
     assert 0.2 <= fixed.sample(trial).fairness_mix <= 0.8 and "pruning.fairness_mix_zero" not in trial.params
+
+
+def test_movement_scores_accumulate_minus_gradient_times_weight() -> None:
+    lin = torch.nn.Linear(3, 2)
+    movement = MovementScores({"w": lin.weight})
+    expected = torch.zeros_like(lin.weight)
+    for x in (torch.randn(4, 3), torch.randn(4, 3)):
+        lin.zero_grad()
+        lin(x).pow(2).sum().backward()
+        expected -= lin.weight.grad * lin.weight.detach()
+        movement.after_backward(0, 2)
+    torch.testing.assert_close(movement.totals["w"], expected)
+
+
+def test_movement_keeps_weights_moving_away_from_zero_not_the_largest() -> None:
+    w = torch.nn.Parameter(torch.tensor([[5.0, 4.0, 0.5, 0.25]]))
+    movement = MovementScores({"w": w})
+    assert movement.scores({"w": w.detach().abs()})["w"].tolist() == [[5.0, 4.0, 0.5, 0.25]]  # no step yet: magnitude
+    w.grad = torch.tensor([[1.0, 1.0, -1.0, -1.0]])  # descent shrinks the large weights and grows the small ones
+    movement.after_backward(0, 1)
+    pruner = MagnitudePruner({"w": w}, scores=movement.scores)
+    pruner.prune_to(0.5)
+    assert pruner.masks["w"].tolist() == [[False, False, True, True]]
+    assert w.detach().tolist() == [[0.0, 0.0, 0.5, 0.25]]
+    assert movement.scores({"w": w.detach().abs()})["w"][0, :2].tolist() == [-math.inf, -math.inf]  # stay pruned
+
+
+def _prune_while_training(movement: bool) -> tuple[MagnitudePruner, MovementScores | None]:
+    model = tiny_model()
+    weights = prunable_weights(model)
+    scores = MovementScores(weights) if movement else None
+    pruner = MagnitudePruner(weights, scores=scores.scores if scores else None)
+    schedule = SparsitySchedule("gradual", 0.6, start=0.2, end=0.6, frequency=2)
+    train(model, random_split(), TrainSettings(epochs=3, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0),
+          loss_fn=lambda logits, b: F.cross_entropy(logits, b["labels"]), seed=0, pad_id=0,
+          hooks=[h for h in (scores, ScheduleHook(pruner, schedule)) if h is not None])
+    return pruner, scores
+
+
+def test_movement_pruning_in_training_reaches_the_target_keeps_zeros_and_differs_from_magnitude() -> None:
+    pruner, movement = _prune_while_training(movement=True)
+    assert movement.steps > 0 and pruner.sparsity() == pytest.approx(0.6, abs=0.005)
+    for name, w in pruner.weights.items():
+        assert torch.all(w[~pruner.masks[name]] == 0), name
+    plain, _ = _prune_while_training(movement=False)
+    kept = torch.cat([m.flatten() for m in pruner.masks.values()])
+    kept_plain = torch.cat([m.flatten() for m in plain.masks.values()])
+    assert (kept != kept_plain).float().mean() > 0.05  # another criterion, another set of weights
+
+
+def test_movement_is_searched_only_with_schedules_that_train_before_pruning() -> None:
+    space = PruningSpace(schedules=("one_shot", "gradual"), criteria=("magnitude", "movement"), fairness_mix=(0.0, 0.5))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    configs = [space.sample(study.ask()) for _ in range(40)]
+    assert all(c.criterion == "magnitude" for c in configs if c.schedule.kind == "one_shot")
+    assert any(c.criterion == "movement" for c in configs)
+    assert all(c.fairness_mix == 0.0 for c in configs if c.criterion == "movement")

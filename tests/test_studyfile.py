@@ -32,6 +32,11 @@ BAD = [
     ("fractional gpus above one", _edit(BASE, "cpus_per_trial = 1", "cpus_per_trial = 1\ngpus_per_trial = 1.5"),
      "execution.gpus_per_trial = 1.5"),
     ("bad bias measure", _edit(BASE, "[model]", '[objectives]\nbias = "tpr-gap"\n\n[model]'), "objectives.bias = 'tpr-gap'"),
+    ("movement without training", _edit(BASE, 'schedule = ["one_shot", "gradual", "iterative"]',
+                                        'schedule = ["one_shot"]\ncriterion = ["movement"]'),
+     "space.pruning.criterion = ['movement'] is not allowed: expected 'magnitude' with schedule = ['one_shot']"),
+    ("unknown criterion", _edit(BASE, 'schedule = ["one_shot", "gradual", "iterative"]',
+                                'schedule = ["gradual"]\ncriterion = ["snip"]'), "space.pruning.criterion = 'snip'"),
     ("not toml", "[study\nname=", "not valid TOML"),
 ]
 

@@ -62,6 +62,13 @@ def test_plain_trial_reports_consistent_values(prepared, study_file) -> None:
     assert bias == out.attrs["validation"]["bias"]["tpr_gap"]
 
 
+def test_movement_pruning_trial_reaches_its_sparsity(prepared, study_file) -> None:
+    pruning = PruningConfig(0.7, SparsitySchedule("iterative", 0.7, 0.1, 0.6, iterations=3), criterion="movement")
+    out = _run(prepared, study_file, CompressionConfig(pruning=pruning))
+    assert abs(out.attrs["achieved_sparsity"] - 0.7) < 0.005
+    assert out.attrs["compression"]["pruning"]["criterion"] == "movement"
+
+
 def test_every_family_together(prepared, study_file) -> None:
     compression = CompressionConfig(
         distillation=DistillationConfig(2.0, 0.5, student_layers=2, hidden_weight=0.5, attention_weight=0.5),
