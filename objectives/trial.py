@@ -76,10 +76,6 @@ class _PruningHook:
         self.pruner.apply()
 
 
-def _model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
-
-
 def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | None = None,
               threads: int | None = None) -> TrialOutcome:
     """Compress, train and measure; raises on failure (the driver records the reason)."""
@@ -123,7 +119,8 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
     if c.structured is not None and (c.structured.head_fraction > 0 or c.structured.ffn_fraction > 0):
         summary = structured_prune(model, head_fraction=c.structured.head_fraction,
                                    ffn_fraction=c.structured.ffn_fraction, importance=c.structured.importance,
-                                   batches=[_model_inputs(b) for b in calibration], scope=c.structured.scope)
+                                   batches=calibration, scope=c.structured.scope,
+                                   fairness_mix=c.structured.fairness_mix, gap=_equal_opportunity_gap)
         attrs["structured"] = _plain(summary)
 
     # 3. unstructured pruning on a schedule (fairness-aware when fairness_mix > 0)
@@ -323,6 +320,11 @@ def _outcome(attrs: dict, spec: TrialSpec, *, hint: str) -> TrialOutcome:
     return TrialOutcome(values=[float(x) for x in values], attrs=attrs)
 
 
+def _equal_opportunity_gap(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The group gap fairness-aware pruning protects: the soft equal-opportunity penalty."""
+    return fairness_losses.equal_opportunity_penalty(logits, batch["labels"], batch["groups"])
+
+
 def _fairness_aware_scores(model, weights: dict, calibration: list[dict], mix: float):
     """Importance = mix of |w| and |w * dP/dw| (P = equal-opportunity gap on a few training batches).
 
@@ -332,7 +334,7 @@ def _fairness_aware_scores(model, weights: dict, calibration: list[dict], mix: f
 
     def gap(net, batch):
         logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        return fairness_losses.equal_opportunity_penalty(logits, batch["labels"], batch["groups"])
+        return _equal_opportunity_gap(logits, batch)
 
     names = {id(p): n for n, p in model.named_parameters()}
     params = {names[id(w)]: w for w in weights.values()}

@@ -207,6 +207,9 @@ def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, r
         if space.pruning.fairness_mix != (0.0, 0.0):
             raise ConfigError("space.pruning.fairness_mix", list(space.pruning.fairness_mix), "0 in a masked_lm study "
                               "(fairness-aware scores need labelled groups)")
+    if space.structured is not None and space.structured.fairness_mix != (0.0, 0.0):
+        raise ConfigError("space.structured.fairness_mix", list(space.structured.fairness_mix), "0 in a masked_lm "
+                          "study (fairness-aware scores need labelled groups)")
     if space.structured is not None and tuple(space.structured.importance) != ("magnitude",):
         raise ConfigError("space.structured.importance", list(space.structured.importance), "[\"magnitude\"] in a "
                           "masked_lm study (gradient importance needs labelled batches)")

@@ -17,6 +17,11 @@ What is scored, and how:
 - ``"magnitude"``: the L2 norm of all weights that belong to the structure (the query, key and
   value rows of a head plus its columns of the output projection; a neuron's input row plus
   its output column). Needs no data.
+- **Fairness-aware** (``fairness_mix = m > 0``, with a differentiable group-gap function ``P``,
+  e.g. the equal-opportunity penalty): the same gates also give ``|dP/dxi|``, how much each
+  head or neuron moves the gap between groups; after per-layer normalisation the score is
+  ``(1 - m) * plain + m * fair``, so structures the gap depends on are kept. ``m = 0`` is the
+  plain score.
 
 transformers 5.x no longer accepts a ``head_mask`` argument, so the gates are applied with
 forward pre-hooks: one on ``attention.output.dense`` (whose input is the concatenated per-head
@@ -53,7 +58,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +67,7 @@ from torch import nn
 
 from fairfront._config import Table
 from fairfront.errors import DataError
-from fairfront.spaces.sampling import suggest_choice, suggest_float
+from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_weight
 
 __all__ = [
     "IMPORTANCE_METHODS",
@@ -292,9 +297,24 @@ def _normalise(scores: list[torch.Tensor]) -> list[torch.Tensor]:
     return [s / (s.norm(p=2) + 1e-20) for s in scores]
 
 
-def _gradient_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]]
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+"""Batch entries passed to the model; others (groups, example indices) are for ``objective``."""
+
+
+def _mix(plain: list[torch.Tensor], fair: list[torch.Tensor], m: float) -> list[torch.Tensor]:
+    """``(1 - m) * plain + m * fair`` per layer, both on their per-layer L2 scale."""
+    return [(1.0 - m) * p / (p.norm(p=2) + 1e-20) + m * f for p, f in zip(plain, fair)]
+
+
+def _gradient_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]],
+                     objective: Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor] | None = None
                      ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Summed |gradient| of per-head and per-neuron gates over the batches (unnormalised)."""
+    """Summed |gradient| of per-head and per-neuron gates over the batches (unnormalised).
+
+    The differentiated quantity is the model's own loss, or ``objective(logits, batch)`` (e.g. a
+    group-gap penalty, which needs more than the model's inputs: only ``input_ids`` and
+    ``attention_mask`` go to the model then).
+    """
     layers = encoder_layers(model)
     if batches is None:
         raise ValueError("gradient importance needs batches of {input_ids, attention_mask, labels}; got None")
@@ -335,10 +355,15 @@ def _gradient_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]]
                 raise ValueError("gradient importance needs a 'labels' entry in every batch")
             inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             with torch.enable_grad():
-                loss = model(**inputs).loss
-                grads = torch.autograd.grad(loss, [*head_gates, *ffn_gates])
+                if objective is None:
+                    loss = model(**{k: v for k, v in inputs.items() if k in _MODEL_INPUTS}).loss
+                else:
+                    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                    loss = objective(logits.float(), inputs)
+                grads = torch.autograd.grad(loss, [*head_gates, *ffn_gates], allow_unused=True)
             for acc, g in zip(head_acc + ffn_acc, grads):
-                acc += g.detach().abs().float()
+                if g is not None:
+                    acc += g.detach().abs().float()
     finally:
         for handle in handles:
             handle.remove()
@@ -472,7 +497,8 @@ def _select_lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> d
 
 def structured_prune(model: nn.Module, *, head_fraction: float = 0.0, ffn_fraction: float = 0.0,
                      importance: str = "gradient", batches: Iterable[Mapping[str, Any]] | None = None,
-                     scope: str = "global", normalize: bool = True) -> dict[str, Any]:
+                     scope: str = "global", normalize: bool = True, fairness_mix: float = 0.0,
+                     gap: Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor] | None = None) -> dict[str, Any]:
     """Score heads and neurons, then remove the lowest-scoring fractions in place.
 
     Why: one call per trial turns sampled settings into a smaller model. Study keys:
@@ -493,6 +519,9 @@ def structured_prune(model: nn.Module, *, head_fraction: float = 0.0, ffn_fracti
         batches: a few labelled batches, see :func:`head_importance`.
         scope: ``"global"`` or ``"layer"``.
         normalize: per-layer L2 normalisation of scores before ranking.
+        fairness_mix: weight ``m`` in ``[0, 1]`` of the fairness-aware score ``|dP/dxi|``; needs
+            ``gap`` (``P(logits, batch)``) and ``batches`` holding what it reads (labels, groups).
+        gap: the differentiable group-gap function for ``fairness_mix``.
 
     Returns:
         ``{"heads_removed": {layer: [head indices]}, "neurons_removed": {layer: count},
@@ -507,6 +536,11 @@ def structured_prune(model: nn.Module, *, head_fraction: float = 0.0, ffn_fracti
         raise ValueError(f"scope {scope!r} is unknown; allowed: {', '.join(SCOPES)}")
     if importance == "gradient" and batches is None and (head_fraction > 0 or ffn_fraction > 0):
         raise ValueError("importance='gradient' needs batches with labels; pass batches= or use 'magnitude'")
+    if not 0.0 <= fairness_mix <= 1.0:
+        raise ValueError(f"fairness_mix = {fairness_mix!r} is not allowed: expected a number in [0, 1]")
+    if fairness_mix > 0 and (gap is None or batches is None):
+        raise ValueError("fairness_mix > 0 needs gap= (a group-gap function) and batches= with labels and groups")
+    batches = None if batches is None else list(batches)
     layers = encoder_layers(model)
     params_before = _param_count(model)
 
@@ -521,6 +555,12 @@ def structured_prune(model: nn.Module, *, head_fraction: float = 0.0, ffn_fracti
             head_scores = _head_scores(model, None, "magnitude", normalize)
         if ffn_fraction > 0:
             ffn_scores = ffn_importance(model, method="magnitude", normalize=normalize)
+    if fairness_mix > 0 and (head_fraction > 0 or ffn_fraction > 0):
+        fair_heads, fair_ffn = (_normalise(x) for x in _gradient_scores(model, batches, gap))
+        if head_scores is not None:
+            head_scores = _mix(head_scores, fair_heads, fairness_mix)
+        if ffn_scores is not None:
+            ffn_scores = _mix(ffn_scores, fair_ffn, fairness_mix)
 
     heads_removed = {i: [] for i in range(len(layers))}
     if head_scores is not None:
@@ -631,6 +671,7 @@ class StructuredConfig:
     ffn_fraction: float
     importance: str = "gradient"
     scope: str = "global"
+    fairness_mix: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -642,6 +683,7 @@ class StructuredSpace:
     importance: tuple[str, ...] = ("gradient",)
     scope: tuple[str, ...] = ("global",)
     calibration_batches: int = 8
+    fairness_mix: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_table(cls, t: Table) -> StructuredSpace:
@@ -649,12 +691,16 @@ class StructuredSpace:
                     ffn_fraction=t.range("ffn_fraction", cls.ffn_fraction, low=0.0, high=0.95),
                     importance=t.strings("importance", cls.importance, choices=IMPORTANCE_METHODS),
                     scope=t.strings("scope", cls.scope, choices=SCOPES),
-                    calibration_batches=t.integer("calibration_batches", 8, low=1, high=10_000))
+                    calibration_batches=t.integer("calibration_batches", 8, low=1, high=10_000),
+                    fairness_mix=t.range("fairness_mix", cls.fairness_mix, low=0.0, high=1.0))
         t.done()
         return space
 
     def sample(self, trial) -> StructuredConfig:
+        lo, hi = self.fairness_mix  # a range from 0 keeps the plain score (mix exactly 0) in the space
         return StructuredConfig(suggest_float(trial, "structured.head_fraction", self.head_fraction),
                                 suggest_float(trial, "structured.ffn_fraction", self.ffn_fraction),
                                 suggest_choice(trial, "structured.importance", self.importance),
-                                suggest_choice(trial, "structured.scope", self.scope))
+                                suggest_choice(trial, "structured.scope", self.scope),
+                                suggest_weight(trial, "structured.fairness_mix", self.fairness_mix,
+                                               allow_zero=lo == 0 < hi, log=False))

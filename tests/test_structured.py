@@ -238,3 +238,59 @@ def test_offline_minilm_prunes_saves_and_reloads(tmp_path):
     reloaded = load_pruned(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**enc).logits, model(**enc).logits)
+
+
+def _gap_batch(seed: int = 3) -> dict[str, torch.Tensor]:
+    b = batch(n=12, seed=seed)
+    b["labels"] = torch.tensor([0, 1] * 6)
+    b["groups"] = torch.tensor([0, 0, 1, 1] * 3)
+    return b
+
+
+def _gap(logits: torch.Tensor, b: dict) -> torch.Tensor:
+    from fairfront.spaces.fairness_losses import equal_opportunity_penalty
+
+    return equal_opportunity_penalty(logits, b["labels"], b["groups"])
+
+
+def _finite_difference_head_sensitivity(model, b, eps: float = 1e-4) -> list[list[float]]:
+    """|dP/dxi_h| by scaling each head's columns of the output projection (independent of the gates)."""
+    out = []
+    for layer in encoder_layers(model):
+        dense = layer.attention.output.dense
+        row = []
+        for h in range(HEADS):
+            cols = slice(h * HEAD_DIM, (h + 1) * HEAD_DIM)
+            values = []
+            for scale in (1 + eps, 1 - eps):
+                saved = dense.weight.data[:, cols].clone()
+                dense.weight.data[:, cols] *= scale
+                with torch.no_grad():
+                    values.append(float(_gap(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+                                             .logits.float(), b)))
+                dense.weight.data[:, cols] = saved
+            row.append(abs(values[0] - values[1]) / (2 * eps))
+        out.append(row)
+    return out
+
+
+def test_fairness_aware_structured_pruning_keeps_the_heads_the_gap_depends_on():
+    b = _gap_batch()
+    model = tiny_model().double()
+    sensitivity = _finite_difference_head_sensitivity(model, b)
+    summary = structured_prune(model, head_fraction=1 / HEADS, importance="magnitude", scope="layer",
+                               batches=[b], fairness_mix=1.0, gap=_gap)
+    assert summary["heads_removed"] == {i: [min(range(HEADS), key=row.__getitem__)] for i, row in enumerate(sensitivity)}
+
+
+def test_fairness_mix_zero_is_plain_structured_pruning_and_needs_a_gap_otherwise():
+    b = _gap_batch()
+    plain = structured_prune(tiny_model(), head_fraction=0.25, ffn_fraction=0.25, batches=[b])
+    mixed = structured_prune(tiny_model(), head_fraction=0.25, ffn_fraction=0.25, batches=[b], fairness_mix=0.0,
+                             gap=_gap)
+    assert plain == mixed
+    half = structured_prune(tiny_model(), head_fraction=0.25, ffn_fraction=0.25, batches=[b], fairness_mix=0.5,
+                            gap=_gap)
+    assert half["params_after"] == plain["params_after"]  # the same budget, possibly other structures
+    with pytest.raises(ValueError, match="fairness_mix > 0 needs gap="):
+        structured_prune(tiny_model(), head_fraction=0.25, batches=[b], fairness_mix=0.5)

@@ -72,7 +72,7 @@ def test_movement_pruning_trial_reaches_its_sparsity(prepared, study_file) -> No
 def test_every_family_together(prepared, study_file) -> None:
     compression = CompressionConfig(
         distillation=DistillationConfig(2.0, 0.5, student_layers=2, hidden_weight=0.5, attention_weight=0.5),
-        structured=StructuredConfig(0.5, 0.25),
+        structured=StructuredConfig(0.5, 0.25, fairness_mix=0.5),
         pruning=PruningConfig(0.6, SparsitySchedule("gradual", 0.6, 0.0, 0.5, 2), fairness_mix=0.5),
         imbalance=ImbalanceConfig("focal", 2.0),
         fairness=FairnessConfig("equal_opportunity", 1.0),
