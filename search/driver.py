@@ -19,6 +19,10 @@ whose worker process or node died is run again up to ``max_retries`` times; a tr
 longer than ``trial_timeout_s`` is cancelled. Only more than ``max_failed_trials`` failures in one
 run stop the driver (exit status 1).
 
+The driver's study runs over :class:`~fairfront.search.driver_storage.DriverStorage`: every write
+goes to the database at once, every trial read is served from an exact in-memory mirror, which
+only the lease makes safe (one writer per study).
+
 Optuna's heartbeat does not cover ask/tell, so recovery is explicit: a trial left RUNNING by a
 driver that died (even by SIGKILL) is marked FAIL with the reason "interrupted" and its
 parameters are enqueued again, so ``resume`` re-runs exactly the interrupted work. Recovery is
@@ -30,6 +34,7 @@ in-flight trials and recover them the same way before the driver exits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -51,6 +56,7 @@ from fairfront.objectives.prepare import Prepared, load_cached, store
 from fairfront.objectives.trial import TrialOutcome, run_trial
 from fairfront.search import executor, report
 from fairfront.search.lease import STALE_AFTER_S, DriverLease, LeaseLost, check_free, read_lease
+from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.samplers import build_sampler
 from fairfront.search.storage import DEFAULT_STORAGE, open_storage, study_names
 from fairfront.search.studyfile import StudyFile, parse_study_text
@@ -126,13 +132,17 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     return open_storage(url)
 
 
-def load_study(name: str, storage_url: str) -> optuna.Study:
-    """Open an existing study, or fail with one line listing the studies that exist."""
+def load_study(name: str, storage_url: str, *, driver: bool = False) -> optuna.Study:
+    """Open an existing study, or fail with one line listing the studies that exist.
+
+    ``driver=True`` opens it over :class:`DriverStorage` (trial reads from an in-memory mirror):
+    only for the driver, which holds the study's lease; readers keep the plain storage.
+    """
     storage = open_storage(storage_url)
     names = study_names(storage)
     if name not in names:
         raise ConfigError("study", name, "a study in " + storage_url + " (found: " + (", ".join(names) or "none") + ")")
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=DriverStorage(storage) if driver else storage)
 
 
 def _ray_address(options: RunOptions) -> str | None:
@@ -176,7 +186,8 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     _check_fits(sf, options)
     prepared = options.prepared or _prepare(sf, options)  # before the study exists: a bad model writes nothing
     try:
-        study = optuna.create_study(study_name=sf.study.name, storage=storage, directions=sf.objectives.directions,
+        study = optuna.create_study(study_name=sf.study.name, storage=DriverStorage(storage),
+                                    directions=sf.objectives.directions,
                                     sampler=build_sampler(sf.study.sampler, seed=sf.study.seed,
                                                           population_size=sf.study.population_size,
                                                           n_trials=sf.study.n_trials))
@@ -189,6 +200,7 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     study.set_user_attr("fairfront.prepared", prepared.fingerprint)
     lease = DriverLease(study, command="run", ray_address=_ray_address(options), stale_after_s=options.lease_stale_s)
     lease.acquire()
+    study._storage.refresh(study._study_id)  # the mirror of the trials is read from here on, under the lease
     log(f"study {sf.study.name!r} created in {options.storage}")
     try:
         return _loop(study, sf, prepared, options, lease)
@@ -198,7 +210,7 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
 
 def resume_study(name: str, options: RunOptions) -> optuna.Study:
     """Continue a study after an interruption, from what its storage holds."""
-    study = load_study(name, options.storage)
+    study = load_study(name, options.storage, driver=True)
     text = study.user_attrs.get(STUDY_FILE_ATTR)
     if text is None:
         raise ConfigError("study", name, "a study created by fairfront (it has no stored study file)")
@@ -212,6 +224,7 @@ def resume_study(name: str, options: RunOptions) -> optuna.Study:
     lease = DriverLease(study, command="resume", ray_address=_ray_address(options),
                         stale_after_s=options.lease_stale_s)
     previous = lease.acquire()
+    study._storage.refresh(study._study_id)  # the mirror of the trials is read from here on, under the lease
     try:
         if previous is not None:
             log(f"took the study over from a driver that is gone ({previous.stale_reason(options.lease_stale_s)}): "
@@ -358,6 +371,7 @@ def _loop(study: optuna.Study, sf: StudyFile, prepared: Prepared, options: RunOp
     capacity = _Capacity(sf, options.capacity_refresh_s, log)
     front = _Front(study.directions, [t.values for t in study.best_trials])
     stop: dict = {"signal": None}
+    grouped_params = getattr(study._storage, "grouped_params", contextlib.nullcontext)
 
     def on_signal(signum, frame):  # noqa: ARG001
         if stop["signal"] is not None:  # a second Ctrl-C: stop at once
@@ -453,7 +467,8 @@ def _loop(study: optuna.Study, sf: StudyFile, prepared: Prepared, options: RunOp
             while len(in_flight) < limit and complete + len(in_flight) < target:
                 t = time.perf_counter()
                 trial = study.ask()
-                config = sf.space.sample(trial)
+                with grouped_params():  # the trial's parameters in one transaction, before it is submitted
+                    config = sf.space.sample(trial)
                 spec = sf.trial_spec(config, trial.number)
                 stats.ask_s += time.perf_counter() - t
                 submit(_Flight(trial, spec))
@@ -527,8 +542,12 @@ def _fetch(ref) -> TrialOutcome | executor.TrialError:
 
 def _tell_complete(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, options: RunOptions,
                    names: list[str]) -> None:
-    for key, value in outcome.attrs.items():
-        trial.set_user_attr(key, value)
+    storage = study._storage
+    if isinstance(storage, DriverStorage):  # all of a trial's results in one transaction
+        storage.set_trial_user_attrs(trial._trial_id, outcome.attrs)
+    else:
+        for key, value in outcome.attrs.items():
+            trial.set_user_attr(key, value)
     _upload_report(trial, outcome, options, names)  # artifacts attach only to a trial still running
     study.tell(trial, outcome.values)
 

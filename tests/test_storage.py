@@ -225,3 +225,183 @@ def test_a_missing_database_driver_is_one_line(monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r"pip install 'psycopg\[binary\]'") as err:
         open_storage("postgresql://u:secret@127.0.0.1:1/db")
     assert "secret" not in str(err.value)
+
+
+def _assert_mirror_agrees(storage, url: str, study_id: int) -> None:
+    """Every trial read of the driver's storage equals what a fresh plain storage reads from the database."""
+    fresh = open_storage(url)
+    expected = fresh.get_all_trials(study_id)
+    got = storage.get_all_trials(study_id)
+    assert got == expected
+    for t in expected:
+        assert storage.get_trial(t._trial_id) == t
+        assert storage.get_trial_id_from_study_id_trial_number(study_id, t.number) == t._trial_id
+        assert storage.get_trial_number_from_id(t._trial_id) == t.number
+        assert storage.get_trial_user_attrs(t._trial_id) == t.user_attrs
+        assert storage.get_trial_system_attrs(t._trial_id) == t.system_attrs
+    for state in TrialState:
+        assert storage.get_n_trials(study_id, state) == fresh.get_n_trials(study_id, state)
+        assert storage.get_all_trials(study_id, deepcopy=False, states=(state,)) == \
+            fresh.get_all_trials(study_id, states=(state,))
+    with pytest.raises(KeyError):
+        storage.get_trial_id_from_study_id_trial_number(study_id, len(expected))
+
+
+class TestDriverStorageMirror:
+    """The driver's storage (an in-memory mirror of its study's trials) against the database itself."""
+
+    def _sample(self, trial, with_log: bool = True) -> None:
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_int("n", 1, 9)
+        trial.suggest_categorical("kind", ["a", "b", None])
+        if with_log:
+            trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+            trial.suggest_float("stepped", 0.0, 1.0, step=0.25)
+
+    def test_every_operation_leaves_the_mirror_equal_to_the_database(self, storage_url) -> None:
+        from fairfront.search.driver_storage import DriverStorage
+
+        storage = DriverStorage(open_storage(storage_url))
+        name = f"mirror-{uuid.uuid4().hex[:8]}"
+        study = optuna.create_study(study_name=name, storage=storage, directions=["minimize", "maximize"],
+                                    sampler=optuna.samplers.RandomSampler(seed=1))
+        sid = study._study_id
+        agree = lambda: _assert_mirror_agrees(storage, storage_url, sid)  # noqa: E731
+        agree()  # an empty study
+        # a trial asked, sampled in one transaction and in single ones, attributes, intermediate values, COMPLETE
+        trial = study.ask()
+        agree()
+        with storage.grouped_params():
+            self._sample(trial, with_log=False)
+            trial.suggest_float("x", 0.0, 1.0)  # again: the first value stays, as in the database
+        agree()
+        trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        trial.set_user_attr("tuple", (1, 2.5, "three"))
+        trial.set_user_attr("nested", {"a": [1, {"b": None}], "1": True})
+        trial.set_user_attr("tuple", [4])  # overwritten
+        storage.set_trial_user_attrs(trial._trial_id, {"many": {"a": 1}, "nan": None, "tuple": [4, 5]})  # one transaction
+        trial.storage.set_trial_system_attr(trial._trial_id, "sys", {"k": 1})
+        storage.set_trial_intermediate_value(trial._trial_id, 0, 0.5)
+        storage.set_trial_intermediate_value(trial._trial_id, 1, float("inf"))
+        storage.set_trial_intermediate_value(trial._trial_id, 0, 0.25)  # overwritten
+        agree()
+        study.tell(trial, [0.1, float("inf")])
+        agree()
+        # an enqueued WAITING template, popped by ask (WAITING -> RUNNING), then FAIL
+        study.enqueue_trial({"x": 0.5, "n": 3}, user_attrs={"from": "queue"})
+        agree()
+        queued = study.ask()
+        assert queued.params == {} and queued.user_attrs == {"from": "queue"}
+        with storage.grouped_params():
+            self._sample(queued)
+        assert queued.params["x"] == 0.5 and queued.params["n"] == 3
+        agree()
+        queued.set_user_attr("fail_reason", "boom")
+        study.tell(queued, state=TrialState.FAIL)
+        agree()
+        # a finished trial cannot be updated; the mirror does not change either
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attr(queued._trial_id, "late", 1)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attrs(queued._trial_id, {"late": 1, "later": 2})
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            with storage.grouped_params():
+                storage.set_trial_param(queued._trial_id, "late", 0.1, optuna.distributions.FloatDistribution(0, 1))
+        with pytest.raises(ValueError):  # incompatible with the study's distribution of "x"
+            with storage.grouped_params():
+                storage.set_trial_param(study.ask()._trial_id, "x", 1.0, optuna.distributions.IntDistribution(0, 3))
+        agree()
+        # PRUNED with its last intermediate value, an added COMPLETE trial, RUNNING trials left behind
+        pruned = study.ask()
+        self._sample(pruned)
+        storage.set_trial_intermediate_value(pruned._trial_id, 3, 0.75)
+        study.tell(pruned, state=TrialState.PRUNED)
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.3}, distributions={
+            "x": optuna.distributions.FloatDistribution(0.0, 1.0)}, values=[0.2, 0.4], user_attrs={"added": 1}))
+        for _ in range(2):
+            with storage.grouped_params():
+                self._sample(study.ask())
+        agree()
+        # recovery by this driver (FAIL + enqueued again), then a resumed driver with a mirror read from the database
+        assert recover_interrupted(study) == 3  # the two above and the one whose incompatible param was refused
+        agree()
+        resumed = DriverStorage(open_storage(storage_url))
+        again = optuna.load_study(study_name=name, storage=resumed, sampler=optuna.samplers.RandomSampler(seed=2))
+        _assert_mirror_agrees(resumed, storage_url, sid)
+        assert recover_interrupted(again) == 0
+        for _ in range(4):  # the three re-runs (fixed params) and a new trial
+            t = again.ask()
+            with resumed.grouped_params():
+                self._sample(t)
+            again.tell(t, [t.params["x"], 1.0])
+        _assert_mirror_agrees(resumed, storage_url, sid)
+        reruns = [t for t in again.get_trials(deepcopy=False) if RETRY_OF_ATTR in t.user_attrs]
+        assert len(reruns) == 3 and all(t.state == TrialState.COMPLETE for t in reruns)
+
+    def test_writes_reach_the_database_at_once_and_reads_do_not_touch_it(self, storage_url) -> None:
+        from sqlalchemy import event
+
+        from fairfront.search.driver_storage import DriverStorage
+
+        backend = open_storage(storage_url)
+        storage = DriverStorage(backend)
+        study = optuna.create_study(study_name=f"mirror-{uuid.uuid4().hex[:8]}", storage=storage)
+        fresh = open_storage(storage_url)
+        trial = study.ask()
+        with storage.grouped_params():
+            trial.suggest_float("x", 0.0, 1.0)
+            trial.suggest_int("n", 0, 5)
+        assert fresh.get_trial(trial._trial_id).params == trial.params  # committed when the block ended
+        trial.set_user_attr("a", 1)
+        assert fresh.get_trial(trial._trial_id).user_attrs == {"a": 1}
+        statements: list[str] = []
+        listener = lambda *args: statements.append(args[2])  # noqa: E731
+        event.listen(backend.engine, "before_cursor_execute", listener)
+        try:
+            for _ in range(3):
+                study.get_trials(deepcopy=False)
+                storage.get_trial(trial._trial_id)
+                storage.get_all_trials(study._study_id, states=(TrialState.WAITING,))
+        finally:
+            event.remove(backend.engine, "before_cursor_execute", listener)
+        assert statements == []
+        study.tell(trial, 1.0)
+        assert fresh.get_trial(trial._trial_id) == storage.get_trial(trial._trial_id)
+        assert storage.get_best_trial(study._study_id) == fresh.get_best_trial(study._study_id)
+
+    def test_another_writer_is_noticed_and_the_mirror_reread(self, storage_url) -> None:
+        from fairfront.search.driver_storage import DriverStorage
+
+        storage = DriverStorage(open_storage(storage_url))
+        name = f"mirror-{uuid.uuid4().hex[:8]}"
+        study = optuna.create_study(study_name=name, storage=storage)
+        study.enqueue_trial({"x": 0.1})
+        study.get_trials(deepcopy=False)  # the mirror is built
+        other = optuna.load_study(study_name=name, storage=open_storage(storage_url))
+        waiting = other.get_trials(deepcopy=False)[0]
+        # another process takes the WAITING trial: the driver's attempt returns False, as Optuna's storages do
+        assert other._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+        assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING) is False
+        _assert_mirror_agrees(storage, storage_url, study._study_id)
+        other.ask()  # a trial created behind the driver's back: the next trial the driver creates notices
+        trial = study.ask()
+        assert trial.number == 2
+        _assert_mirror_agrees(storage, storage_url, study._study_id)
+
+    def test_the_driver_uses_the_mirror_and_readers_do_not(self, storage_url, tmp_path) -> None:
+        from fairfront.search.driver import load_study
+        from fairfront.search.driver_storage import DriverStorage
+
+        sf = parse_study_text(tiny_study_text(f"mirror-{uuid.uuid4().hex[:8]}", n_trials=2, parallel=2),
+                              base_dir=tmp_path)
+        options = RunOptions(storage=storage_url, cache_dir=tmp_path / "cache", artifact_dir=tmp_path / "artifacts",
+                             log=lambda m: None, trial_fn=noop_trial, prepared=placeholder_prepared())
+        study = run_study(sf, options)
+        assert isinstance(study._storage, DriverStorage)
+        _assert_mirror_agrees(study._storage, storage_url, study._study_id)
+        assert not isinstance(load_study(sf.study.name, storage_url)._storage, DriverStorage)
+        options.n_trials = 3
+        resumed = resume_study(sf.study.name, options)
+        assert isinstance(resumed._storage, DriverStorage)
+        _assert_mirror_agrees(resumed._storage, storage_url, resumed._study_id)
+        assert len(resumed.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 3
