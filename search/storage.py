@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -58,7 +59,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage = _create_rdb_storage(url, kwargs)
     except ImportError as err:  # Optuna wraps the missing driver module's ModuleNotFoundError
         missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__
         name = (getattr(missing, "name", None) or "").split(".")[0]
@@ -76,6 +77,28 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # connections opened before the listener get the pragmas too
     return storage
+
+
+_SCHEMA_RACE = ("alembic_version", "already exists", "UNIQUE constraint failed", "duplicate key")
+"""What a process sees when another one creates the same new database's tables at the same moment."""
+
+
+def _create_rdb_storage(url: str, engine_kwargs: dict, *, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried when another process was creating the same new database's schema.
+
+    Two processes opening a database that does not exist yet (a driver starting while
+    ``fairfront status`` or the dashboard polls the same file) both create its tables and both
+    insert its schema version; the slower one fails on a duplicate. By the time it retries, the
+    schema is complete and it simply opens it.
+    """
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as err:  # noqa: BLE001 - SQLAlchemy wraps the driver's error types
+            if attempt == attempts - 1 or not any(marker in str(err) for marker in _SCHEMA_RACE):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -34,7 +34,7 @@ from fairfront.objectives.trial import TrialOutcome
 from fairfront.search import lease as lease_mod
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, recover_interrupted, resume_study, run_study
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseInfo, LeaseLost, read_lease
-from fairfront.search.storage import open_storage
+from fairfront.search.storage import open_storage, study_names
 from fairfront.search.studyfile import parse_study_text
 
 POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
@@ -405,3 +405,22 @@ class TestDriverStorageMirror:
         assert isinstance(resumed._storage, DriverStorage)
         _assert_mirror_agrees(resumed._storage, storage_url, resumed._study_id)
         assert len(resumed.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 3
+
+
+def _open_when_told(url: str, start_at: float) -> list[str]:
+    """Open ``url`` at wall-clock time ``start_at`` (so that several processes do it at once)."""
+    time.sleep(max(0.0, start_at - time.time()))
+    return study_names(open_storage(url))
+
+
+def test_processes_opening_one_new_database_at_once_all_succeed(tmp_path) -> None:
+    # a driver starting while `fairfront status` or the dashboard polls the same new file: both
+    # create the schema, and the slower one must open it instead of failing on a duplicate
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        pool.starmap(_open_when_told, [(f"sqlite:///{tmp_path / 'warm.db'}", 0.0)] * 6)  # imports done
+        for attempt in range(4):  # the race is narrow: new databases, all opened at one instant
+            url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+            results = pool.starmap(_open_when_told, [(url, time.time() + 0.5)] * 6)
+            assert results == [[]] * 6
