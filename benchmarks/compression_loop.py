@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -74,6 +73,7 @@ from fairfront.spaces.distillation import DistillationConfig  # noqa: E402
 from fairfront.spaces.pruning import PruningConfig  # noqa: E402
 from fairfront.spaces.schedules import SparsitySchedule  # noqa: E402
 from fairfront.spaces.space import CompressionConfig  # noqa: E402
+from _common import cpu_model, write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "compression_loop.json"
@@ -257,12 +257,7 @@ def _machine(threads: int) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "torch_threads": threads, "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "device": "cuda" if torch.cuda.is_available() else "cpu", "shared_machine": True}
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        info["cpu_model"] = names[0] if names else platform.processor()
-    except OSError:
-        info["cpu_model"] = platform.processor()
+    info["cpu_model"] = cpu_model()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -273,20 +268,6 @@ def _load() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Atomic: a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _summarise(setting: Setting, runs: list[dict], n_validation: int, steps: int) -> dict:
@@ -430,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(args.threads), "load_average_before": load_before, "load_average_after": _load(),
         "settings": results,
     }
-    _write_json(out_path, payload)
+    write_json_atomic(out_path, payload)
     per = ", ".join(f"{r['setting']['name']} {r['ratio']:.2f}" for r in results)
     print(f"compression_loop: ours/baseline wall time {overall:.2f} (goal <= {GOAL_RATIO}; {per}), "
           f"CPU time {payload['cpu_ratio_geometric_mean']:.2f}; "

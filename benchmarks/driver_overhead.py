@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -48,40 +48,14 @@ import ray  # noqa: E402
 from fairfront.objectives.prepare import Prepared  # noqa: E402
 from fairfront.objectives.trial import TrialOutcome  # noqa: E402
 from fairfront.search.driver import LoopStats, RunOptions, run_study  # noqa: E402
-from fairfront.search.studyfile import parse_study_text  # noqa: E402
+from fairfront.search.studyfile import load_study_file  # noqa: E402
+from _common import write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 RESULT = Path(__file__).resolve().parent / "results" / "driver_overhead.json"
 IN_FLIGHT = 32
 
-STUDY = """
-[study]
-name = "{name}"
-n_trials = {n_trials}
-sampler = "random"
-seed = 0
-
-[model]
-name = "tiny-random"
-
-[data]
-source = "synthetic-occupations"
-
-[space.pruning]
-sparsity = [0.2, 0.9]
-schedule = ["one_shot", "gradual", "iterative"]
-
-[space.distillation]
-temperature = [1.0, 4.0]
-alpha = [0.0, 0.9]
-
-[space.fairness]
-weight = [0.1, 10.0]
-
-[execution]
-parallel = {parallel}
-cpus_per_trial = 1
-max_retries = 0
-"""
+SMOKE = Path(__file__).resolve().parents[1] / "studies" / "smoke.toml"
+"""The study whose space is sampled (random sampler, tiny model; the trials themselves are swapped out)."""
 
 
 def noop_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
@@ -109,7 +83,9 @@ def _placeholder_prepared() -> Prepared:
 
 def _run(folder: Path, name: str, n_trials: int, parallel: int, fn) -> tuple[float, float, LoopStats, optuna.Study]:
     """Run one study; returns wall seconds, the driver process's CPU seconds, the loop's stats, the study."""
-    sf = parse_study_text(STUDY.format(name=name, n_trials=n_trials, parallel=parallel), base_dir=folder)
+    smoke = load_study_file(SMOKE)
+    sf = replace(smoke, study=replace(smoke.study, name=name, n_trials=n_trials),
+                 execution=replace(smoke.execution, parallel=parallel, max_retries=0))
     options = RunOptions(storage=f"sqlite:///{folder / 'bench.db'}", artifact_dir=folder / "artifacts",
                          cache_dir=folder / "cache", log=lambda m: None, trial_fn=fn,
                          prepared=_placeholder_prepared(), capacity_refresh_s=5.0)
@@ -181,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": overhead,
         "parallel_efficiency": efficiency,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = args.output.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp_path, args.output)
+    write_json_atomic(args.output, result)
     print(f"driver overhead: {overhead['wall_ms_per_trial']:.2f} ms/trial wall, "
           f"{overhead['driver_busy_ms_per_trial']:.2f} ms/trial busy over {args.trials} no-op trials (goal < 20 ms); "
           f"parallel efficiency {100 * efficiency['efficiency']:.1f}% with {IN_FLIGHT} sleep trials in flight "

@@ -80,6 +80,7 @@ from fairfront.spaces.fairness import FairnessConfig  # noqa: E402
 from fairfront.spaces.pruning import PruningConfig  # noqa: E402
 from fairfront.spaces.schedules import SparsitySchedule  # noqa: E402
 from fairfront.spaces.space import CompressionConfig  # noqa: E402
+from _common import write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "studies" / "redditbias_fairness.toml"
@@ -485,20 +486,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _environment(threads: int) -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "torch_threads": threads, "device": "cpu"}
@@ -605,12 +592,12 @@ def main(argv: list[str] | None = None) -> int:
             f" gap {_fmt(run['test']['bias'][BIAS])}")
         result["runs"].append(run)
         result["elapsed_s"] = time.perf_counter() - started
-        _write_atomic(out, result)
+        write_json_atomic(out, result)
     result["analysis"] = analyse(prepared, result["runs"], n_resamples=resamples, seed=0)
     result["load_average_at_end"] = list(os.getloadavg())
     result["elapsed_s"] = time.perf_counter() - started
     result["markdown"] = markdown(result)
-    _write_atomic(out, result)
+    write_json_atomic(out, result)
     print(result["markdown"])
     log(f"wrote {out} ({result['elapsed_s']:.0f}s in all)")
     return 0

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +55,7 @@ from fairfront.objectives.intrinsic.stereoset import (  # noqa: E402
     stereoset_sentence_scores,
     summarize_stereoset,
 )
+from _common import cpu_model, write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "intrinsic_throughput.json"
 
@@ -116,13 +115,7 @@ def _hardware(device: str) -> dict[str, object]:
         "transformers": transformers.__version__,
         "device": device,
     }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
-    except OSError:
-        pass
+    info["cpu_model"] = cpu_model()
     try:
         info["load_average_1m"] = os.getloadavg()[0]
     except OSError:
@@ -130,20 +123,6 @@ def _hardware(device: str) -> dict[str, object]:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
-
-
-def _write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary_batched": summary_fast,
         "summary_reference": summary_ref,
     }
-    _write_atomic(args.output, payload)
+    write_json_atomic(args.output, payload)
     print(f"intrinsic throughput: {len(clusters)} StereoSet clusters + {len(pairs)} CrowS pairs on {args.device} "
           f"({torch.get_num_threads()} thread(s)): batched {batched['total_s']:.1f}s vs one-per-forward "
           f"{ref_times['total_s']:.1f}s = {ratio:.1f}x; scores identical (max rel diff {stereo_rel:.1e}, "
