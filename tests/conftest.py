@@ -89,3 +89,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def local_ray(request):
+    """A 2-CPU Ray cluster in this process, shared with later modules that need one (``pytestmark`` it in).
+
+    The test module is pickled by value: Ray workers cannot import test modules.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        request.config.add_cleanup(ray.shutdown)
+    ray.cloudpickle.register_pickle_by_value(request.module)

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -35,7 +34,8 @@ from fairfront.search.lease import read_lease
 from fairfront.search.storage import open_storage
 from fairfront.search.studyfile import parse_study_text
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+              pytest.mark.usefixtures("local_ray")]
 
 
 def noop_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
@@ -43,14 +43,6 @@ def noop_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
     return TrialOutcome([x, 1000.0 * (1.0 - x) + 1.0, abs(0.5 - x)], {})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray(request):
-    """A 2-CPU Ray cluster in this process, shared with later modules that need one."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        request.config.add_cleanup(ray.shutdown)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")

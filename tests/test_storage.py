@@ -24,7 +24,6 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-import ray
 from optuna.trial import TrialState
 
 from conftest import tiny_study_text
@@ -57,17 +56,10 @@ def placeholder_prepared() -> Prepared:
                     teacher_seconds=0.0)
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+              pytest.mark.usefixtures("local_ray")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray(request):
-    """A 2-CPU Ray cluster in this process, shared with other modules that need one."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        request.config.add_cleanup(ray.shutdown)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
