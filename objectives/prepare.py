@@ -104,6 +104,7 @@ class Prepared:
     counterfactuals: dict[str, list[SwappedTexts]] = field(default_factory=dict)
     task: str = "classification"
     tokenizer: Any = None
+    """The model's tokenizer, kept only where trials score intrinsic benchmarks (else None)."""
     intrinsic: dict = field(default_factory=dict)
     """``{"names", "limit", "data_dir", "batch_size"}`` of ``[bias] intrinsic`` (empty: none)."""
     intrinsic_halves: dict[str, dict[str, list]] = field(default_factory=dict)
@@ -208,7 +209,8 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
         if len(counterfactuals["validation"][-1]) == 0:
             log(f"  warning: swap list {swap_list.name} changes no validation text; its counterfactual measures "
                 "are undefined")
-    intrinsic, halves, dense, head = _intrinsic_setup(spec, log)
+    intrinsic, halves, head = _intrinsic_setup(spec, log)
+    dense = {}
     if halves:
         mlm = attach_masked_lm_head(model, config=head[0], head_state=head[1]) if head is not None else None
         dense = _score_dense(halves, model, mlm, tokenizer, intrinsic, device, log)
@@ -230,7 +232,9 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
             + ", ".join(f"{a:.4f}" for a in population.accuracies["validation"]))
     return Prepared(spec.fingerprint(), data.name, data.citation, tuple(data.label_names), tuple(data.group_names),
                     bool(data.group_is_proxy), splits, int(tokenizer.pad_token_id), config, state, logits,
-                    stats.seconds, population, counterfactuals, tokenizer=tokenizer, intrinsic=intrinsic,
+                    stats.seconds, population, counterfactuals,
+                    tokenizer=tokenizer if intrinsic else None,  # only the intrinsic benchmarks read it in a trial
+                    intrinsic=intrinsic,
                     intrinsic_halves=halves, intrinsic_dense=dense, mlm_head=head)
 
 
@@ -238,7 +242,7 @@ def _intrinsic_setup(spec: PrepareSpec, log: Callable[[str], None]):
     """``[bias] intrinsic``: the settings, the benchmarks' halves, and the checkpoint's masked-LM head."""
     b = spec.bias
     if not b.intrinsic:
-        return {}, {}, {}, None
+        return {}, {}, None
     from fairfront.objectives.intrinsic import INTRINSIC_BENCHMARKS
     from fairfront.objectives.intrinsic.halves import load_halves
 
@@ -254,7 +258,7 @@ def _intrinsic_setup(spec: PrepareSpec, log: Callable[[str], None]):
         config = mlm.config.to_dict()
         head = (config, masked_lm_head_state(mlm))
         del mlm
-    return settings, halves, {}, head
+    return settings, halves, head
 
 
 def _score_dense(halves: dict, encoder: torch.nn.Module, mlm: torch.nn.Module | None, tokenizer, intrinsic: dict,
@@ -276,7 +280,7 @@ def _compute_masked_lm(spec: PrepareSpec, *, log: Callable[[str], None], device:
     tokenizer = load_tokenizer(spec.model, [])
     log(f"loading the pretrained masked LM {spec.model.name}")
     mlm = load_masked_lm(spec.model.source).to(device)
-    intrinsic, halves, _, _ = _intrinsic_setup(spec, log)
+    intrinsic, halves, _ = _intrinsic_setup(spec, log)
     dense = _score_dense(halves, mlm, mlm, tokenizer, intrinsic, device, log)
     config = mlm.config.to_dict()
     state = {k: v.detach().cpu().clone().contiguous() for k, v in mlm.state_dict().items()}

@@ -97,14 +97,8 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
                                                                rng=calibration_rng))]
 
     # 1. the student's depth, and the teacher network when transfer terms need its internal states
-    model = prepared.teacher()
-    n_layers = model.config.num_hidden_layers
     d = c.distillation
-    keep = list(range(n_layers))
-    if d is not None and d.student_layers is not None and d.student_layers < n_layers:
-        keep = students.layer_indices(n_layers, d.student_layers, strategy=d.layer_strategy)
-        model = students.make_student(model, keep)
-        attrs["student_layers"] = keep
+    model, keep = _student(prepared, d, attrs)
     teacher_net, forward_kwargs = None, {}
     if d is not None and (d.hidden_weight > 0 or d.attention_weight > 0):
         teacher_net = prepared.teacher().to(device).eval()
@@ -262,12 +256,8 @@ def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.d
     """A ``masked_lm`` trial: compress the pretrained masked LM (no training) and score it on the benchmarks."""
     c = spec.compression
     attrs: dict = {"compression": _plain(asdict(c)), "task": "masked_lm"}
-    model = prepared.teacher()
     d = c.distillation
-    if d is not None and d.student_layers is not None and d.student_layers < model.config.num_hidden_layers:
-        keep = students.layer_indices(model.config.num_hidden_layers, d.student_layers, strategy=d.layer_strategy)
-        model = students.make_student(model, keep)
-        attrs["student_layers"] = keep
+    model, _ = _student(prepared, d, attrs)
     model.to(device)
     if c.structured is not None and (c.structured.head_fraction > 0 or c.structured.ffn_fraction > 0):
         if c.structured.importance != "magnitude":
@@ -297,6 +287,18 @@ def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.d
                         "total_s": time.perf_counter() - started, "device": device.type,
                         "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
     return _outcome(attrs, spec, hint=" (on the benchmarks' validation half)")
+
+
+def _student(prepared: Prepared, d, attrs: dict) -> tuple[torch.nn.Module, list[int]]:
+    """A fresh copy of the dense model, with only the teacher layers ``d.student_layers`` asks to keep."""
+    model = prepared.teacher()
+    n_layers = model.config.num_hidden_layers
+    keep = list(range(n_layers))
+    if d is not None and d.student_layers is not None and d.student_layers < n_layers:
+        keep = students.layer_indices(n_layers, d.student_layers, strategy=d.layer_strategy)
+        model = students.make_student(model, keep)
+        attrs["student_layers"] = keep
+    return model, keep
 
 
 def _measure_size(attrs: dict, model: torch.nn.Module, prepared: Prepared, spec: TrialSpec,
