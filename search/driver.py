@@ -371,7 +371,7 @@ def _loop(study: optuna.Study, sf: StudyFile, prepared: Prepared, options: RunOp
     capacity = _Capacity(sf, options.capacity_refresh_s, log)
     front = _Front(study.directions, [t.values for t in study.best_trials])
     stop: dict = {"signal": None}
-    grouped_params = getattr(study._storage, "grouped_params", contextlib.nullcontext)
+    grouped = _grouped_writes(study)
 
     def on_signal(signum, frame):  # noqa: ARG001
         if stop["signal"] is not None:  # a second Ctrl-C: stop at once
@@ -390,10 +390,11 @@ def _loop(study: optuna.Study, sf: StudyFile, prepared: Prepared, options: RunOp
     def fail(flight: _Flight, reason: str, trace: str) -> None:
         nonlocal failed_here
         trial = flight.trial
-        trial.set_user_attr(REASON_ATTR, reason)
-        trial.set_user_attr("traceback", trace[-4000:])
-        _note_attempts(flight)
-        study.tell(trial, state=TrialState.FAIL)
+        with grouped():  # the reason and the state in one transaction
+            trial.set_user_attr(REASON_ATTR, reason)
+            trial.set_user_attr("traceback", trace[-4000:])
+            _note_attempts(flight)
+            study.tell(trial, state=TrialState.FAIL)
         stats.told += 1
         failed_here += 1
         log(f"trial {trial.number} FAIL: {reason}")
@@ -405,8 +406,7 @@ def _loop(study: optuna.Study, sf: StudyFile, prepared: Prepared, options: RunOp
         nonlocal complete
         trial = flight.trial
         if isinstance(outcome, TrialOutcome):
-            _note_attempts(flight)
-            _tell_complete(study, trial, outcome, options, sf.objectives.names)
+            _tell_complete(study, flight, outcome, options, sf.objectives.names)
             stats.told += 1
             complete += 1
             front.add(outcome.values)
@@ -467,7 +467,7 @@ def _loop(study: optuna.Study, sf: StudyFile, prepared: Prepared, options: RunOp
             while len(in_flight) < limit and complete + len(in_flight) < target:
                 t = time.perf_counter()
                 trial = study.ask()
-                with grouped_params():  # the trial's parameters in one transaction, before it is submitted
+                with grouped():  # the trial's parameters in one transaction, before it is submitted
                     config = sf.space.sample(trial)
                 spec = sf.trial_spec(config, trial.number)
                 stats.ask_s += time.perf_counter() - t
@@ -519,8 +519,7 @@ def _record_arrived(study: optuna.Study, in_flight: dict, options: RunOptions) -
             outcome = _fetch(ref)
             if isinstance(outcome, TrialOutcome):
                 flight = in_flight.pop(ref)
-                _note_attempts(flight)
-                _tell_complete(study, flight.trial, outcome, options, study.metric_names or [])
+                _tell_complete(study, flight, outcome, options, study.metric_names or [])
                 options.log(f"trial {flight.trial.number} COMPLETE (arrived while stopping)")
     except Exception:  # noqa: BLE001 - best effort; whatever is left is recovered for resume
         pass
@@ -540,16 +539,20 @@ def _fetch(ref) -> TrialOutcome | executor.TrialError:
         return executor.classify_ray_error(err)
 
 
-def _tell_complete(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, options: RunOptions,
+def _grouped_writes(study: optuna.Study):
+    """The storage's ``grouped_writes`` (one transaction per block), or a block that groups nothing."""
+    return getattr(study._storage, "grouped_writes", contextlib.nullcontext)
+
+
+def _tell_complete(study: optuna.Study, flight: _Flight, outcome: TrialOutcome, options: RunOptions,
                    names: list[str]) -> None:
-    storage = study._storage
-    if isinstance(storage, DriverStorage):  # all of a trial's results in one transaction
-        storage.set_trial_user_attrs(trial._trial_id, outcome.attrs)
-    else:
+    trial = flight.trial
+    with _grouped_writes(study)():  # a trial's results, report and state: all in one transaction, or none
+        _note_attempts(flight)
         for key, value in outcome.attrs.items():
             trial.set_user_attr(key, value)
-    _upload_report(trial, outcome, options, names)  # artifacts attach only to a trial still running
-    study.tell(trial, outcome.values)
+        _upload_report(trial, outcome, options, names)  # artifacts attach only to a trial still running
+        study.tell(trial, outcome.values)
 
 
 def _upload_report(trial: optuna.Trial, outcome: TrialOutcome, options: RunOptions, names: list[str]) -> None:

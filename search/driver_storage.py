@@ -6,11 +6,14 @@ builds the whole trial from six queries. That was most of the driver's cost per 
 (``benchmarks/driver_overhead.py``). :class:`DriverStorage` wraps the
 :class:`~optuna.storages.RDBStorage` that :func:`fairfront.search.storage.open_storage` returns:
 
-* **Writes** go straight to the database, one transaction each, exactly as before: a trial the
-  driver created, sampled or told is committed before the call returns, so it survives SIGKILL
-  of the driver (``resume`` relies on that). The mirror is updated only after the write
-  succeeded; a write that raises (for any reason, even after its commit) makes the wrapper
-  forget that study's mirror, which is then rebuilt from the database on the next read.
+* **Writes** reach the database before the call returns, or, inside
+  :meth:`DriverStorage.grouped_writes`, when the block ends: a trial the driver created, sampled
+  or told is committed before the driver goes on, so it survives SIGKILL of the driver
+  (``resume`` relies on that). Writes to mirrored trials are checked against the mirror as the
+  database would check them, applied to the mirror, and written as a few multi-row statements of
+  Optuna's own schema in one transaction (creating a trial is one transaction too, as Optuna's
+  is). A write that raises (for any reason, even after its commit) makes the wrapper forget the
+  mirrors, which are then rebuilt from the database on the next read.
 * **Trial reads** (``get_trial``, ``get_all_trials``, trial ids and numbers, params and
   attributes, ``get_best_trial``) are answered from a mirror of the study's trials, built once
   from the database on the first read and then updated by every write that passes through the
@@ -18,10 +21,11 @@ builds the whole trial from six queries. That was most of the driver's cost per 
   values go through the same JSON round trip, parameters through the stored distribution JSON
   and the internal float, values and intermediate values through their stored form, and the
   timestamps the database sets (a trial's start, a WAITING trial becoming RUNNING, a trial
-  finishing) are read back from the database in one small query.
-* **Parameters sampled together** (:meth:`DriverStorage.grouped_params`, around the driver's
-  sampling of one trial, which ends before the trial is submitted) reach the database in one
-  transaction instead of one per ``suggest_*`` call.
+  finishing) are read back from the database in the same transaction.
+* **Writes grouped together** (:meth:`DriverStorage.grouped_writes`: around the driver's
+  sampling of one trial, which ends before the trial is submitted, and around its recording of
+  one result) reach the database in one transaction instead of one per ``suggest_*`` call,
+  attribute, value and state change.
 * **Study-level calls** (names, user and system attributes, where the driver lease lives, the
   list of studies) go to the database unchanged; only what cannot change, a study's directions
   and name, is kept.
@@ -50,6 +54,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import logging
 import threading
@@ -68,12 +73,10 @@ __all__ = ["DriverStorage"]
 
 _logger = logging.getLogger(__name__)
 
-try:  # Optuna's own helpers, so the mirror stores values exactly as the database returns them
-    from optuna.storages._rdb import models as _models
-    from optuna.storages._rdb.storage import _create_scoped_session
-except ImportError:  # pragma: no cover - another Optuna layout: fall back to full reads of the trial
-    _models = None
-    _create_scoped_session = None
+# Optuna's own schema and session helper (Optuna 5.x, see pyproject), so the mirror stores values exactly as
+# the database returns them and the batched writes touch the same tables Optuna's own writes do
+from optuna.storages._rdb import models as _models  # noqa: E402
+from optuna.storages._rdb.storage import _create_scoped_session  # noqa: E402
 
 
 def _json_round_trip(value: Any) -> Any:
@@ -81,14 +84,10 @@ def _json_round_trip(value: Any) -> Any:
 
 
 def _stored_value(value: float) -> float:
-    if _models is None:  # pragma: no cover
-        return float(value)
     return _models.TrialValueModel.stored_repr_to_value(*_models.TrialValueModel.value_to_stored_repr(value))
 
 
 def _stored_intermediate(value: float) -> float:
-    if _models is None:  # pragma: no cover
-        return float(value)
     model = _models.TrialIntermediateValueModel
     return model.stored_repr_to_intermediate_value(*model.intermediate_value_to_stored_repr(value))
 
@@ -171,13 +170,14 @@ class DriverStorage(BaseStorage):
         mirror.trials[trial.number] = trial
 
     def _write_trial(self, trial_id: int, write, update) -> Any:
-        """Run ``write`` against the database, then ``update(mirror, trial)`` (copy-on-write) on success.
+        """Run ``write`` against the database, then ``update(mirror, trial, result)`` on success.
 
         A trial this wrapper does not mirror (another study, or one created behind its back) is
-        written through; every mirror is then dropped, since one of them may hold it.
+        written through; every mirror is then dropped, since one of them may hold it. ``update``
+        None drops the trial's study's mirror after the write.
         """
         with self._lock:
-            self._flush_params()  # a trial's parameters reach the database before anything told about it
+            self._flush()  # what was queued reaches the database before anything written after it
             found = self._mirrored(trial_id)
             if found is None:
                 try:
@@ -188,27 +188,24 @@ class DriverStorage(BaseStorage):
             study_id = self._trial_index[trial_id][0]
             try:
                 result = write(mirror)
-                update(mirror, trial, result)
+                if update is None:
+                    self._forget(study_id)
+                else:
+                    update(mirror, trial, result)
             except BaseException:
                 self._forget(study_id)
                 raise
             return result
 
-    def _merging(self, field: str, changes: dict[Any, Any]):
-        """An ``update`` for :meth:`_write_trial` that merges ``changes`` into one dict field of the trial (copy-on-write)."""
-
-        def update(mirror: _Mirror, trial: FrozenTrial, _result) -> None:
-            new = copy.copy(trial)
-            setattr(new, field, {**getattr(trial, field), **changes})
-            self._store(mirror, new)
-
-        return update
+    @staticmethod
+    def _merged(trial: FrozenTrial, field: str, changes: dict[Any, Any]) -> FrozenTrial:
+        """A copy of ``trial`` with ``changes`` merged into one of its dict fields (the mirror is copy-on-write)."""
+        new = copy.copy(trial)
+        setattr(new, field, {**getattr(trial, field), **changes})
+        return new
 
     def _read_back(self, trial_id: int) -> tuple[int, TrialState, Any, Any]:
         """Number, state and the timestamps the database set, in one small query."""
-        if _create_scoped_session is None:  # pragma: no cover
-            t = self._backend.get_trial(trial_id)
-            return t.number, t.state, t.datetime_start, t.datetime_complete
         with _create_scoped_session(self._backend.scoped_session) as session:
             row = session.get(_models.TrialModel, trial_id)
             if row is None:
@@ -224,22 +221,27 @@ class DriverStorage(BaseStorage):
                 self._forget(study_id)
 
     @contextmanager
-    def grouped_params(self) -> Iterator[None]:
-        """Within the block, the parameters this thread sets reach the database in one transaction.
+    def grouped_writes(self) -> Iterator[None]:
+        """Within the block, what this thread writes to mirrored trials reaches the database in one transaction.
 
-        ``trial.suggest_*`` writes one parameter at a time, each its own transaction. Inside this
-        block a parameter of a mirrored trial is checked (trial still running, distribution
-        compatible with the study's, first value of a name kept, as the database does), put in
-        the mirror at once, and written with the others when the block ends, even when it ends
-        with an exception, or earlier when any other write comes first. The driver samples a
-        trial inside the block before submitting it, so a trial never runs on parameters the
-        database does not hold; a driver killed inside the block leaves a RUNNING trial with
-        fewer parameters, which recovery enqueues again as it would any interrupted trial.
+        Optuna writes one thing at a time, each its own transaction: every ``suggest_*`` call,
+        every attribute, the values and the state at ``tell``. Inside this block a write to a
+        mirrored trial is checked against the mirror as the database would check it (trial still
+        running, parameter distribution compatible with the study's, first value of a parameter
+        kept), put in the mirror at once, and written with the others when the block ends, even
+        when it ends with an exception, or earlier when a write that cannot wait comes first
+        (creating a trial, a WAITING trial starting, an intermediate value).
+
+        The driver samples a trial inside one block before submitting it, so a trial never runs
+        on parameters the database does not hold, and records each result (attributes, report
+        artifact, values and state) inside another, so a trial is finished in the database with
+        all of its results or not at all. A driver killed inside a block leaves the trial RUNNING,
+        which recovery enqueues again as any interrupted trial.
         """
         me = threading.get_ident()
         with self._lock:
             if self._grouping is not None and self._grouping[0] != me:
-                raise RuntimeError("grouped_params is already open in another thread")
+                raise RuntimeError("grouped_writes is already open in another thread")
             depth = 0 if self._grouping is None else self._grouping[1]
             self._grouping = (me, depth + 1)
         try:
@@ -248,33 +250,93 @@ class DriverStorage(BaseStorage):
             with self._lock:
                 if depth == 0:
                     self._grouping = None
-                    self._flush_params()
+                    self._flush()
                 else:
                     self._grouping = (me, depth)
 
-    def _groups_params(self) -> bool:
-        return (self._grouping is not None and self._grouping[0] == threading.get_ident()
-                and _create_scoped_session is not None)
+    def _queue(self, trial_id: int, op: tuple, change) -> bool:
+        """Queue ``op`` for a mirrored, still running trial and apply ``change(trial)`` to the mirror.
 
-    def _flush_params(self) -> None:
-        """Write the grouped parameters in one transaction; on failure the mirror is rebuilt from the database."""
+        ``change`` returns the trial's new mirror copy, or None to leave the trial (and the
+        database) as they are. Outside :meth:`grouped_writes` the write is flushed at once, as its
+        own transaction. Returns False for a trial this wrapper does not mirror (the caller
+        writes it through).
+        """
+        with self._lock:
+            found = self._mirrored(trial_id)
+            if found is None or _models is None:
+                return False
+            mirror, trial = found
+            self.check_trial_is_updatable(trial_id, trial.state)
+            new = change(mirror, trial)
+            if new is not None:
+                self._pending.append(op)
+                self._store(mirror, new)
+            if not (self._grouping is not None and self._grouping[0] == threading.get_ident()):
+                self._flush()
+            return True
+
+    def _flush(self) -> None:
+        """Write the queued writes in one transaction; on failure the mirror is rebuilt from the database.
+
+        What Optuna's own per-call writes do, as a handful of multi-row statements: the trials
+        must still be running in the database, a parameter or value or attribute replaces the one
+        stored under the same key, a finished trial gets its completion time, which is then read
+        back so the mirror holds exactly what the database stored.
+        """
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        trials = _models.TrialModel.__table__
         try:
             with _create_scoped_session(self._backend.scoped_session) as session:
-                # what Optuna's own set_trial_param does per parameter (the trial must still be running,
-                # distributions were checked against the study's above), as one multi-row insert
-                for trial_id in dict.fromkeys(p[0] for p in pending):
-                    trial = _models.TrialModel.find_or_raise_by_id(trial_id, session)
-                    self._backend.check_trial_is_updatable(trial_id, trial.state)
-                session.execute(sqlalchemy.insert(_models.TrialParamModel), [
-                    {"trial_id": trial_id, "param_name": name, "param_value": float(internal),
-                     "distribution_json": _dists.distribution_to_json(distribution)}
-                    for trial_id, name, internal, distribution in pending])
+                conn = session.connection()
+                touched = list(dict.fromkeys(op[1] for op in pending))
+                rows = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.state)
+                                         .where(trials.c.trial_id.in_(touched)).with_for_update()).all())
+                for trial_id in touched:
+                    if trial_id not in rows:
+                        raise KeyError(f"No trial with trial_id {trial_id} exists.")
+                    self._backend.check_trial_is_updatable(trial_id, TrialState(rows[trial_id]))
+                params = [op for op in pending if op[0] == "param"]
+                if params:
+                    conn.execute(sqlalchemy.insert(_models.TrialParamModel.__table__), [
+                        {"trial_id": trial_id, "param_name": name, "param_value": float(internal),
+                         "distribution_json": _dists.distribution_to_json(distribution)}
+                        for _, trial_id, name, internal, distribution in params])
+                for model, keyed in ((_models.TrialUserAttributeModel, "user_attr"),
+                                     (_models.TrialSystemAttributeModel, "system_attr"),
+                                     (_models.TrialValueModel, "value")):
+                    self._replace_rows(conn, model, [op[1:] for op in pending if op[0] == keyed])
+                finished = {op[1]: op[2] for op in pending if op[0] == "finish"}
+                for trial_id, (state, when) in finished.items():
+                    conn.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id)
+                                 .values(state=state, datetime_complete=when))
+                stored = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.datetime_complete)
+                                           .where(trials.c.trial_id.in_(list(finished)))).all()) if finished else {}
         except BaseException:
             self._forget_all()
             raise
+        for trial_id, when in stored.items():  # the completion time as the database stored it (its precision)
+            found = self._mirrored(trial_id)
+            if found is not None and found[1].datetime_complete != when:
+                new = copy.copy(found[1])
+                new.datetime_complete = when
+                self._store(found[0], new)
+
+    @staticmethod
+    def _replace_rows(conn, model, rows: list[tuple]) -> None:
+        """Upsert ``(trial_id, key, column values)`` rows of one keyed trial table: the last write of a key wins."""
+        if not rows:
+            return
+        key_column = "objective" if model is _models.TrialValueModel else "key"
+        latest = {(trial_id, key): values for trial_id, key, values in rows}
+        table = model.__table__
+        for trial_id in dict.fromkeys(trial_id for trial_id, _ in latest):
+            keys = [key for t, key in latest if t == trial_id]
+            conn.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c[key_column].in_(keys)))
+        conn.execute(sqlalchemy.insert(table), [{"trial_id": trial_id, key_column: key, **values}
+                                                for (trial_id, key), values in latest.items()])
 
     # ---- studies: the database, except what never changes -------------------------------------
 
@@ -329,17 +391,13 @@ class DriverStorage(BaseStorage):
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         with self._lock:
-            self._flush_params()
+            self._flush()
             mirror = self._mirror(study_id)
             try:
-                trial_id = self._backend.create_new_trial(study_id, template_trial)
                 if template_trial is None:
-                    number, state, start, complete = self._read_back(trial_id)
-                    trial = FrozenTrial(number=number, state=state, value=None, values=None, datetime_start=start,
-                                        datetime_complete=complete, params={}, distributions={}, user_attrs={},
-                                        system_attrs={}, intermediate_values={}, trial_id=trial_id)
+                    trial = self._insert_running_trial(study_id)
                 else:  # enqueued or added trials: rare; read back exactly what the database made of the template
-                    trial = self._backend.get_trial(trial_id)
+                    trial = self._backend.get_trial(self._backend.create_new_trial(study_id, template_trial))
             except BaseException:
                 self._forget(study_id)
                 raise
@@ -348,55 +406,59 @@ class DriverStorage(BaseStorage):
                                 "to this study; re-reading its trials from the database", trial.number, study_id,
                                 len(mirror.trials))
                 self._forget(study_id)
-                return trial_id
+                return trial._trial_id
             self._store(mirror, trial)
-            self._trial_index[trial_id] = (study_id, trial.number)
+            self._trial_index[trial._trial_id] = (study_id, trial.number)
             for name, dist in trial.distributions.items():
                 mirror.distributions.setdefault(name, dist)
-            return trial_id
+            return trial._trial_id
+
+    def _insert_running_trial(self, study_id: int) -> FrozenTrial:
+        """What Optuna's ``create_new_trial`` does for a fresh trial, as a few plain statements in one transaction.
+
+        The study's row is locked while the trial's number (the count of the study's earlier
+        trials) is set, as Optuna does; the start time is read back as the database stored it.
+        """
+        trials, studies = _models.TrialModel.__table__, _models.StudyModel.__table__
+        with _create_scoped_session(self._backend.scoped_session) as session:
+            conn = session.connection()
+            if conn.execute(sqlalchemy.select(studies.c.study_id).where(studies.c.study_id == study_id)
+                            .with_for_update()).first() is None:
+                raise KeyError(f"No study with study_id {study_id} exists.")
+            trial_id = conn.execute(sqlalchemy.insert(trials).values(
+                study_id=study_id, number=None, state=TrialState.RUNNING,
+                datetime_start=datetime.datetime.now())).inserted_primary_key[0]
+            number = conn.execute(sqlalchemy.select(sqlalchemy.func.count(trials.c.trial_id)).where(
+                trials.c.study_id == study_id, trials.c.trial_id < trial_id)).scalar_one()
+            conn.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id).values(number=number))
+            start = conn.execute(sqlalchemy.select(trials.c.datetime_start)
+                                 .where(trials.c.trial_id == trial_id)).scalar_one()
+        return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=start,
+                           datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                           intermediate_values={}, trial_id=trial_id)
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: _dists.BaseDistribution) -> None:
-        with self._lock:
-            found = self._mirrored(trial_id) if self._groups_params() else None
-            if found is not None:
-                mirror, trial = found
-                self.check_trial_is_updatable(trial_id, trial.state)
-                previous = mirror.distributions.get(param_name)
-                if previous is not None:
-                    _dists.check_distribution_compatibility(previous, distribution)
-                if param_name not in trial.params:  # the database would keep the first value, as here
-                    self._pending.append((trial_id, param_name, param_value_internal, distribution))
-                    self._set_param_in_mirror(mirror, trial, param_name, param_value_internal, distribution)
-                return
-
-        def write(mirror: _Mirror | None) -> None:
-            if mirror is None or not hasattr(self._backend, "_set_trial_param"):
-                self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
-                return
+        def change(mirror: _Mirror, trial: FrozenTrial) -> FrozenTrial | None:
             previous = mirror.distributions.get(param_name)
             if previous is not None:
                 _dists.check_distribution_compatibility(previous, distribution)
-            # the mirror knows every distribution in the study: spare the database its look-up
-            self._backend._set_trial_param(trial_id, param_name, param_value_internal, distribution,
-                                           previous if previous is not None else distribution)
+            if param_name in trial.params:  # the database keeps the first value of a name, as the mirror does
+                return None
+            stored = _dists.json_to_distribution(_dists.distribution_to_json(distribution))
+            mirror.distributions.setdefault(param_name, stored)
+            new = self._merged(trial, "params", {param_name: stored.to_external_repr(float(param_value_internal))})
+            new.distributions = {**trial.distributions, param_name: stored}
+            return new
 
-        def update(mirror: _Mirror, trial: FrozenTrial, _result) -> None:
-            if param_name not in trial.params:  # else the database kept the first value (unique key, ignored)
-                self._set_param_in_mirror(mirror, trial, param_name, param_value_internal, distribution)
-
-        self._write_trial(trial_id, write, update)
-
-    def _set_param_in_mirror(self, mirror: _Mirror, trial: FrozenTrial, name: str, internal: float,
-                             distribution: _dists.BaseDistribution) -> None:
-        stored = _dists.json_to_distribution(_dists.distribution_to_json(distribution))
-        new = copy.copy(trial)
-        new.params = {**trial.params, name: stored.to_external_repr(float(internal))}
-        new.distributions = {**trial.distributions, name: stored}
-        mirror.distributions.setdefault(name, stored)
-        self._store(mirror, new)
+        if not self._queue(trial_id, ("param", trial_id, param_name, param_value_internal, distribution), change):
+            self._write_trial(trial_id, lambda _m: self._backend.set_trial_param(
+                trial_id, param_name, param_value_internal, distribution), None)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        if state.is_finished() and self._finish(trial_id, state, values):
+            return True
+
         def write(_mirror) -> bool:
             return self._backend.set_trial_state_values(trial_id, state=state, values=values)
 
@@ -404,16 +466,10 @@ class DriverStorage(BaseStorage):
             if not changed:  # another process took the WAITING trial: the mirror no longer knows the study
                 raise _Stale
             new = copy.copy(trial)
-            if values is not None and len(values) > 0:
-                stored = list(trial.values) if trial.values is not None else []
-                for objective, v in enumerate(values):
-                    if objective < len(stored):
-                        stored[objective] = _stored_value(v)
-                    else:
-                        stored.append(_stored_value(v))
-                new.values = stored
+            for objective, v in enumerate(values or ()):
+                new = self._with_value(new, objective, v)
             new.state = state
-            if state == TrialState.RUNNING or state.is_finished():
+            if state == TrialState.RUNNING:
                 _, db_state, new.datetime_start, new.datetime_complete = self._read_back(trial_id)
                 if db_state != state:
                     raise _Stale
@@ -424,38 +480,55 @@ class DriverStorage(BaseStorage):
         except _Stale:
             return False
 
+    def _finish(self, trial_id: int, state: TrialState, values: Sequence[float] | None) -> bool:
+        """Queue a mirrored trial's values and final state; False for a trial this wrapper does not mirror."""
+        with self._lock, self.grouped_writes():  # values and state: one transaction, even outside a block
+            found = self._mirrored(trial_id)
+            if found is None:
+                return False
+            self.check_trial_is_updatable(trial_id, found[1].state)
+            for objective, v in enumerate(values or ()):
+                self._queue(trial_id, ("value", trial_id, objective,
+                                       dict(zip(("value", "value_type"), _models.TrialValueModel.value_to_stored_repr(v)))),
+                            lambda _m, trial, i=objective, v=v: self._with_value(trial, i, v))
+            when = datetime.datetime.now()
+
+            def change(_mirror: _Mirror, trial: FrozenTrial) -> FrozenTrial:
+                new = copy.copy(trial)
+                new.state, new.datetime_complete = state, when  # the stored time replaces it when written
+                return new
+
+            return self._queue(trial_id, ("finish", trial_id, (state, when)), change)
+
+    @staticmethod
+    def _with_value(trial: FrozenTrial, objective: int, value: float) -> FrozenTrial:
+        new = copy.copy(trial)
+        stored = list(trial.values) if trial.values is not None else []
+        stored[objective:objective + 1] = [_stored_value(value)]
+        new.values = stored
+        return new
+
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        self._write_trial(trial_id, lambda _m: self._backend.set_trial_intermediate_value(trial_id, step,
-                                                                                          intermediate_value),
-                          self._merging("intermediate_values", {step: _stored_intermediate(intermediate_value)}))
+        def update(mirror: _Mirror, trial: FrozenTrial, _result) -> None:
+            self._store(mirror, self._merged(trial, "intermediate_values",
+                                             {step: _stored_intermediate(intermediate_value)}))
+
+        self._write_trial(trial_id, lambda _m: self._backend.set_trial_intermediate_value(
+            trial_id, step, intermediate_value), update)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._write_trial(trial_id, lambda _m: self._backend.set_trial_user_attr(trial_id, key, value),
-                          self._merging("user_attrs", {key: _json_round_trip(value)}))
-
-    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
-        """Set several user attributes of one trial in one transaction (a trial's results: many keys).
-
-        Falls back to one transaction per key where Optuna's per-attribute helper is not there.
-        """
-        if not attrs:
-            return
-        if not hasattr(self._backend, "_set_trial_attr_without_commit") or _create_scoped_session is None:
-            for key, value in attrs.items():  # pragma: no cover - another Optuna layout
-                self.set_trial_user_attr(trial_id, key, value)
-            return
-
-        def write(_mirror) -> None:
-            with _create_scoped_session(self._backend.scoped_session, True) as session:
-                for key, value in attrs.items():
-                    self._backend._set_trial_attr_without_commit(session, _models.TrialUserAttributeModel, trial_id,
-                                                                 key, value)
-
-        self._write_trial(trial_id, write, self._merging("user_attrs", {k: _json_round_trip(v) for k, v in attrs.items()}))
+        self._set_attr(trial_id, "user", key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._write_trial(trial_id, lambda _m: self._backend.set_trial_system_attr(trial_id, key, value),
-                          self._merging("system_attrs", {key: _json_round_trip(value)}))
+        self._set_attr(trial_id, "system", key, value)
+
+    def _set_attr(self, trial_id: int, kind: str, key: str, value: Any) -> None:
+        text = json.dumps(value)
+        if self._queue(trial_id, (f"{kind}_attr", trial_id, key, {"value_json": text}),
+                       lambda _m, trial: self._merged(trial, f"{kind}_attrs", {key: json.loads(text)})):
+            return
+        setter = getattr(self._backend, f"set_trial_{kind}_attr")
+        self._write_trial(trial_id, lambda _m: setter(trial_id, key, value), None)
 
     # ---- trial reads: the mirror ---------------------------------------------------------------
 

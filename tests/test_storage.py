@@ -263,7 +263,7 @@ class TestDriverStorageMirror:
         # a trial asked, sampled in one transaction and in single ones, attributes, intermediate values, COMPLETE
         trial = study.ask()
         agree()
-        with storage.grouped_params():
+        with storage.grouped_writes():
             self._sample(trial, with_log=False)
             trial.suggest_float("x", 0.0, 1.0)  # again: the first value stays, as in the database
         agree()
@@ -271,7 +271,9 @@ class TestDriverStorageMirror:
         trial.set_user_attr("tuple", (1, 2.5, "three"))
         trial.set_user_attr("nested", {"a": [1, {"b": None}], "1": True})
         trial.set_user_attr("tuple", [4])  # overwritten
-        storage.set_trial_user_attrs(trial._trial_id, {"many": {"a": 1}, "nan": None, "tuple": [4, 5]})  # one transaction
+        with storage.grouped_writes():  # one transaction
+            for key, value in {"many": {"a": 1}, "nan": None, "tuple": [4, 5]}.items():
+                trial.set_user_attr(key, value)
         trial.storage.set_trial_system_attr(trial._trial_id, "sys", {"k": 1})
         storage.set_trial_intermediate_value(trial._trial_id, 0, 0.5)
         storage.set_trial_intermediate_value(trial._trial_id, 1, float("inf"))
@@ -284,7 +286,7 @@ class TestDriverStorageMirror:
         agree()
         queued = study.ask()
         assert queued.params == {} and queued.user_attrs == {"from": "queue"}
-        with storage.grouped_params():
+        with storage.grouped_writes():
             self._sample(queued)
         assert queued.params["x"] == 0.5 and queued.params["n"] == 3
         agree()
@@ -295,12 +297,13 @@ class TestDriverStorageMirror:
         with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_user_attr(queued._trial_id, "late", 1)
         with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-            storage.set_trial_user_attrs(queued._trial_id, {"late": 1, "later": 2})
+            with storage.grouped_writes():
+                storage.set_trial_user_attr(queued._trial_id, "later", 2)
         with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-            with storage.grouped_params():
+            with storage.grouped_writes():
                 storage.set_trial_param(queued._trial_id, "late", 0.1, optuna.distributions.FloatDistribution(0, 1))
         with pytest.raises(ValueError):  # incompatible with the study's distribution of "x"
-            with storage.grouped_params():
+            with storage.grouped_writes():
                 storage.set_trial_param(study.ask()._trial_id, "x", 1.0, optuna.distributions.IntDistribution(0, 3))
         agree()
         # PRUNED with its last intermediate value, an added COMPLETE trial, RUNNING trials left behind
@@ -311,7 +314,7 @@ class TestDriverStorageMirror:
         study.add_trial(optuna.trial.create_trial(params={"x": 0.3}, distributions={
             "x": optuna.distributions.FloatDistribution(0.0, 1.0)}, values=[0.2, 0.4], user_attrs={"added": 1}))
         for _ in range(2):
-            with storage.grouped_params():
+            with storage.grouped_writes():
                 self._sample(study.ask())
         agree()
         # recovery by this driver (FAIL + enqueued again), then a resumed driver with a mirror read from the database
@@ -323,7 +326,7 @@ class TestDriverStorageMirror:
         assert recover_interrupted(again) == 0
         for _ in range(4):  # the three re-runs (fixed params) and a new trial
             t = again.ask()
-            with resumed.grouped_params():
+            with resumed.grouped_writes():
                 self._sample(t)
             again.tell(t, [t.params["x"], 1.0])
         _assert_mirror_agrees(resumed, storage_url, sid)
@@ -340,7 +343,7 @@ class TestDriverStorageMirror:
         study = optuna.create_study(study_name=f"mirror-{uuid.uuid4().hex[:8]}", storage=storage)
         fresh = open_storage(storage_url)
         trial = study.ask()
-        with storage.grouped_params():
+        with storage.grouped_writes():
             trial.suggest_float("x", 0.0, 1.0)
             trial.suggest_int("n", 0, 5)
         assert fresh.get_trial(trial._trial_id).params == trial.params  # committed when the block ended
@@ -360,6 +363,54 @@ class TestDriverStorageMirror:
         study.tell(trial, 1.0)
         assert fresh.get_trial(trial._trial_id) == storage.get_trial(trial._trial_id)
         assert storage.get_best_trial(study._study_id) == fresh.get_best_trial(study._study_id)
+
+    def test_a_trials_results_reach_the_database_in_one_transaction_or_not_at_all(self, storage_url, tmp_path) -> None:
+        from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+        from sqlalchemy import event
+
+        from fairfront.search.driver_storage import DriverStorage
+
+        backend = open_storage(storage_url)
+        storage = DriverStorage(backend)
+        study = optuna.create_study(study_name=f"mirror-{uuid.uuid4().hex[:8]}", storage=storage,
+                                    directions=["minimize", "maximize"])
+        fresh = open_storage(storage_url)
+        study.get_trials(deepcopy=False)  # the mirror is built (a read transaction)
+        commits: list[int] = []
+        event.listen(backend.engine, "commit", lambda conn: commits.append(1))
+        trial = study.ask()
+        assert len(commits) == 1  # creating the trial: one transaction
+        with storage.grouped_writes():
+            self._sample(trial)
+        assert len(commits) == 2  # its five parameters: one more
+        report = tmp_path / "report.json"
+        report.write_text("{}")
+        with storage.grouped_writes():
+            for key in ("a", "b", "c"):
+                trial.set_user_attr(key, {"key": key})
+            trial.set_user_attr("a", "again")  # the last write of a key wins, as in the database
+            upload_artifact(artifact_store=FileSystemArtifactStore(str(tmp_path)), file_path=str(report),
+                            study_or_trial=trial)
+            study.tell(trial, [0.5, float("-inf")])
+            assert trial.number == 0 and storage.get_trial(trial._trial_id).state == TrialState.COMPLETE
+            inside = fresh.get_trial(trial._trial_id)  # nothing written yet
+            assert inside.state == TrialState.RUNNING and inside.user_attrs == {} and inside.values is None
+        assert len(commits) == 3  # attributes, the artifact's attribute, values and state: one transaction
+        done = fresh.get_trial(trial._trial_id)
+        assert done.state == TrialState.COMPLETE and done.values == [0.5, float("-inf")]
+        assert done.user_attrs == {"a": "again", "b": {"key": "b"}, "c": {"key": "c"}}
+        assert len(get_all_artifact_meta(done, storage=fresh)) == 1
+        _assert_mirror_agrees(storage, storage_url, study._study_id)
+        # a failed write (the trial was finished behind the driver's back): nothing of the block is written,
+        # the error is Optuna's own, and the mirror is re-read from the database
+        other = study.ask()
+        fresh.set_trial_state_values(other._trial_id, TrialState.FAIL)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            with storage.grouped_writes():
+                other.set_user_attr("late", 1)
+                study.tell(other, [1.0, 1.0])
+        assert fresh.get_trial(other._trial_id).user_attrs == {} and fresh.get_trial(other._trial_id).values is None
+        _assert_mirror_agrees(storage, storage_url, study._study_id)
 
     def test_another_writer_is_noticed_and_the_mirror_reread(self, storage_url) -> None:
         from fairfront.search.driver_storage import DriverStorage
