@@ -195,10 +195,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
     train_seconds = time.perf_counter() - started
 
     # 5. post-training quantization (runs on CPU)
-    eval_device = device
-    if c.quantization is not None and c.quantization.int8:
-        model = quantize_dynamic_int8(model.cpu())
-        eval_device = torch.device("cpu")
+    model, eval_device = _quantized(model, c, device)
 
     _measure_size(attrs, model, prepared, spec, threads)
     eval_started = time.perf_counter()
@@ -275,10 +272,7 @@ def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.d
         pruner.prune_to(c.pruning.sparsity)
         attrs["achieved_sparsity"] = pruner.sparsity()
     compress_seconds = time.perf_counter() - started
-    eval_device = device
-    if c.quantization is not None and c.quantization.int8:
-        model = quantize_dynamic_int8(model.cpu())
-        eval_device = torch.device("cpu")
+    model, eval_device = _quantized(model, c, device)
     model.eval()
     _measure_size(attrs, model, prepared, spec, threads)
     eval_started = time.perf_counter()
@@ -287,6 +281,14 @@ def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.d
                         "total_s": time.perf_counter() - started, "device": device.type,
                         "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
     return _outcome(attrs, spec, hint=" (on the benchmarks' validation half)")
+
+
+def _quantized(model: torch.nn.Module, c, device: torch.device) -> tuple[torch.nn.Module, torch.device]:
+    """The model after post-training dynamic int8 quantization where the setting asks for it, and
+    the device to evaluate it on (int8 kernels run on CPU)."""
+    if c.quantization is not None and c.quantization.int8:
+        return quantize_dynamic_int8(model.cpu()), torch.device("cpu")
+    return model, device
 
 
 def _student(prepared: Prepared, d, attrs: dict) -> tuple[torch.nn.Module, list[int]]:
