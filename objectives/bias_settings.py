@@ -161,8 +161,23 @@ class BiasSettings:
                "counterfactual": [[s.name, s.digest()] for s in self.counterfactual]}
         if self.intrinsic:
             out["intrinsic"] = {"names": list(self.intrinsic), "limit": self.intrinsic_limit,
-                                "data_dir": self.intrinsic_data_dir, "batch_size": self.intrinsic_batch_size}
+                                "data_dir": self.intrinsic_data_dir, "batch_size": self.intrinsic_batch_size,
+                                "content": {name: _benchmark_digest(name, self.intrinsic_data_dir)
+                                            for name in self.intrinsic}}
         return out
+
+
+def _benchmark_digest(name: str, data_dir: str | None) -> str | None:
+    """The bytes of an intrinsic benchmark's data folder (SEAT's tests are built in), or None where it is missing."""
+    from fairfront.objectives.datasets import content_digest
+    from fairfront.objectives.intrinsic._paths import benchmark_folder
+
+    if name == "seat":
+        return None
+    try:
+        return content_digest(benchmark_folder(name, data_dir))
+    except DataError:
+        return None
 
 
 def _builtin(data_dir: str | os.PathLike[str] | None) -> dict[str, Path]:

@@ -14,6 +14,7 @@ before a study exists); splits are deterministic and stratified where a dataset 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,24 @@ class DataSpec:
     @property
     def citation(self) -> str:
         return SYNTHETIC_CITATION if self.source == SYNTHETIC else ""
+
+    def identity(self) -> dict:
+        """What the prepared study's fingerprint includes: these settings and the bytes of the data on disk.
+
+        A user's file is hashed, a built-in dataset's folder too, so editing the data (or pointing
+        ``FAIRFRONT_DATA_DIR`` at a copy that differs) prepares the study again. A built-in dataset
+        that cannot be found gets no digest; preparing it then fails with the loader's message.
+        """
+        out = dataclasses.asdict(self)
+        if self.source == "file":
+            out["content"] = ds.content_digest(self.path)
+        elif self.source in ds.DATASETS:
+            try:
+                out["content"] = ds.content_digest(ds.dataset_folder(self.source, ds.DATASETS[self.source].folder,
+                                                                     self.options.get("data_dir")))
+            except DataError:
+                out["content"] = None
+        return out
 
 
 def _read_header(path: Path) -> list[str]:

@@ -75,7 +75,7 @@ class PrepareSpec:
     bias: BiasSettings = BiasSettings()
 
     def fingerprint(self) -> str:
-        data = None if self.data is None else dataclasses.asdict(self.data)
+        data = None if self.data is None else self.data.identity()
         payload = json.dumps({"format": CACHE_FORMAT, "model": self.model.identity(),
                               "model_spec": dataclasses.asdict(self.model), "data": data,
                               "teacher": dataclasses.asdict(self.teacher), "seed": self.seed,

@@ -19,9 +19,10 @@ whose worker process or node died is run again up to ``max_retries`` times; a tr
 longer than ``trial_timeout_s`` is cancelled. Only more than ``max_failed_trials`` failures in one
 run stop the driver (exit status 1).
 
-The driver's study runs over :class:`~fairfront.search.driver_storage.DriverStorage`: every write
-goes to the database at once, every trial read is served from an exact in-memory mirror, which
-only the lease makes safe (one writer per study).
+The driver's study runs over :class:`~fairfront.search.driver_storage.DriverStorage`: every trial
+read is served from an exact in-memory mirror, which only the lease makes safe (one writer per
+study), and a trial costs three transactions: its creation, its sampled parameters (committed
+before it is submitted), and its result (attributes, report artifact, values and state together).
 
 Optuna's heartbeat does not cover ask/tell, so recovery is explicit: a trial left RUNNING by a
 driver that died (even by SIGKILL) is marked FAIL with the reason "interrupted" and its

@@ -486,3 +486,41 @@ def test_load_hf_keeps_class_label_names_in_their_order(tmp_path):
 def test_provides_groups_matches_what_loading_gives(name, options):
     data = builtin(name, **options)
     assert DATASETS[name].provides_groups(**options) == data.has_groups
+
+
+def test_the_prepared_study_cache_follows_the_bytes_of_a_users_data_file(tmp_path):
+    from fairfront.objectives.data import DataSpec
+
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\nfine,0\nbad,1\n")
+    spec = DataSpec(source="file", path=str(path))
+    before = spec.identity()
+    path.write_text("text,label\nfine,0\nbad,0\n")  # one label edited: a stale cache would train on the old one
+    edited = spec.identity()
+    path.write_text("text,label\nfine,0\nbad,1\n")
+    assert before != edited and spec.identity() == before
+
+
+@needs_data
+def test_the_prepared_study_cache_follows_a_builtin_datasets_and_a_benchmarks_files(tmp_path, monkeypatch):
+    import shutil
+
+    from fairfront.objectives.bias_settings import BiasSettings
+    from fairfront.objectives.data import DataSpec
+
+    require("sst2")
+    if not (DATA / "crows_pairs").is_dir():
+        pytest.skip(f"no crows_pairs/ in the data root (set {ENV_VAR})")
+    for folder in ("sst2", "crows_pairs"):
+        shutil.copytree(DATA / folder, tmp_path / folder)
+    data, bias = DataSpec(source="sst2"), BiasSettings(intrinsic=("crows_pairs", "seat"))
+    original = (data.identity(), bias.identity())
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert (data.identity(), bias.identity()) == original  # the same bytes elsewhere: the same cache
+    first = next(f for f in sorted((tmp_path / "sst2").iterdir()) if f.is_file())
+    first.write_bytes(first.read_bytes() + b"\n")
+    crows = next(f for f in sorted((tmp_path / "crows_pairs").rglob("*")) if f.is_file())
+    crows.write_bytes(crows.read_bytes()[:-1])
+    assert data.identity() != original[0] and bias.identity() != original[1]
+    shutil.rmtree(tmp_path / "sst2")  # missing data: no digest here; preparing it fails with the loader's message
+    assert data.identity()["content"] is None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from fairfront.objectives.datasets._dataset import SPLITS, TextDataset
 from fairfront.objectives.datasets._hf import load_hf
-from fairfront.objectives.datasets._paths import ENV_VAR, default_data_dir
+from fairfront.objectives.datasets._paths import ENV_VAR, content_digest, dataset_folder, default_data_dir
 from fairfront.objectives.datasets._registry import DATASETS, DatasetInfo, load_builtin
 from fairfront.objectives.datasets._split import stratified_split
 from fairfront.objectives.datasets._table import FORMATS, SPLIT_ALIASES, load_table
@@ -38,6 +38,8 @@ __all__ = [
     "SPLIT_ALIASES",
     "DatasetInfo",
     "TextDataset",
+    "content_digest",
+    "dataset_folder",
     "default_data_dir",
     "load_builtin",
     "load_hf",

@@ -7,12 +7,13 @@ its original layout, from one data root holding one folder per dataset (``reddit
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from fairfront.errors import DataError
 
-__all__ = ["ENV_VAR", "default_data_dir", "dataset_folder"]
+__all__ = ["ENV_VAR", "default_data_dir", "dataset_folder", "content_digest"]
 
 ENV_VAR = "FAIRFRONT_DATA_DIR"
 
@@ -81,3 +82,22 @@ def require_file(name: str, path: Path) -> Path:
         raise DataError(f"{name}: missing file {path} (the dataset's original layout is described in "
                         f"{path.parent / 'SOURCE.md'})")
     return path
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in name order).
+
+    What the prepared-study cache keys on for data read from disk: an edited file, or another copy
+    of a dataset that differs, is prepared again instead of being served from a stale cache. The
+    datasets are a few megabytes each, so hashing them costs milliseconds.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    for f in files:
+        digest.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
+        with open(f, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
