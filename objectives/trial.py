@@ -37,7 +37,7 @@ from fairfront.objectives.training import TrainSettings, iterate_batches, make_b
 from fairfront.spaces import fair_compression, fairness_losses, imbalance, students
 from fairfront.spaces.distillation import distillation_loss
 from fairfront.spaces.fairness import penalty_function
-from fairfront.spaces.pruning import MagnitudePruner, MovementScores, prunable_weights
+from fairfront.spaces.pruning import MagnitudePruner, MovementScores, ScheduledPruning, prunable_weights
 from fairfront.spaces.quantization import quantize_dynamic_int8
 from fairfront.spaces.space import CompressionConfig
 from fairfront.spaces.structured import structured_prune
@@ -59,21 +59,6 @@ class TrialSpec:
 class TrialOutcome:
     values: list[float]
     attrs: dict = field(default_factory=dict)
-
-
-class _PruningHook:
-    """Follows the sparsity schedule before each step and keeps pruned weights at zero after it."""
-
-    def __init__(self, pruner: MagnitudePruner, schedule):
-        self.pruner, self.schedule = pruner, schedule
-
-    def before_step(self, step: int, total: int) -> None:
-        target = self.schedule.at(step, total)
-        if target != self.pruner.target:
-            self.pruner.prune_to(target)
-
-    def after_step(self, step: int, total: int) -> None:
-        self.pruner.apply()
 
 
 def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | None = None,
@@ -130,7 +115,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
         elif c.pruning.fairness_mix > 0:
             scores = _fairness_aware_scores(model, weights, calibration, c.pruning.fairness_mix)
         pruner = MagnitudePruner(weights, scope=c.pruning.scope, scores=scores)
-        hooks.append(_PruningHook(pruner, c.pruning.schedule))
+        hooks.append(ScheduledPruning(pruner, c.pruning.schedule))
 
     # 4. the training objective
     class_counts = np.bincount(train_split.labels, minlength=n_classes).tolist()

@@ -31,7 +31,8 @@ from fairfront.errors import ConfigError
 from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_int, suggest_weight
 from fairfront.spaces.schedules import SCHEDULES, SparsitySchedule
 
-__all__ = ["PruningSpace", "PruningConfig", "MagnitudePruner", "MovementScores", "prunable_weights", "CRITERIA"]
+__all__ = ["PruningSpace", "PruningConfig", "MagnitudePruner", "ScheduledPruning", "MovementScores",
+           "prunable_weights", "CRITERIA"]
 
 SCOPES = ("global", "layer")
 CRITERIA = ("magnitude", "movement")
@@ -211,6 +212,21 @@ class MagnitudePruner:
         zeros = sum(int((w == 0).sum()) for w in self.weights.values())
         total = sum(w.numel() for w in self.weights.values())
         return zeros / total
+
+
+class ScheduledPruning:
+    """A training-loop hook: follows the sparsity schedule before each step, keeps pruned weights at zero after it."""
+
+    def __init__(self, pruner: MagnitudePruner, schedule: SparsitySchedule):
+        self.pruner, self.schedule = pruner, schedule
+
+    def before_step(self, step: int, total: int) -> None:
+        target = self.schedule.at(step, total)
+        if target != self.pruner.target:
+            self.pruner.prune_to(target)
+
+    def after_step(self, step: int, total: int) -> None:  # noqa: ARG002 - the hook's signature
+        self.pruner.apply()
 
 
 class MovementScores:

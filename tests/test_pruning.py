@@ -14,7 +14,8 @@ from transformers import BertConfig, BertForSequenceClassification
 from fairfront.objectives.data import EncodedSplit
 from fairfront.objectives.training import TrainSettings, train
 from fairfront.spaces.distillation import distillation_loss
-from fairfront.spaces.pruning import MagnitudePruner, MovementScores, PruningSpace, prunable_weights
+from fairfront.spaces.pruning import (MagnitudePruner, MovementScores, PruningSpace, ScheduledPruning,
+                                      prunable_weights)
 from fairfront.spaces.schedules import SparsitySchedule
 
 
@@ -22,20 +23,6 @@ def tiny_model(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     return BertForSequenceClassification(BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
                                                     num_attention_heads=2, intermediate_size=64, num_labels=3))
-
-
-class ScheduleHook:
-    """Follows the schedule before each step and keeps the pruned weights at zero after it."""
-
-    def __init__(self, pruner: MagnitudePruner, schedule: SparsitySchedule):
-        self.pruner, self.schedule = pruner, schedule
-
-    def before_step(self, step: int, total: int) -> None:
-        if self.schedule.at(step, total) != self.pruner.target:
-            self.pruner.prune_to(self.schedule.at(step, total))
-
-    def after_step(self, step: int, total: int) -> None:
-        self.pruner.apply()
 
 
 def random_split(n: int = 64, seed: int = 0) -> EncodedSplit:
@@ -96,7 +83,7 @@ def test_pruned_weights_stay_exactly_zero_through_training() -> None:
     split = random_split()
     train(model, split, TrainSettings(epochs=4, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0),
           loss_fn=lambda logits, b: F.cross_entropy(logits, b["labels"]), seed=0, pad_id=0,
-          hooks=[ScheduleHook(pruner, schedule)])
+          hooks=[ScheduledPruning(pruner, schedule)])
     assert pruner.sparsity() == pytest.approx(0.7, abs=0.005)
     for name, w in pruner.weights.items():
         assert torch.all(w[~pruner.masks[name]] == 0), name
@@ -158,7 +145,7 @@ def _prune_while_training(movement: bool) -> tuple[MagnitudePruner, MovementScor
     schedule = SparsitySchedule("gradual", 0.6, start=0.2, end=0.6, frequency=2)
     train(model, random_split(), TrainSettings(epochs=3, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0),
           loss_fn=lambda logits, b: F.cross_entropy(logits, b["labels"]), seed=0, pad_id=0,
-          hooks=[h for h in (scores, ScheduleHook(pruner, schedule)) if h is not None])
+          hooks=[h for h in (scores, ScheduledPruning(pruner, schedule)) if h is not None])
     return pruner, scores
 
 
