@@ -17,6 +17,11 @@ is the loop, the storage and Ray — not training.
    wall time. A warm-up study first starts Ray's 32 worker processes, so worker start-up (a
    one-off cost per cluster) is not counted. Goal: at least 95%.
 
+3. **Baseline.** Both measurements again with the driver over Optuna's own (cached) RDB storage
+   instead of its in-memory mirror (``RunOptions(mirror=False)``), in the same process, so the
+   JSON also holds the ratio mirror / plain for the cost per trial (skip with ``--no-baseline``).
+   Each part runs the baseline first, then the mirror.
+
 Results go to ``benchmarks/results/driver_overhead.json`` (written atomically), with the machine
 they were measured on; one summary line is printed.
 
@@ -81,17 +86,57 @@ def _placeholder_prepared() -> Prepared:
                     teacher_logits={}, teacher_seconds=0.0)
 
 
-def _run(folder: Path, name: str, n_trials: int, parallel: int, fn) -> tuple[float, float, LoopStats, optuna.Study]:
+def _run(folder: Path, name: str, n_trials: int, parallel: int, fn, *,
+         mirror: bool = True) -> tuple[float, float, LoopStats, optuna.Study]:
     """Run one study; returns wall seconds, the driver process's CPU seconds, the loop's stats, the study."""
     smoke = load_study_file(SMOKE)
     sf = replace(smoke, study=replace(smoke.study, name=name, n_trials=n_trials),
                  execution=replace(smoke.execution, parallel=parallel, max_retries=0))
     options = RunOptions(storage=f"sqlite:///{folder / 'bench.db'}", artifact_dir=folder / "artifacts",
                          cache_dir=folder / "cache", log=lambda m: None, trial_fn=fn,
-                         prepared=_placeholder_prepared(), capacity_refresh_s=5.0)
+                         prepared=_placeholder_prepared(), capacity_refresh_s=5.0, mirror=mirror)
     started, cpu = time.perf_counter(), time.process_time()
     study = run_study(sf, options)
     return time.perf_counter() - started, time.process_time() - cpu, options.stats, study
+
+
+def _overhead(folder: Path, args, mirror: bool) -> dict:
+    """Part 1: no-op trials; the driver's cost per trial and where it goes."""
+    name = "overhead" if mirror else "overhead-plain"
+    wall, cpu, stats, study = _run(folder, name, args.trials, args.overhead_parallel, noop_trial, mirror=mirror)
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    assert complete == args.trials, (complete, args.trials)
+    overhead = {
+        "storage": "sqlite (local disk, WAL), " + ("the driver's mirror" if mirror else "Optuna's cached RDB storage"),
+        "trials": args.trials, "in_flight": args.overhead_parallel, "sampler": "random", "wall_s": round(wall, 3),
+        "wall_ms_per_trial": _ms(wall, args.trials),
+        "driver_busy_ms_per_trial": _ms(stats.busy_s, args.trials),
+        "driver_cpu_ms_per_trial": _ms(cpu, args.trials),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "ask_and_sample_ms_per_trial": _ms(stats.ask_s, args.trials),
+        "submit_ms_per_trial": _ms(stats.submit_s, args.trials),
+        "tell_and_report_ms_per_trial": _ms(stats.tell_s, args.trials),
+        "lease_and_capacity_ms_per_trial": _ms(stats.lease_s, args.trials),
+        "waiting_for_ray_ms_per_trial": _ms(stats.wait_s, args.trials),
+        "goal_ms_per_trial": 20.0,
+    }
+    overhead["meets_goal"] = overhead["wall_ms_per_trial"] < 20.0
+    return overhead
+
+
+def _efficiency(folder: Path, args, mirror: bool) -> dict:
+    """Part 2: rounds of sleep trials, 32 in flight; ideal wall time over measured."""
+    n_sleep = IN_FLIGHT * args.rounds
+    wall, _, stats, _ = _run(folder, "efficiency" if mirror else "efficiency-plain", n_sleep, IN_FLIGHT,
+                             SleepTrial(args.sleep_s), mirror=mirror)
+    ideal = args.rounds * args.sleep_s
+    efficiency = {
+        "trials": n_sleep, "in_flight": IN_FLIGHT, "max_in_flight_seen": stats.max_in_flight,
+        "sleep_s": args.sleep_s, "rounds": args.rounds, "ideal_wall_s": ideal, "wall_s": round(wall, 3),
+        "efficiency": round(ideal / wall, 4), "goal": 0.95, "ray_logical_cpus": IN_FLIGHT,
+    }
+    efficiency["meets_goal"] = efficiency["efficiency"] >= 0.95
+    return efficiency
 
 
 def _ms(seconds: float, n: int) -> float:
@@ -104,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-parallel", type=int, default=8, help="no-op trials in flight (8)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of 32 sleep trials (3)")
     p.add_argument("--sleep-s", type=float, default=10.0, help="seconds each sleep trial sleeps (10)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the baseline (the same runs over Optuna's own storage)")
     p.add_argument("--output", type=Path, default=RESULT)
     args = p.parse_args(argv)
 
@@ -114,46 +161,26 @@ def main(argv: list[str] | None = None) -> int:
             # warm-up: start the 32 worker processes once (imports included)
             _run(folder, "warmup", IN_FLIGHT, IN_FLIGHT, SleepTrial(2.0))
 
-            wall, cpu, stats, study = _run(folder, "overhead", args.trials, args.overhead_parallel, noop_trial)
-            complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-            assert complete == args.trials, (complete, args.trials)
-            overhead = {
-                "trials": args.trials, "in_flight": args.overhead_parallel, "storage": "sqlite (local disk, WAL)",
-                "sampler": "random", "wall_s": round(wall, 3),
-                "wall_ms_per_trial": _ms(wall, args.trials),
-                "driver_busy_ms_per_trial": _ms(stats.busy_s, args.trials),
-                "driver_cpu_ms_per_trial": _ms(cpu, args.trials),
-                "load_average_1min": round(os.getloadavg()[0], 2),
-                "ask_and_sample_ms_per_trial": _ms(stats.ask_s, args.trials),
-                "submit_ms_per_trial": _ms(stats.submit_s, args.trials),
-                "tell_and_report_ms_per_trial": _ms(stats.tell_s, args.trials),
-                "lease_and_capacity_ms_per_trial": _ms(stats.lease_s, args.trials),
-                "waiting_for_ray_ms_per_trial": _ms(stats.wait_s, args.trials),
-                "goal_ms_per_trial": 20.0,
-            }
-            overhead["meets_goal"] = overhead["wall_ms_per_trial"] < 20.0
-
-            n_sleep = IN_FLIGHT * args.rounds
-            wall_e, _, stats_e, _ = _run(folder, "efficiency", n_sleep, IN_FLIGHT, SleepTrial(args.sleep_s))
-            ideal = args.rounds * args.sleep_s
-            efficiency = {
-                "trials": n_sleep, "in_flight": IN_FLIGHT, "max_in_flight_seen": stats_e.max_in_flight,
-                "sleep_s": args.sleep_s, "rounds": args.rounds, "ideal_wall_s": ideal, "wall_s": round(wall_e, 3),
-                "efficiency": round(ideal / wall_e, 4), "goal": 0.95,
-                "ray_logical_cpus": IN_FLIGHT,
-            }
-            efficiency["meets_goal"] = efficiency["efficiency"] >= 0.95
+            storages = (True,) if args.no_baseline else (False, True)  # the baseline first, then the mirror
+            overheads = {mirror: _overhead(folder, args, mirror) for mirror in storages}
+            efficiencies = {mirror: _efficiency(folder, args, mirror) for mirror in storages}
+            overhead, efficiency = overheads[True], efficiencies[True]
+            if not args.no_baseline:
+                plain, plain_e = overheads[False], efficiencies[False]
+                overhead["baseline_optuna_storage"] = {k: plain[k] for k in (
+                    "wall_ms_per_trial", "driver_busy_ms_per_trial", "driver_cpu_ms_per_trial",
+                    "ask_and_sample_ms_per_trial", "tell_and_report_ms_per_trial")}
+                overhead["ratio_wall_vs_baseline"] = round(overhead["wall_ms_per_trial"] / plain["wall_ms_per_trial"], 4)
+                efficiency["baseline_optuna_storage"] = {k: plain_e[k] for k in ("wall_s", "efficiency")}
     finally:
         ray.shutdown()
-
-    import optuna as _optuna
 
     result = {
         "benchmark": "driver_overhead",
         "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "ray": ray.__version__, "optuna": _optuna.__version__},
+                    "ray": ray.__version__, "optuna": optuna.__version__},
         "overhead": overhead,
         "parallel_efficiency": efficiency,
     }
@@ -161,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"driver overhead: {overhead['wall_ms_per_trial']:.2f} ms/trial wall, "
           f"{overhead['driver_busy_ms_per_trial']:.2f} ms/trial busy over {args.trials} no-op trials (goal < 20 ms); "
           f"parallel efficiency {100 * efficiency['efficiency']:.1f}% with {IN_FLIGHT} sleep trials in flight "
-          f"(goal >= 95%) -> {args.output}")
+          f"(goal >= 95%)"
+          + ("" if args.no_baseline else f"; over Optuna's own storage {overhead['baseline_optuna_storage']['wall_ms_per_trial']:.2f}"
+             f" ms/trial (ratio {overhead['ratio_wall_vs_baseline']:.2f}) and "
+             f"{100 * efficiency['baseline_optuna_storage']['efficiency']:.1f}%")
+          + f" -> {args.output}")
     return 0
 
 

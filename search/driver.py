@@ -105,6 +105,8 @@ class RunOptions:
         prepared: use this prepared study instead of loading or computing one.
         lease_stale_s: heartbeat age after which another driver's lease may be taken over.
         capacity_refresh_s: how often the cluster's nodes are re-counted.
+        mirror: run the study over :class:`DriverStorage` (the default); False reads and writes
+            through Optuna's own storage, as ``benchmarks/driver_overhead.py`` does for its baseline.
         stats: filled in by the loop.
     """
 
@@ -118,6 +120,7 @@ class RunOptions:
     prepared: Prepared | None = None
     lease_stale_s: float = STALE_AFTER_S
     capacity_refresh_s: float = 5.0
+    mirror: bool = True
     stats: LoopStats = field(default_factory=LoopStats)
 
 
@@ -187,7 +190,8 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     _check_fits(sf, options)
     prepared = options.prepared or _prepare(sf, options)  # before the study exists: a bad model writes nothing
     try:
-        study = optuna.create_study(study_name=sf.study.name, storage=DriverStorage(storage),
+        study = optuna.create_study(study_name=sf.study.name,
+                                    storage=DriverStorage(storage) if options.mirror else storage,
                                     directions=sf.objectives.directions,
                                     sampler=build_sampler(sf.study.sampler, seed=sf.study.seed,
                                                           population_size=sf.study.population_size,
@@ -201,7 +205,7 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     study.set_user_attr("fairfront.prepared", prepared.fingerprint)
     lease = DriverLease(study, command="run", ray_address=_ray_address(options), stale_after_s=options.lease_stale_s)
     lease.acquire()
-    study._storage.refresh(study._study_id)  # the mirror of the trials is read from here on, under the lease
+    _refresh_mirror(study)
     log(f"study {sf.study.name!r} created in {options.storage}")
     try:
         return _loop(study, sf, prepared, options, lease)
@@ -211,7 +215,7 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
 
 def resume_study(name: str, options: RunOptions) -> optuna.Study:
     """Continue a study after an interruption, from what its storage holds."""
-    study = load_study(name, options.storage, driver=True)
+    study = load_study(name, options.storage, driver=options.mirror)
     text = study.user_attrs.get(STUDY_FILE_ATTR)
     if text is None:
         raise ConfigError("study", name, "a study created by fairfront (it has no stored study file)")
@@ -225,7 +229,7 @@ def resume_study(name: str, options: RunOptions) -> optuna.Study:
     lease = DriverLease(study, command="resume", ray_address=_ray_address(options),
                         stale_after_s=options.lease_stale_s)
     previous = lease.acquire()
-    study._storage.refresh(study._study_id)  # the mirror of the trials is read from here on, under the lease
+    _refresh_mirror(study)
     try:
         if previous is not None:
             log(f"took the study over from a driver that is gone ({previous.stale_reason(options.lease_stale_s)}): "
@@ -242,6 +246,12 @@ def resume_study(name: str, options: RunOptions) -> optuna.Study:
         return _loop(study, sf, prepared, options, lease)
     finally:
         _release(lease)
+
+
+def _refresh_mirror(study: optuna.Study) -> None:
+    """Under the lease, the driver's mirror of the trials is (re)read from the database from here on."""
+    if isinstance(study._storage, DriverStorage):
+        study._storage.refresh(study._study_id)
 
 
 def _release(lease: DriverLease) -> None:

@@ -264,7 +264,7 @@ class DriverStorage(BaseStorage):
         """
         with self._lock:
             found = self._mirrored(trial_id)
-            if found is None or _models is None:
+            if found is None:
                 return False
             mirror, trial = found
             self.check_trial_is_updatable(trial_id, trial.state)
@@ -280,9 +280,10 @@ class DriverStorage(BaseStorage):
         """Write the queued writes in one transaction; on failure the mirror is rebuilt from the database.
 
         What Optuna's own per-call writes do, as a handful of multi-row statements: the trials
-        must still be running in the database, a parameter or value or attribute replaces the one
-        stored under the same key, a finished trial gets its completion time, which is then read
-        back so the mirror holds exactly what the database stored.
+        must still be running in the database, an attribute or value replaces the one stored under
+        the same key (a parameter is written once: the mirror keeps its first value, as the
+        database does), a finished trial gets its completion time, which is then read back so the
+        mirror holds exactly what the database stored.
         """
         if not self._pending:
             return

@@ -449,6 +449,22 @@ class TestDriverStorageMirror:
         _assert_mirror_agrees(resumed._storage, storage_url, resumed._study_id)
         assert len(resumed.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 3
 
+    def test_the_driver_can_run_over_optunas_own_storage(self, storage_url, tmp_path) -> None:
+        """``mirror=False``: the benchmark's baseline, the same loop without the mirror."""
+        from fairfront.search.driver_storage import DriverStorage
+
+        sf = parse_study_text(tiny_study_text(f"plain-{uuid.uuid4().hex[:8]}", n_trials=2, parallel=2),
+                              base_dir=tmp_path)
+        options = RunOptions(storage=storage_url, cache_dir=tmp_path / "cache", artifact_dir=tmp_path / "artifacts",
+                             log=lambda m: None, trial_fn=noop_trial, prepared=placeholder_prepared(), mirror=False)
+        study = run_study(sf, options)
+        assert not isinstance(study._storage, DriverStorage)
+        options.n_trials = 3
+        resumed = resume_study(sf.study.name, options)
+        assert not isinstance(resumed._storage, DriverStorage)
+        complete = resumed.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        assert len(complete) == 3 and all(t.user_attrs for t in complete)
+
 
 def _open_when_told(url: str, start_at: float) -> list[str]:
     """Open ``url`` at wall-clock time ``start_at`` (so that several processes do it at once)."""
