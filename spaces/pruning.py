@@ -247,8 +247,8 @@ class MovementScores:
     @torch.no_grad()
     def after_backward(self, step: int, total: int) -> None:  # noqa: ARG002 - the hook's signature
         for name, w in self.weights.items():
-            if w.grad is not None:
-                self.totals[name].sub_(w.grad.float() * w.float())
+            if w.grad is not None:  # in place, in float32: this runs every training step
+                self.totals[name].addcmul_(w.grad, w, value=-1.0)
         self.steps += 1
 
     def scores(self, magnitudes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -267,11 +267,8 @@ def _smallest_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
     """
     n = values.numel()
     k = int(round(sparsity * n))
-    keep = torch.ones(n, dtype=torch.bool, device=values.device)
-    if k <= 0:
-        return keep
-    if k >= n:
-        return keep.zero_()
+    if k <= 0 or k >= n:
+        return torch.full((n,), k <= 0, dtype=torch.bool, device=values.device)
     if values.device.type == "cpu":
         cut = float(np.partition(values.detach().numpy(), k - 1)[k - 1])
     else:
