@@ -200,16 +200,13 @@ def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, r
             raise ConfigError(f"space.{family}", message=f"[space.{family}] needs [model] task = \"classification\" "
                               "(labelled, trained data); a masked_lm study allows: "
                               + ", ".join(f"[space.{f}]" for f in _MASKED_LM_FAMILIES))
-    if space.pruning is not None:
-        if tuple(space.pruning.schedules) != ("one_shot",):
-            raise ConfigError("space.pruning.schedule", list(space.pruning.schedules), "[\"one_shot\"] in a masked_lm "
-                              "study (nothing is trained, so there is no schedule to follow)")
-        if space.pruning.fairness_mix != (0.0, 0.0):
-            raise ConfigError("space.pruning.fairness_mix", list(space.pruning.fairness_mix), "0 in a masked_lm study "
-                              "(fairness-aware scores need labelled groups)")
-    if space.structured is not None and space.structured.fairness_mix != (0.0, 0.0):
-        raise ConfigError("space.structured.fairness_mix", list(space.structured.fairness_mix), "0 in a masked_lm "
-                          "study (fairness-aware scores need labelled groups)")
+    if space.pruning is not None and tuple(space.pruning.schedules) != ("one_shot",):
+        raise ConfigError("space.pruning.schedule", list(space.pruning.schedules), "[\"one_shot\"] in a masked_lm "
+                          "study (nothing is trained, so there is no schedule to follow)")
+    for family, family_space in (("pruning", space.pruning), ("structured", space.structured)):
+        if family_space is not None and family_space.fairness_mix != (0.0, 0.0):
+            raise ConfigError(f"space.{family}.fairness_mix", list(family_space.fairness_mix), "0 in a masked_lm "
+                              "study (fairness-aware scores need labelled groups)")
     if space.structured is not None and tuple(space.structured.importance) != ("magnitude",):
         raise ConfigError("space.structured.importance", list(space.structured.importance), "[\"magnitude\"] in a "
                           "masked_lm study (gradient importance needs labelled batches)")
