@@ -43,8 +43,6 @@ def noop_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
     return TrialOutcome([x, 1000.0 * (1.0 - x) + 1.0, abs(0.5 - x)], {})
 
 
-
-
 @pytest.fixture(scope="module")
 def prepared(cache_dir, tmp_path_factory):
     """The tiny study's teacher, trained once per session (shared with the CLI tests' cache)."""

@@ -431,37 +431,27 @@ class TestDriverStorageMirror:
         assert trial.number == 2
         _assert_mirror_agrees(storage, storage_url, study._study_id)
 
-    def test_the_driver_uses_the_mirror_and_readers_do_not(self, storage_url, tmp_path) -> None:
+    @pytest.mark.parametrize("mirror", [True, False])
+    def test_the_driver_uses_the_mirror_and_readers_do_not(self, storage_url, tmp_path, mirror: bool) -> None:
+        """By default the driver runs over the mirror; ``mirror=False`` (the benchmark's baseline) runs the
+        same loop over Optuna's own storage."""
         from fairfront.search.driver import load_study
         from fairfront.search.driver_storage import DriverStorage
 
         sf = parse_study_text(tiny_study_text(f"mirror-{uuid.uuid4().hex[:8]}", n_trials=2, parallel=2),
                               base_dir=tmp_path)
         options = RunOptions(storage=storage_url, cache_dir=tmp_path / "cache", artifact_dir=tmp_path / "artifacts",
-                             log=lambda m: None, trial_fn=noop_trial, prepared=placeholder_prepared())
+                             log=lambda m: None, trial_fn=noop_trial, prepared=placeholder_prepared(), mirror=mirror)
         study = run_study(sf, options)
-        assert isinstance(study._storage, DriverStorage)
-        _assert_mirror_agrees(study._storage, storage_url, study._study_id)
+        assert isinstance(study._storage, DriverStorage) == mirror
+        if mirror:
+            _assert_mirror_agrees(study._storage, storage_url, study._study_id)
         assert not isinstance(load_study(sf.study.name, storage_url)._storage, DriverStorage)
         options.n_trials = 3
         resumed = resume_study(sf.study.name, options)
-        assert isinstance(resumed._storage, DriverStorage)
-        _assert_mirror_agrees(resumed._storage, storage_url, resumed._study_id)
-        assert len(resumed.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 3
-
-    def test_the_driver_can_run_over_optunas_own_storage(self, storage_url, tmp_path) -> None:
-        """``mirror=False``: the benchmark's baseline, the same loop without the mirror."""
-        from fairfront.search.driver_storage import DriverStorage
-
-        sf = parse_study_text(tiny_study_text(f"plain-{uuid.uuid4().hex[:8]}", n_trials=2, parallel=2),
-                              base_dir=tmp_path)
-        options = RunOptions(storage=storage_url, cache_dir=tmp_path / "cache", artifact_dir=tmp_path / "artifacts",
-                             log=lambda m: None, trial_fn=noop_trial, prepared=placeholder_prepared(), mirror=False)
-        study = run_study(sf, options)
-        assert not isinstance(study._storage, DriverStorage)
-        options.n_trials = 3
-        resumed = resume_study(sf.study.name, options)
-        assert not isinstance(resumed._storage, DriverStorage)
+        assert isinstance(resumed._storage, DriverStorage) == mirror
+        if mirror:
+            _assert_mirror_agrees(resumed._storage, storage_url, resumed._study_id)
         complete = resumed.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         assert len(complete) == 3 and all(t.user_attrs for t in complete)
 
