@@ -27,8 +27,8 @@ from torch import nn
 from fairfront._config import Table
 from fairfront.objectives.data import EncodedSplit
 
-__all__ = ["TrainSettings", "TrainStats", "NonFiniteLoss", "train", "predict_logits", "iterate_batches",
-           "make_batch", "autocast"]
+__all__ = ["TrainSettings", "TrainStats", "NonFiniteLoss", "KeptEmbeddingGradients", "train", "predict_logits",
+           "iterate_batches", "make_batch", "autocast"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -164,33 +164,87 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
     torch.manual_seed(seed)
     step, seen, started = 0, 0, time.perf_counter()
     window = _LossWindow(progress, total)
-    while step < total:
-        for index in iterate_batches(split, settings.batch_size, rng=rng):
-            if step >= total:
-                break
-            for hook in hooks:
-                getattr(hook, "before_step", _noop)(step, total)
-            batch = make_batch(split, index, pad_id=pad_id, device=device)
-            with autocast(device):
-                logits = _forward(model, batch, **(forward_kwargs or {}))
-                loss = loss_fn(logits, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for hook in hooks:
-                getattr(hook, "after_backward", _noop)(step, total)
-            if settings.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            for hook in hooks:
-                getattr(hook, "after_step", _noop)(step, total)
-            seen += len(index)
-            step += 1
-            window.add(step, loss.detach())
+    with KeptEmbeddingGradients(model, enabled=device.type == "cpu") as embedding_grads:
+        while step < total:
+            for index in iterate_batches(split, settings.batch_size, rng=rng):
+                if step >= total:
+                    break
+                for hook in hooks:
+                    getattr(hook, "before_step", _noop)(step, total)
+                batch = make_batch(split, index, pad_id=pad_id, device=device)
+                with autocast(device):
+                    logits = _forward(model, batch, **(forward_kwargs or {}))
+                    loss = loss_fn(logits, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                embedding_grads.densify()
+                for hook in hooks:
+                    getattr(hook, "after_backward", _noop)(step, total)
+                if settings.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                embedding_grads.clear()
+                scheduler.step()
+                for hook in hooks:
+                    getattr(hook, "after_step", _noop)(step, total)
+                seen += len(index)
+                step += 1
+                window.add(step, loss.detach())
     loss_value = window.flush()
     seconds = time.perf_counter() - started
     model.eval()
     return TrainStats(step, seconds, loss_value, seen / seconds if seconds > 0 else float("inf"))
+
+
+class KeptEmbeddingGradients:
+    """Embedding gradients written into buffers kept for the whole run, on CPU.
+
+    An embedding's dense gradient is as large as its table (30,522 x 384 floats, 47 MB, for
+    MiniLM's word embeddings). Made afresh at every step, it is fresh memory from the operating
+    system (allocations that large are mapped, and unmapped when freed), and touching every page of
+    it to write zeros costs about as much as a transformer layer's backward pass. Instead the
+    embeddings produce sparse gradients (only the rows of the batch's tokens), which
+    :meth:`densify` adds into a zeroed buffer that becomes the parameter's ``.grad``: clipping,
+    hooks and the fused AdamW step see exactly the dense gradient they would otherwise get.
+    :meth:`clear` then zeroes just the rows it wrote. On CUDA the caching allocator already
+    reuses memory, so the plain dense gradient is kept there (``enabled=False``).
+    """
+
+    def __init__(self, model: nn.Module, *, enabled: bool):
+        self.modules = [m for m in model.modules() if isinstance(m, nn.Embedding) and not m.sparse
+                        and m.weight.requires_grad] if enabled else []
+        self.buffers: dict[nn.Embedding, torch.Tensor] = {}
+        self.written: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self) -> KeptEmbeddingGradients:
+        for m in self.modules:
+            m.sparse = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self.modules:
+            m.sparse = False
+        self.buffers.clear()
+
+    def densify(self) -> None:
+        """Replace each sparse embedding gradient by the kept buffer holding its dense form."""
+        for m in self.modules:
+            grad = m.weight.grad
+            if grad is None or not grad.is_sparse:  # e.g. a tied weight that also got a dense gradient
+                continue
+            buffer = self.buffers.get(m)
+            if buffer is None:
+                buffer = self.buffers[m] = torch.zeros_like(m.weight)
+            rows = grad._indices()[0]
+            buffer.index_add_(0, rows, grad._values().to(buffer.dtype))
+            m.weight.grad = buffer
+            self.written.append((buffer, rows))
+
+    def clear(self) -> None:
+        """Zero the rows :meth:`densify` wrote (after the optimizer step has used them)."""
+        for buffer, rows in self.written:
+            buffer.index_fill_(0, rows, 0.0)
+        self.written.clear()
 
 
 class _LossWindow:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fairfront.objectives.data import EncodedSplit
+from fairfront.objectives import training
 from fairfront.objectives.training import CHECK_EVERY, NonFiniteLoss, TrainSettings, make_batch, train
 
 
@@ -73,3 +74,54 @@ def test_a_non_finite_loss_fails_naming_its_step(bad_step: int) -> None:
 
     with pytest.raises(NonFiniteLoss, match=rf"at step {bad_step} of 40"):
         train(_BagClassifier(), _split(), TrainSettings(epochs=10, max_steps=40, batch_size=8), loss_fn=loss_fn, seed=0, pad_id=0)
+
+
+
+class _DenseEmbeddingGradients(training.KeptEmbeddingGradients):
+    """The loop with PyTorch's own dense embedding gradients, as the reference."""
+
+    def __init__(self, model: nn.Module, *, enabled: bool):
+        super().__init__(model, enabled=False)
+
+
+class _GradientWatch:
+    """Records, after each backward pass, whether the embedding gradient is sparse and its padding row."""
+
+    def __init__(self, model: _BagClassifier):
+        self.model, self.seen = model, []
+
+    def after_backward(self, step: int, total: int) -> None:
+        grad = self.model.embed.weight.grad
+        self.seen.append((grad.is_sparse, float(grad.to_dense()[0].abs().sum())))
+
+
+def _train_bag(steps: int) -> tuple[nn.Module, _GradientWatch]:
+    torch.manual_seed(0)
+    model = _BagClassifier()
+    watch = _GradientWatch(model)
+    train(model, _split(), TrainSettings(epochs=10, max_steps=steps, batch_size=8, learning_rate=1e-2,
+                                         max_grad_norm=0.05),  # small, so clipping scales every step
+          loss_fn=lambda logits, batch: nn.functional.cross_entropy(logits, batch["labels"]), seed=0, pad_id=0,
+          hooks=[watch], device=torch.device("cpu"))
+    return model, watch
+
+
+def test_kept_embedding_gradients_train_exactly_as_dense_ones(monkeypatch) -> None:
+    """Sparse gradients added into kept buffers: hooks see dense gradients, and every weight ends the
+    same as with PyTorch's own dense embedding gradient (clipping and AdamW's weight decay included)."""
+    kept, kept_watch = _train_bag(25)
+    monkeypatch.setattr(training, "KeptEmbeddingGradients", _DenseEmbeddingGradients)
+    dense, dense_watch = _train_bag(25)
+    assert not kept.embed.sparse  # the model is given back as it came
+    assert [sparse for sparse, _ in kept_watch.seen] == [False] * 25
+    assert kept_watch.seen == dense_watch.seen  # padding row included: its gradient stays zero
+    for (name, a), b in zip(kept.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_embeddings_are_given_back_dense_when_training_fails() -> None:
+    model = _BagClassifier()
+    with pytest.raises(NonFiniteLoss):
+        train(model, _split(), TrainSettings(max_steps=3, batch_size=8), seed=0, pad_id=0,
+              loss_fn=lambda logits, batch: nn.functional.cross_entropy(logits, batch["labels"]) * float("nan"))
+    assert not model.embed.sparse
