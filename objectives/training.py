@@ -26,6 +26,7 @@ from torch import nn
 
 from fairfront._config import Table
 from fairfront.objectives.data import EncodedSplit
+from fairfront.objectives.first_token import first_token_only
 
 __all__ = ["TrainSettings", "TrainStats", "NonFiniteLoss", "KeptEmbeddingGradients", "train", "predict_logits",
            "iterate_batches", "make_batch", "autocast"]
@@ -164,7 +165,8 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
     torch.manual_seed(seed)
     step, seen, started = 0, 0, time.perf_counter()
     window = _LossWindow(progress, total)
-    with KeptEmbeddingGradients(model, enabled=device.type == "cpu") as embedding_grads:
+    with (KeptEmbeddingGradients(model, enabled=device.type == "cpu") as embedding_grads,
+          first_token_only(model, enabled=not forward_kwargs)):
         while step < total:
             for index in iterate_batches(split, settings.batch_size, rng=rng):
                 if step >= total:
@@ -307,8 +309,9 @@ def predict_logits(model: nn.Module, split: EncodedSplit, *, batch_size: int, pa
     device = device or next(model.parameters()).device
     model.to(device).eval()
     out = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
-    for index in iterate_batches(split, batch_size, rng=None):
-        batch = make_batch(split, index, pad_id=pad_id, device=device)
-        with autocast(device):
-            out[index] = _forward(model, batch).cpu().numpy()
+    with first_token_only(model):
+        for index in iterate_batches(split, batch_size, rng=None):
+            batch = make_batch(split, index, pad_id=pad_id, device=device)
+            with autocast(device):
+                out[index] = _forward(model, batch).cpu().numpy()
     return out
