@@ -18,6 +18,7 @@ so it is searched only with the ``gradual`` and ``iterative`` schedules.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,6 +154,8 @@ class MagnitudePruner:
         self.scores = scores
         self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
         self._scales: list[torch.Tensor] | None = None  # masks in the weights' dtypes, for apply()
+        self._flat: torch.Tensor | None = None  # |w| of all weights, refilled by each prune_to
+        self._views: dict[str, torch.Tensor] = {}
         self.target = 0.0
 
     @torch.no_grad()
@@ -167,7 +170,8 @@ class MagnitudePruner:
         flat, importance = self._magnitudes()
         if self.scores is not None:
             importance = self.scores(importance)
-            flat = torch.cat([importance[name].flatten() for name in self.weights])
+            if self.scope == "global":
+                flat = self._gather(flat, importance)
         if self.scope == "global":
             masks = _smallest_mask(flat, sparsity)
             offset = 0
@@ -178,23 +182,50 @@ class MagnitudePruner:
         else:
             for name, w in self.weights.items():
                 self.masks[name] = _smallest_mask(importance[name].flatten(), sparsity).view_as(w)
-        self._scales = [self.masks[name].to(w.dtype) for name, w in self.weights.items()]
+        if self._scales is None:
+            self._scales = [self.masks[name].to(w.dtype) for name, w in self.weights.items()]
+        else:  # in place: ten million fresh floats cost more to allocate than to write
+            for scale, name in zip(self._scales, self.weights):
+                scale.copy_(self.masks[name])
         self.apply()
 
     def _magnitudes(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``|w|`` in float32, written straight into one flat buffer, and each weight's view of it."""
+        """``|w|`` in float32, written straight into one flat buffer, and each weight's view of it.
+
+        The buffer is kept between calls: allocating tens of megabytes afresh (page faults) takes
+        longer than computing the magnitudes into it.
+        """
         first = next(iter(self.weights.values()))
-        flat = torch.empty(sum(w.numel() for w in self.weights.values()), dtype=torch.float32, device=first.device)
-        views, offset = {}, 0
+        if self._flat is None or self._flat.device != first.device:
+            self._flat = torch.empty(sum(w.numel() for w in self.weights.values()), dtype=torch.float32,
+                                     device=first.device)
+            self._views, offset = {}, 0
+            for name, w in self.weights.items():
+                self._views[name] = self._flat[offset:offset + w.numel()].view_as(w)
+                offset += w.numel()
         for name, w in self.weights.items():
-            view = flat[offset:offset + w.numel()].view_as(w)
+            view = self._views[name]
             if w.dtype == torch.float32:
                 torch.abs(w.detach(), out=view)
             else:
                 view.copy_(w.detach()).abs_()
-            views[name] = view
-            offset += w.numel()
-        return flat, views
+        return self._flat, dict(self._views)
+
+    def _gather(self, flat: torch.Tensor, importance: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scores as one flat tensor, written over the magnitudes in ``flat`` where that is exact.
+
+        In place when every score tensor is float32 like ``flat`` and either is its own view of
+        ``flat`` or shares no memory with it; otherwise concatenated (in their own dtype), as before.
+        """
+        storage = flat.untyped_storage().data_ptr()
+        pairs = [(importance[name], self._views[name]) for name in self.weights]
+        if not all(t.dtype == v.dtype and t.device == v.device and t.shape == v.shape
+                   and (t is v or t.untyped_storage().data_ptr() != storage) for t, v in pairs):
+            return torch.cat([t.flatten() for t, _ in pairs])
+        for t, v in pairs:
+            if t is not v:
+                v.copy_(t)
+        return flat
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -258,24 +289,130 @@ class MovementScores:
                 for name in magnitudes}
 
 
+_BRACKET_MIN = 1 << 20  # below about a million values one partition of them all is as fast as bracketing
+_SAMPLE = 1 << 16
+_CHUNK = 1 << 18  # values per chunk of a scan: a megabyte of float32, which stays in cache
+
+
 def _smallest_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep-mask that drops exactly the ``round(sparsity * n)`` smallest values (ties: lowest index first).
 
     The cut is the k-th smallest value, found by selection rather than ``topk``: on a CPU
     ``numpy.partition`` is about ten times faster than ``torch.topk`` for the ten million weights
-    of a MiniLM encoder, and a gradual schedule recomputes the cut many times per trial.
+    of a MiniLM encoder, and a gradual schedule recomputes the cut many times per trial. For that
+    many values even one full partition dominates, so a sample first brackets the cut and only the
+    values inside the bracket are partitioned (:func:`_keep_by_bracket`); when the bracket misses,
+    all values are partitioned as before. Either way the mask is the same.
     """
     n = values.numel()
     k = int(round(sparsity * n))
     if k <= 0 or k >= n:
         return torch.full((n,), k <= 0, dtype=torch.bool, device=values.device)
     if values.device.type == "cpu":
-        cut = float(np.partition(values.detach().numpy(), k - 1)[k - 1])
-    else:
-        cut = float(torch.kthvalue(values, k).values)
+        x = values.detach().numpy()
+        keep = _keep_by_bracket(x, k) if n >= _BRACKET_MIN and x.dtype.kind == "f" else None
+        return torch.from_numpy(keep if keep is not None else _keep_by_partition(x, k))
+    cut = float(torch.kthvalue(values, k).values)
     below = values < cut
     keep = ~below
     missing = k - int(torch.count_nonzero(below))
     if missing > 0:  # values equal to the cut: drop as many as needed to make exactly k
         keep[torch.nonzero(values == cut).flatten()[:missing]] = False
     return keep
+
+
+def _keep_by_partition(x: np.ndarray, k: int) -> np.ndarray:
+    """The keep-mask from the k-th smallest of all of ``x``, by one partition."""
+    cut = np.partition(x, k - 1)[k - 1]
+    below = np.less(x, cut)
+    return _keep_from_below(x, below, cut, k - np.count_nonzero(below))
+
+
+def _keep_by_bracket(x: np.ndarray, k: int) -> np.ndarray | None:
+    """The keep-mask found by partitioning only the values between two order statistics of a sample.
+
+    ``lo`` and ``hi`` lie a few standard deviations of the sample quantile below and above the cut's
+    rank. Counting ``x <= lo`` and ``x < hi`` tells whether the cut is ``lo``, strictly between
+    them (then only those values, about 2% of ``x``, are partitioned) or ``hi``; otherwise the
+    sample missed and this returns None. The sample only decides how fast, never which mask. A
+    mass of equal values (the zeros a gradual schedule has already pruned) sits at an end of the
+    bracket, so it is counted, never partitioned.
+    """
+    n, m = len(x), _SAMPLE
+    q = k / n
+    margin = 4.0 * math.sqrt(m * q * (1.0 - q)) + 2.0
+    i_lo, i_hi = math.floor(q * m - margin), math.ceil(q * m + margin)
+    sample = np.sort(x[_sample_index(n, m)])
+    lo = sample[i_lo] if i_lo >= 0 else x.dtype.type(-np.inf)
+    hi = sample[i_hi] if i_hi < m else x.dtype.type(np.inf)
+
+    at_most_lo, n_at_most_lo, index, band = _sweep(x, lo, hi)
+    if k == n_at_most_lo:  # x <= lo are exactly the k smallest, with every value equal to the k-th among them
+        return np.logical_not(at_most_lo, out=at_most_lo)
+    if k < n_at_most_lo:  # the cut is lo itself, or the sample missed low
+        below = np.less(x, lo, out=at_most_lo)
+        n_below = np.count_nonzero(below)
+        return _keep_from_below(x, below, lo, k - n_below) if n_below < k else None
+    if not lo < hi:  # nothing lies between them: the sample missed high
+        return None
+    n_below_hi = n_at_most_lo + len(index)  # as lo < hi, x <= lo is part of x < hi
+    if k > n_below_hi:  # the cut is hi itself, or the sample missed high
+        if k > n_below_hi + np.count_nonzero(x == hi):
+            return None
+        at_most_lo[index] = True  # now x < hi
+        return _keep_from_below(x, at_most_lo, hi, k - n_below_hi)
+
+    j = k - n_at_most_lo - 1
+    cut = np.partition(band, j)[j]
+    drop = band < cut
+    missing = k - n_at_most_lo - np.count_nonzero(drop)
+    if missing > 0:  # the band holds every value equal to the cut, in index order
+        drop[np.flatnonzero(band == cut)[:missing]] = True
+    keep = np.logical_not(at_most_lo, out=at_most_lo)
+    keep[index[drop]] = False
+    return keep
+
+
+def _sweep(x: np.ndarray, lo, hi) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """``x <= lo``, its count, and the positions and values of ``lo < x < hi``.
+
+    One pass in chunks small enough to stay in cache, so ``x`` is read from memory once, not twice.
+    """
+    at_most_lo = np.empty(len(x), dtype=bool)
+    scratch = np.empty(min(len(x), _CHUNK), dtype=bool)
+    count, index, band = 0, [], []
+    for start in range(0, len(x), _CHUNK):
+        chunk, low = x[start:start + _CHUNK], at_most_lo[start:start + _CHUNK]
+        count += np.count_nonzero(np.less_equal(chunk, lo, out=low))
+        between = scratch[:len(chunk)]
+        np.greater(np.less(chunk, hi, out=between), low, out=between)  # x < hi and not x <= lo
+        at = np.flatnonzero(between)
+        band.append(chunk[at])
+        index.append(at + start)
+    return at_most_lo, count, np.concatenate(index), np.concatenate(band)
+
+
+def _keep_from_below(x: np.ndarray, below: np.ndarray, cut, missing: int) -> np.ndarray:
+    """Turn ``below`` (``x < cut``) in place into the keep-mask, dropping also the first ``missing`` equal to the cut.
+
+    Scans in chunks and stops at the last one it drops, rather than listing every equal value: at
+    the cut there can be millions of them (already-pruned zeros).
+    """
+    for start in range(0, len(x), _CHUNK):
+        if missing <= 0:
+            break
+        equal = x[start:start + _CHUNK] == cut
+        found = np.count_nonzero(equal)
+        if found >= missing:
+            equal[np.flatnonzero(equal)[missing - 1] + 1:] = False
+        below[start:start + _CHUNK] |= equal
+        missing -= found
+    return np.logical_not(below, out=below)
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_index(n: int, m: int) -> np.ndarray:
+    """``m`` fixed pseudo-random positions among ``n``: random, so that a layout's rows and heads do not bias them."""
+    index = np.sort(np.random.default_rng(0).integers(0, n, m))  # sorted: read in memory order
+    index.flags.writeable = False
+    return index

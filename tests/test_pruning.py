@@ -9,10 +9,12 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from fairfront.objectives.data import EncodedSplit
 from fairfront.objectives.training import TrainSettings, train
+from fairfront.spaces import pruning
 from fairfront.spaces.distillation import distillation_loss
 from fairfront.spaces.pruning import (MagnitudePruner, MovementScores, PruningSpace, ScheduledPruning,
                                       prunable_weights)
@@ -65,6 +67,102 @@ def test_the_cut_drops_exactly_the_k_smallest_even_among_ties(sparsity: float) -
     assert int((~keep).sum()) == k
     order = sorted(range(len(values)), key=lambda i: (float(values[i]), i))  # value, then lowest index
     assert sorted(torch.nonzero(~keep).flatten().tolist()) == sorted(order[:k])
+
+
+def _drop_first(order: torch.Tensor, k: int) -> torch.Tensor:
+    """The reference keep-mask: the first k of a stable sort's ``order`` are the k smallest, lowest index first
+    among ties."""
+    keep = torch.ones(len(order), dtype=torch.bool)
+    keep[order[:k]] = False
+    return keep
+
+
+def _count_full_partitions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    full = pruning._keep_by_partition
+
+    def counted(x: np.ndarray, k: int) -> np.ndarray:
+        calls.append(k)
+        return full(x, k)
+
+    monkeypatch.setattr(pruning, "_keep_by_partition", counted)
+    return calls
+
+
+def _large(seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Just above the size from which the cut is bracketed by a sample."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(pruning._BRACKET_MIN + 150_000, generator=g), g
+
+
+def _mostly_zeros(g: torch.Generator, values: torch.Tensor) -> torch.Tensor:
+    values = values.abs()  # a gradual schedule's magnitudes: 80% already pruned to exactly zero
+    values[torch.randperm(len(values), generator=g)[: round(0.8 * len(values))]] = 0.0
+    return values
+
+
+def _few_values(g: torch.Generator, values: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([0.1, 0.2, 0.5, 1.0])[torch.randint(0, 4, values.shape, generator=g)]
+
+
+def _rounded(g: torch.Generator, values: torch.Tensor) -> torch.Tensor:
+    return torch.round(values * 300) / 300  # a few hundred copies of each value near the cut, inside the bracket
+
+
+def _some_minus_inf(g: torch.Generator, values: torch.Tensor) -> torch.Tensor:
+    values[torch.rand(values.shape, generator=g) < 0.1] = -math.inf  # movement scores of pruned weights
+    return values
+
+
+@pytest.mark.parametrize(("make", "sparsities"), [
+    (lambda g, v: v, (0.001, 0.3, 0.5, 0.97)),
+    (_mostly_zeros, (0.5, 0.8, 0.8 + 1e-6, 0.81, 0.9)),  # inside the zeros, at their end, just above, above
+    (_few_values, (0.2, 0.25, 0.5, 0.6)),
+    (_rounded, (0.3, 0.5)),
+    (_some_minus_inf, (0.05, 0.1, 0.5)),
+], ids=["normal", "80% zeros", "four distinct values", "rounded", "-inf"])
+def test_the_bracketed_cut_drops_the_same_k_as_a_stable_sort(make, sparsities, monkeypatch) -> None:
+    values, g = _large(0)
+    values = make(g, values)
+    full_partitions = _count_full_partitions(monkeypatch)
+    order = torch.sort(values, stable=True).indices
+    for sparsity in sparsities:
+        k = int(round(sparsity * len(values)))
+        keep = pruning._smallest_mask(values, sparsity)
+        assert int((~keep).sum()) == k, sparsity
+        assert torch.equal(keep, _drop_first(order, k)), sparsity
+    assert full_partitions == []  # the sample bracketed every cut: this tested the bracketing, not the fallback
+
+
+@pytest.mark.parametrize(("sampled", "spread"), [(10.0, 1.0), (-10.0, 1.0), (-10.0, 0.0)],
+                         ids=["sample above the cut", "sample below the cut", "sample of one value below the cut"])
+def test_a_sample_that_misses_the_cut_falls_back_to_the_full_partition(sampled: float, spread: float,
+                                                                       monkeypatch) -> None:
+    """Exactly the sampled positions hold outliers, so the sample brackets the wrong values."""
+    values, g = _large(1)
+    sample = torch.tensor(pruning._sample_index(len(values), pruning._SAMPLE))
+    values[sample] = sampled + spread * torch.rand(len(sample), generator=g)
+    full_partitions = _count_full_partitions(monkeypatch)
+    keep = pruning._smallest_mask(values, 0.4)
+    k = int(round(0.4 * len(values)))
+    assert full_partitions == [k]
+    assert torch.equal(keep, _drop_first(torch.sort(values, stable=True).indices, k))
+
+
+def test_scores_in_another_dtype_are_ranked_in_it_and_identity_scores_change_nothing() -> None:
+    w = nn.Parameter(torch.ones(1, 6))
+    exact = torch.tensor([[1 + 3e-12, 1 + 1e-12, 1.0, 1 + 2e-12, 1 + 5e-12, 1 + 4e-12]], dtype=torch.float64)
+    pruner = MagnitudePruner({"w": w}, scores=lambda magnitudes: {"w": exact})  # equal once rounded to float32
+    pruner.prune_to(0.5)
+    assert pruner.masks["w"].tolist() == [[True, False, False, False, True, True]]  # float32 would drop 0, 1, 2
+    model = tiny_model()
+    plain = MagnitudePruner(prunable_weights(model))
+    plain.prune_to(0.6)
+    model = tiny_model()
+    same = MagnitudePruner(prunable_weights(model), scores=lambda magnitudes: magnitudes)
+    same.prune_to(0.3)
+    same.prune_to(0.6)
+    assert all(torch.equal(plain.masks[name], same.masks[name]) for name in plain.masks)
 
 
 def test_only_encoder_linears_are_pruned_by_default() -> None:
