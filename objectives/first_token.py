@@ -89,19 +89,32 @@ def _first_query_attention(attention: nn.Module, first: torch.Tensor, states: to
                            mask: torch.Tensor | None) -> torch.Tensor:
     """Self-attention output at the first position: its query against every position's key and value.
 
-    ``mask`` is the encoder's 4-D mask (boolean, or additive floats under eager attention), whose
-    query dimension is cut to the first row; dropout on the attention weights as in training.
+    With one query per head, projecting every position's key and value would be most of the work;
+    the projections are moved onto the query side instead (exact by associativity):
+    ``q . (W_k x + b_k) = (W_k^T q) . x + q . b_k`` and, with attention weights ``p``,
+    ``sum_j p_j (W_v x_j + b_v) = W_v (sum_j p_j x_j) + (sum_j p_j) b_v`` -- per sequence a
+    head's ``d x hidden`` products, not one ``hidden x hidden`` product per position. ``mask`` is
+    the encoder's 4-D mask (boolean, or additive floats under eager attention) cut to the first
+    row; dropout on the attention weights as in training.
     """
-    batch, length, _ = states.shape
+    batch = states.shape[0]
     size = int(attention.attention_head_size)
-    query = attention.query(first).view(batch, 1, -1, size).transpose(1, 2)
-    key = attention.key(states).view(batch, length, -1, size).transpose(1, 2)
-    value = attention.value(states).view(batch, length, -1, size).transpose(1, 2)
+    key, value = attention.key, attention.value
+    heads = key.out_features // size
+    query = attention.query(first).view(batch, heads, size)                      # (B, h, d)
+    w_key = key.weight.view(heads, size, -1)                                       # (h, d, H)
+    scores = torch.einsum("bhe,ble->bhl", torch.einsum("bhd,hde->bhe", query, w_key.to(query.dtype)), states)
+    if key.bias is not None:  # the same for every position: kept so the scores equal the full layer's
+        scores = scores + torch.einsum("bhd,hd->bh", query, key.bias.view(heads, size).to(query.dtype))[..., None]
+    scores = scores * getattr(attention, "scaling", size ** -0.5)
     if mask is not None:
-        mask = mask[:, :, :1, :]
-        if mask.is_floating_point():
-            mask = mask.to(query.dtype)
-    context = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, dropout_p=attention.dropout.p if attention.training else 0.0,
-        scale=getattr(attention, "scaling", size ** -0.5))
-    return context.transpose(1, 2).reshape(batch, 1, -1)
+        mask = mask[:, :, 0, :]                                                    # (B, 1, L)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.to(scores.dtype)
+    weights = torch.softmax(scores.float(), dim=-1).to(scores.dtype)
+    if attention.training and attention.dropout.p > 0:
+        weights = F.dropout(weights, attention.dropout.p, training=True)
+    mixed = torch.einsum("bhl,ble->bhe", weights, states)                         # (B, h, H)
+    context = torch.einsum("bhe,hde->bhd", mixed, value.weight.view(heads, size, -1).to(mixed.dtype))
+    if value.bias is not None:
+        context = context + weights.sum(-1, keepdim=True) * value.bias.view(heads, size).to(context.dtype)
+    return context.reshape(batch, 1, heads * size)
