@@ -78,10 +78,13 @@ def test_a_non_finite_loss_fails_naming_its_step(bad_step: int) -> None:
 
 
 class _DenseEmbeddingGradients(training.KeptEmbeddingGradients):
-    """The loop with PyTorch's own dense embedding gradients, as the reference."""
+    """The loop with PyTorch's own dense embedding gradients and clipping, as the reference."""
 
     def __init__(self, model: nn.Module, *, enabled: bool):
         super().__init__(model, enabled=False)
+
+    def clip_grad_norm_(self, parameters, max_norm: float) -> None:
+        nn.utils.clip_grad_norm_(parameters, max_norm)
 
 
 class _GradientWatch:
