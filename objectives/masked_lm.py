@@ -31,6 +31,7 @@ import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from fairfront.errors import ConfigError
+from fairfront.objectives.models import no_init_weights
 
 __all__ = ["attach_masked_lm_head", "check_masked_lm_head", "masked_lm_head_state", "masked_lm_from_state",
            "load_masked_lm"]
@@ -78,7 +79,8 @@ def _tied_to_base(mlm: PreTrainedModel) -> set[str]:
 def masked_lm_from_state(config: dict, state: dict[str, torch.Tensor]) -> PreTrainedModel:
     """Rebuild a whole masked LM from its config dict and weights (what workers receive)."""
     _quiet()
-    model = AutoModelForMaskedLM.from_config(AutoConfig.for_model(**config))
+    with no_init_weights():  # every weight is loaded next (strictly), then tied
+        model = AutoModelForMaskedLM.from_config(AutoConfig.for_model(**config))
     model.load_state_dict(state)
     model.tie_weights()
     return model.eval()
