@@ -43,7 +43,7 @@ threads on an oversubscribed machine, every operator waits for its slowest threa
 
 Usage::
 
-    python benchmarks/compression_loop.py                 # 60 steps, 2 settings, 2 repeats
+    python benchmarks/compression_loop.py                 # 60 steps, 2 settings, 3 repeats
     python benchmarks/compression_loop.py --quick         # smoke check: 6 steps, 1 repeat (temp folder)
     python benchmarks/compression_loop.py --steps 100 --repeats 3 --threads 2
 """
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: 6 steps, 1 repeat, no warm-up run, output in the temp folder")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per trial (default 60, quick 6)")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats per setting (default 2, quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per setting (default 3, quick 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: see the module docstring)")
     parser.add_argument("--seed", type=int, default=0)
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                         "with --quick a file in the temp folder)")
     args = parser.parse_args(argv)
     steps = args.steps or (6 if args.quick else 60)
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = args.repeats or (1 if args.quick else 3)
     if steps < 1 or repeats < 1 or args.threads < 1:
         parser.error("--steps, --repeats and --threads must be at least 1")
     out_path = args.out or (Path(tempfile.gettempdir()) / "compression_loop.quick.json" if args.quick else RESULTS)
