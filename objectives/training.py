@@ -195,6 +195,7 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
                 seen += len(index)
                 step += 1
                 window.add(step, loss.detach())
+    optimizer.zero_grad(set_to_none=True)  # evaluation needs no gradients: give their memory back
     loss_value = window.flush()
     seconds = time.perf_counter() - started
     model.eval()
@@ -211,8 +212,9 @@ class KeptEmbeddingGradients:
     embeddings produce sparse gradients (only the rows of the batch's tokens), which
     :meth:`densify` adds into a zeroed buffer that becomes the parameter's ``.grad``: clipping,
     hooks and the fused AdamW step see exactly the dense gradient they would otherwise get.
-    :meth:`clear` then zeroes just the rows it wrote. On CUDA the caching allocator already
-    reuses memory, so the plain dense gradient is kept there (``enabled=False``).
+    :meth:`clear` then zeroes just the rows it wrote, and :meth:`clip_grad_norm_` (which the loop
+    uses for every parameter) reads only those rows of a kept buffer. On CUDA the caching allocator
+    already reuses memory, so the plain dense gradient is kept there (``enabled=False``).
     """
 
     def __init__(self, model: nn.Module, *, enabled: bool):
