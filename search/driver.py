@@ -277,8 +277,9 @@ def recover_interrupted(study: optuna.Study, reason: str = "interrupted: the dri
             continue
         if t.number not in retried:
             study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: t.number})
-        storage.set_trial_user_attr(t._trial_id, REASON_ATTR, reason)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        with _grouped_writes(study)():  # the reason and the FAIL state together, or neither
+            storage.set_trial_user_attr(t._trial_id, REASON_ATTR, reason)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         count += 1
     return count
 

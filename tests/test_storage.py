@@ -364,6 +364,24 @@ class TestDriverStorageMirror:
         assert fresh.get_trial(trial._trial_id) == storage.get_trial(trial._trial_id)
         assert storage.get_best_trial(study._study_id) == fresh.get_best_trial(study._study_id)
 
+    def test_a_recovered_trials_reason_and_fail_state_are_one_transaction(self, storage_url) -> None:
+        from sqlalchemy import event
+
+        from fairfront.search.driver import REASON_ATTR
+        from fairfront.search.driver_storage import DriverStorage
+
+        backend = open_storage(storage_url)
+        study = optuna.create_study(study_name=f"recover-{uuid.uuid4().hex[:8]}", storage=DriverStorage(backend))
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})  # re-run already there
+        commits: list[int] = []
+        event.listen(backend.engine, "commit", lambda conn: commits.append(1))
+        assert recover_interrupted(study, reason="interrupted: test") == 1
+        assert len(commits) == 1
+        done = open_storage(storage_url).get_trial(trial._trial_id)
+        assert done.state == TrialState.FAIL and done.user_attrs[REASON_ATTR] == "interrupted: test"
+
     def test_a_trials_results_reach_the_database_in_one_transaction_or_not_at_all(self, storage_url, tmp_path) -> None:
         from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
         from sqlalchemy import event
