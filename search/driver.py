@@ -276,7 +276,9 @@ def recover_interrupted(study: optuna.Study, reason: str = "interrupted: the dri
         if t.state != TrialState.RUNNING:
             continue
         if t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: t.number})
+            # a re-run killed before its parameters were written still carries them as its fixed params
+            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+            study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number})
         with _grouped_writes(study)():  # the reason and the FAIL state together, or neither
             storage.set_trial_user_attr(t._trial_id, REASON_ATTR, reason)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

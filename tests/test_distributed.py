@@ -218,9 +218,12 @@ def test_driver_killed_with_sigkill_ten_times_then_resumed(cluster, tmp_path, ca
     for t in failed:  # every interrupted trial was re-run, with its parameters, until one run completed
         assert t.user_attrs["fail_reason"].startswith("interrupted")
         rerun = by_retry[t.number]
-        assert set(t.params.items()) <= set(rerun.params.items())
-        while rerun.state != TrialState.COMPLETE:
+        while True:  # every link is enqueued with them, even one killed before it wrote any parameter
+            assert set(t.params.items()) <= set(rerun.system_attrs["fixed_params"].items())
+            if rerun.state == TrialState.COMPLETE:
+                break
             rerun = by_retry[rerun.number]
+        assert set(t.params.items()) <= set(rerun.params.items())
 
 
 def test_a_node_that_joins_mid_study_is_used(cluster, tmp_path, cache_dir) -> None:

@@ -364,6 +364,15 @@ class TestDriverStorageMirror:
         assert fresh.get_trial(trial._trial_id) == storage.get_trial(trial._trial_id)
         assert storage.get_best_trial(study._study_id) == fresh.get_best_trial(study._study_id)
 
+    def test_a_rerun_killed_before_sampling_is_enqueued_again_with_its_parameters(self, storage_url) -> None:
+        study = optuna.create_study(study_name=f"recover-{uuid.uuid4().hex[:8]}", storage=open_storage(storage_url))
+        study.enqueue_trial({"x": 0.25, "k": "b"}, user_attrs={RETRY_OF_ATTR: 7})
+        study.ask()  # the re-run is taken from the queue; the driver dies before it writes any parameter
+        assert recover_interrupted(study) == 1
+        waiting = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+        assert len(waiting) == 1 and waiting[0].user_attrs[RETRY_OF_ATTR] == 0
+        assert waiting[0].system_attrs["fixed_params"] == {"x": 0.25, "k": "b"}
+
     def test_a_recovered_trials_reason_and_fail_state_are_one_transaction(self, storage_url) -> None:
         from sqlalchemy import event
 
