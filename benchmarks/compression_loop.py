@@ -7,7 +7,7 @@ sparsity on Zhu & Gupta's gradual schedule, knowledge distillation with a fixed 
 mix, and the same number of optimizer steps, batch size, learning rate, weight decay, warm-up,
 gradient clipping and maximum length.
 
-- **fairfront**: :func:`fairfront.objectives.trial.run_trial` with the equivalent
+- **fairfront**: :func:`fairfront.objectives.training.trial.run_trial` with the equivalent
   :class:`~fairfront.spaces.space.CompressionConfig` (latency measurement off, no fairness family).
   The whole trial is timed, evaluation included; a trial also scores the test split and computes
   the group-fairness report (with the study's bootstrap resamples), which the baseline does not.
@@ -19,7 +19,7 @@ gradient clipping and maximum length.
   on inputs without labels so that evaluation does not run the teacher.
 
 - **floor** (a lower bound, not a competitor): the same student trained for the same steps with
-  the same optimizer, schedule, clipping and batches by :func:`fairfront.objectives.training.train`
+  the same optimizer, schedule, clipping and batches by :func:`fairfront.objectives.training.loop.train`
   with plain cross-entropy — no teacher term, no masks, no pruning, no evaluation — run between
   the two sides of each repeat. It is the loop's bare training step: ``floor / baseline``
   (training time) is the ratio a trial would reach if distillation, pruning and evaluation cost
@@ -27,7 +27,7 @@ gradient clipping and maximum length.
   terms cost, and the floor itself only falls with a cheaper step (fewer operations, other kernels).
 
 What is not timed, for either side: building the study (tokenization, fine-tuning the dense
-teacher and caching its logits — :func:`fairfront.objectives.prepare.prepare`, cached under
+teacher and caching its logits — :func:`fairfront.objectives.training.prepare.prepare`, cached under
 ``studies/cache/``), building the baseline's ``datasets.Dataset`` from the same token ids and
 loading its teacher network (once, as a user would), and one two-step warm-up run of each
 implementation (lazy imports, thread-pool start-up; skipped with ``--quick``).
@@ -72,10 +72,10 @@ import transformers  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.utils import prune  # noqa: E402
 
-from fairfront.objectives.models import load_tokenizer  # noqa: E402
-from fairfront.objectives.prepare import Prepared, prepare  # noqa: E402
-from fairfront.objectives.training import TrainSettings, train  # noqa: E402
-from fairfront.objectives.trial import TrialSpec, run_trial  # noqa: E402
+from fairfront.objectives.training.models import load_tokenizer  # noqa: E402
+from fairfront.objectives.training.prepare import Prepared, prepare  # noqa: E402
+from fairfront.objectives.training.loop import TrainSettings, train  # noqa: E402
+from fairfront.objectives.training.trial import TrialSpec, run_trial  # noqa: E402
 from fairfront.search.studyfile import StudyFile, load_study_file  # noqa: E402
 from fairfront.spaces.distillation import DistillationConfig  # noqa: E402
 from fairfront.spaces.pruning import PruningConfig  # noqa: E402

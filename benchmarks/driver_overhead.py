@@ -50,8 +50,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import optuna  # noqa: E402
 import ray  # noqa: E402
 
-from fairfront.objectives.prepare import Prepared  # noqa: E402
-from fairfront.objectives.trial import TrialOutcome  # noqa: E402
+from fairfront.objectives.training.prepare import Prepared  # noqa: E402
+from fairfront.objectives.training.trial import TrialOutcome  # noqa: E402
 from fairfront.search.driver import LoopStats, RunOptions, run_study  # noqa: E402
 from fairfront.search.studyfile import load_study_file  # noqa: E402
 from _common import write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs

@@ -69,10 +69,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fairfront.objectives import group_fairness  # noqa: E402
-from fairfront.objectives import trial as trial_module  # noqa: E402
-from fairfront.objectives.prepare import Prepared, prepare  # noqa: E402
-from fairfront.objectives.trial import TrialSpec, run_trial  # noqa: E402
+from fairfront.objectives.measures import group_fairness  # noqa: E402
+from fairfront.objectives.training import trial as trial_module  # noqa: E402
+from fairfront.objectives.training.prepare import Prepared, prepare  # noqa: E402
+from fairfront.objectives.training.trial import TrialSpec, run_trial  # noqa: E402
 from fairfront.search.studyfile import StudyFile, load_study_file  # noqa: E402
 from fairfront.spaces.distillation import DistillationConfig  # noqa: E402
 from fairfront.spaces.fair_compression import FairDistillationConfig  # noqa: E402

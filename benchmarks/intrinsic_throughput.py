@@ -2,7 +2,7 @@
 
 Scores a fixed subset of StereoSet intrasentence (first N clusters) and CrowS-Pairs (first N
 pairs) twice in the same process: with the batched engine
-(:func:`fairfront.objectives.intrinsic.score_masked_tokens`) and with its ``reference=True``
+(:func:`fairfront.objectives.measures.intrinsic.score_masked_tokens`) and with its ``reference=True``
 path, which runs one forward pass per masked sentence as the official evaluators do. It checks
 that both give the same scores and writes wall times and the speed ratio to
 ``benchmarks/results/intrinsic_throughput.json``.
@@ -41,14 +41,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from fairfront.objectives.intrinsic.crows_pairs import (  # noqa: E402
+from fairfront.objectives.measures.intrinsic.crows_pairs import (  # noqa: E402
     crows_pairs_sentence_scores,
     crows_pairs_summary,
     load_crows_pairs,
     shared_token_spans,
     tokenizer_lowercases,
 )
-from fairfront.objectives.intrinsic.stereoset import (  # noqa: E402
+from fairfront.objectives.measures.intrinsic.stereoset import (  # noqa: E402
     STEREOSET_LABELS,
     filler_word,
     load_stereoset,

@@ -53,8 +53,8 @@ import ray
 from optuna.trial import TrialState
 
 from fairfront.errors import ConfigError
-from fairfront.objectives.prepare import Prepared, load_cached, store
-from fairfront.objectives.trial import TrialOutcome, run_trial
+from fairfront.objectives.training.prepare import Prepared, load_cached, store
+from fairfront.objectives.training.trial import TrialOutcome, run_trial
 from fairfront.search import executor, report
 from fairfront.search.lease import STALE_AFTER_S, DriverLease, LeaseLost, check_free, read_lease
 from fairfront.search.driver_storage import DriverStorage

@@ -5,7 +5,7 @@ several small trials share one device). The prepared study (tokenized data, teac
 logits) is put into Ray's object store once and passed to every task by reference, so workers on
 other nodes fetch it from the object store, never from the driver's disk.
 
-A task never raises: it returns the trial's :class:`~fairfront.objectives.trial.TrialOutcome`, or
+A task never raises: it returns the trial's :class:`~fairfront.objectives.training.trial.TrialOutcome`, or
 a :class:`TrialError` whose ``kind`` tells the driver what to do next — ``"oom"`` (CUDA out of
 memory: retried once with half the batch size), ``"exception"`` (the trial fails with the reason).
 A worker process or node that dies surfaces as a Ray error when the driver fetches the result;
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 import ray
 
-from fairfront.objectives.prepare import Prepared, PrepareSpec, compute
-from fairfront.objectives.trial import TrialOutcome, TrialSpec, run_trial
+from fairfront.objectives.training.prepare import Prepared, PrepareSpec, compute
+from fairfront.objectives.training.trial import TrialOutcome, TrialSpec, run_trial
 
 __all__ = ["start_ray", "TrialError", "TrialFunction", "Fault", "FAULTS_ENV", "parse_faults", "fault_for",
            "submit_trial", "prepare_remote", "trial_capacity", "classify_ray_error", "TrialTask"]

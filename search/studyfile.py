@@ -17,14 +17,14 @@ from pathlib import Path
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
-from fairfront.objectives.bias_settings import BiasSettings, check_objectives
-from fairfront.objectives.data import DataSpec
-from fairfront.objectives.measures import ObjectiveSpec
-from fairfront.objectives.models import MINILM, TINY, ModelSpec
-from fairfront.objectives.prepare import PrepareSpec
-from fairfront.objectives.training import TrainSettings
+from fairfront.objectives.measures.bias_settings import BiasSettings, check_objectives
+from fairfront.objectives.data.task import DataSpec
+from fairfront.objectives.measures.objectives import ObjectiveSpec
+from fairfront.objectives.training.models import MINILM, TINY, ModelSpec
+from fairfront.objectives.training.prepare import PrepareSpec
+from fairfront.objectives.training.loop import TrainSettings
 from fairfront.search.samplers import SAMPLERS
-from fairfront.objectives.trial import TrialSpec
+from fairfront.objectives.training.trial import TrialSpec
 from fairfront.spaces.space import CompressionConfig, SearchSpace
 
 __all__ = ["StudySettings", "Execution", "StudyFile", "load_study_file", "parse_study_text"]
@@ -173,8 +173,8 @@ _MASKED_LM_FAMILIES = ("distillation", "structured", "pruning", "quantization")
 
 def _check_intrinsic(model: ModelSpec, bias: BiasSettings) -> None:
     """A masked-LM benchmark needs a checkpoint that ships a pretrained masked-LM head."""
-    from fairfront.objectives.intrinsic import INTRINSIC_BENCHMARKS
-    from fairfront.objectives.masked_lm import check_masked_lm_head
+    from fairfront.objectives.measures.intrinsic import INTRINSIC_BENCHMARKS
+    from fairfront.objectives.training.masked_lm import check_masked_lm_head
 
     needing = [n for n in bias.intrinsic if INTRINSIC_BENCHMARKS[n].needs == "masked_lm"]
     if not needing:
@@ -189,7 +189,7 @@ def _check_intrinsic(model: ModelSpec, bias: BiasSettings) -> None:
 def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, raw_space: dict,
                      objectives: ObjectiveSpec) -> None:
     """What a masked_lm study can do: nothing is trained and there are no labels or groups."""
-    from fairfront.objectives.masked_lm import check_masked_lm_head
+    from fairfront.objectives.training.masked_lm import check_masked_lm_head
 
     if model.is_tiny or model.name in MINILM:
         raise ConfigError("model.name", model.name, "a model folder or hub name with a pretrained masked-LM head "
@@ -230,7 +230,7 @@ def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, r
 
 
 def _has_groups(data: DataSpec) -> bool:
-    from fairfront.objectives import datasets
+    from fairfront.objectives.data import datasets
 
     info = datasets.DATASETS.get(data.source)
     return info is None or info.provides_groups(**data.options)

@@ -14,16 +14,16 @@ import torch
 from conftest import REPO, tiny_study_text
 from fairfront._config import Table
 from fairfront.errors import ConfigError
-from fairfront.objectives import trial as trial_module
-from fairfront.objectives.bias_settings import COUNTERFACTUAL_MEASURES, POPULATION_MEASURES, BiasSettings
-from fairfront.objectives.counterfactual import (builtin_swap_lists, counterfactual_report, counterfactual_texts,
+from fairfront.objectives.training import trial as trial_module
+from fairfront.objectives.measures.bias_settings import COUNTERFACTUAL_MEASURES, POPULATION_MEASURES, BiasSettings
+from fairfront.objectives.measures.counterfactual import (builtin_swap_lists, counterfactual_report, counterfactual_texts,
                                                  load_swap_pairs)
-from fairfront.objectives.counterfactual_sets import SwappedTexts, softmax
-from fairfront.objectives.data import load_task
-from fairfront.objectives.measures import OBJECTIVE_BIAS_MEASURES, PREPARED_BIAS_MEASURES
-from fairfront.objectives.models import load_tokenizer
-from fairfront.objectives.prepare import compute, load_cached, store
-from fairfront.objectives.trial import run_trial
+from fairfront.objectives.measures.counterfactual_sets import SwappedTexts, softmax
+from fairfront.objectives.data.task import load_task
+from fairfront.objectives.measures.objectives import OBJECTIVE_BIAS_MEASURES, PREPARED_BIAS_MEASURES
+from fairfront.objectives.training.models import load_tokenizer
+from fairfront.objectives.training.prepare import compute, load_cached, store
+from fairfront.objectives.training.trial import run_trial
 from fairfront.search.studyfile import load_study_file, parse_study_text
 from fairfront.spaces.pruning import PruningConfig
 from fairfront.spaces.schedules import SparsitySchedule
@@ -35,7 +35,7 @@ OBJECTIVES = '["counterfactual_flip_rate", "counterfactual_prob_change", "tpr_ga
 
 
 def _data_dir() -> Path | None:
-    from fairfront.objectives.datasets import default_data_dir
+    from fairfront.objectives.data.datasets import default_data_dir
 
     return default_data_dir()
 

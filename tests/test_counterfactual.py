@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fairfront.errors import DataError
-from fairfront.objectives.counterfactual import (
+from fairfront.objectives.measures.counterfactual import (
     builtin_swap_lists,
     counterfactual_report,
     counterfactual_texts,
@@ -25,10 +25,10 @@ GENDER = [("he", "she"), ("his", "her"), ("him", "her"), ("man", "woman"), ("men
 
 def _data_dir() -> Path | None:
     try:
-        from fairfront.objectives.datasets import default_data_dir
+        from fairfront.objectives.data.datasets import default_data_dir
     except ImportError:
         try:
-            from fairfront.objectives.datasets._paths import default_data_dir
+            from fairfront.objectives.data.datasets._paths import default_data_dir
         except ImportError:
             default_data_dir = None
     if default_data_dir is not None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fairfront.errors import ConfigError, DataError
-from fairfront.objectives.datasets import (
+from fairfront.objectives.data.datasets import (
     DATASETS,
     ENV_VAR,
     SPLITS,
@@ -489,7 +489,7 @@ def test_provides_groups_matches_what_loading_gives(name, options):
 
 
 def test_the_prepared_study_cache_follows_the_bytes_of_a_users_data_file(tmp_path):
-    from fairfront.objectives.data import DataSpec
+    from fairfront.objectives.data.task import DataSpec
 
     path = tmp_path / "data.csv"
     path.write_text("text,label\nfine,0\nbad,1\n")
@@ -505,8 +505,8 @@ def test_the_prepared_study_cache_follows_the_bytes_of_a_users_data_file(tmp_pat
 def test_the_prepared_study_cache_follows_a_builtin_datasets_and_a_benchmarks_files(tmp_path, monkeypatch):
     import shutil
 
-    from fairfront.objectives.bias_settings import BiasSettings
-    from fairfront.objectives.data import DataSpec
+    from fairfront.objectives.measures.bias_settings import BiasSettings
+    from fairfront.objectives.data.task import DataSpec
 
     require("sst2")
     if not (DATA / "crows_pairs").is_dir():

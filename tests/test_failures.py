@@ -26,8 +26,8 @@ from optuna.trial import TrialState
 
 from conftest import FAIRFRONT, cli_env, tiny_study_text
 from fairfront.errors import ConfigError
-from fairfront.objectives.prepare import prepare
-from fairfront.objectives.trial import TrialOutcome
+from fairfront.objectives.training.prepare import prepare
+from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import executor
 from fairfront.search.driver import RETRY_OF_ATTR, Interrupted, RunOptions, resume_study, run_study
 from fairfront.search.lease import read_lease

@@ -8,9 +8,9 @@ import torch
 import transformers
 from torch import nn
 
-from fairfront.objectives.data import EncodedSplit
-from fairfront.objectives.first_token import first_token_layer, first_token_only
-from fairfront.objectives.training import TrainSettings, predict_logits, train
+from fairfront.objectives.data.task import EncodedSplit
+from fairfront.objectives.training.first_token import first_token_layer, first_token_only
+from fairfront.objectives.training.loop import TrainSettings, predict_logits, train
 from fairfront.spaces.quantization import quantize_dynamic_int8
 from fairfront.spaces.structured import prune_heads
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fairfront.objectives.forgetting import (
+from fairfront.objectives.measures.forgetting import (
     cie_report,
     compression_identified_exemplars,
     disparate_impact,

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from fairlearn import metrics as fm
 
-from fairfront.objectives import group_fairness as gf
-from fairfront.objectives.group_fairness import (
+from fairfront.objectives.measures import group_fairness as gf
+from fairfront.objectives.measures.group_fairness import (
     BIAS_MEASURES,
     accuracy_difference,
     bootstrap_ci,

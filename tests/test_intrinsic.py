@@ -23,7 +23,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizer
 
 from fairfront.errors import ConfigError, DataError
-from fairfront.objectives.intrinsic import (
+from fairfront.objectives.measures.intrinsic import (
     INTRINSIC_BENCHMARKS,
     CrowsPair,
     MaskedTokenQuery,
@@ -44,9 +44,9 @@ from fairfront.objectives.intrinsic import (
     winobias_sentence_scores,
     winobias_summary,
 )
-from fairfront.objectives.intrinsic.crows_pairs import shared_token_spans, tokenizer_lowercases
-from fairfront.objectives.intrinsic.stereoset import default_insertion_prefix, filler_word, stereoset_term_counts
-from fairfront.objectives.intrinsic.winobias import WinoBiasSentence, opposite_pronoun, parse_winobias_line
+from fairfront.objectives.measures.intrinsic.crows_pairs import shared_token_spans, tokenizer_lowercases
+from fairfront.objectives.measures.intrinsic.stereoset import default_insertion_prefix, filler_word, stereoset_term_counts
+from fairfront.objectives.measures.intrinsic.winobias import WinoBiasSentence, opposite_pronoun, parse_winobias_line
 
 
 
@@ -58,7 +58,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # --------------------------------------------------------------------------------------------
 
 def _data_root() -> Path | None:
-    from fairfront.objectives.datasets import default_data_dir
+    from fairfront.objectives.data.datasets import default_data_dir
 
     return default_data_dir()
 

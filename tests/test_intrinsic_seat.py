@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizer
 
-from fairfront.objectives.intrinsic import (
+from fairfront.objectives.measures.intrinsic import (
     BUILTIN_SEAT_TESTS,
     SeatTest,
     encode_sentences,
@@ -22,7 +22,7 @@ from fairfront.objectives.intrinsic import (
     seat_effect_size,
     seat_p_value,
 )
-from fairfront.objectives.intrinsic.seat import WEAT_WORD_LISTS, bleach
+from fairfront.objectives.measures.intrinsic.seat import WEAT_WORD_LISTS, bleach
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

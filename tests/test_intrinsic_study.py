@@ -20,9 +20,9 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 from conftest import run_cli
 from fairfront.errors import ConfigError
-from fairfront.objectives.intrinsic import BUILTIN_SEAT_TESTS, evaluate_intrinsic, load_crows_pairs, load_stereoset
-from fairfront.objectives.intrinsic.halves import load_halves, split_indices
-from fairfront.objectives.masked_lm import attach_masked_lm_head, check_masked_lm_head, masked_lm_head_state
+from fairfront.objectives.measures.intrinsic import BUILTIN_SEAT_TESTS, evaluate_intrinsic, load_crows_pairs, load_stereoset
+from fairfront.objectives.measures.intrinsic.halves import load_halves, split_indices
+from fairfront.objectives.training.masked_lm import attach_masked_lm_head, check_masked_lm_head, masked_lm_head_state
 from fairfront.search.studyfile import parse_study_text
 
 DOMAINS = {"gender": [("mother", "caring", "cold", "fork"), ("father", "strong", "weak", "spoon"),
@@ -365,8 +365,8 @@ def test_masked_lm_study_end_to_end(assets, tmp_path, cache_dir):
 
 
 def test_classification_trial_scores_crows_pairs(assets):
-    from fairfront.objectives.prepare import compute, load_cached, store
-    from fairfront.objectives.trial import run_trial
+    from fairfront.objectives.training.prepare import compute, load_cached, store
+    from fairfront.objectives.training.trial import run_trial
 
     sf = parse_study_text(_clf_text(assets), base_dir=assets)
     prepared = compute(sf.prepare_spec, log=lambda m: None, device=torch.device("cpu"))

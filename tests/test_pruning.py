@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from fairfront.objectives.data import EncodedSplit
-from fairfront.objectives.training import TrainSettings, train
+from fairfront.objectives.data.task import EncodedSplit
+from fairfront.objectives.training.loop import TrainSettings, train
 from fairfront.spaces import pruning
 from fairfront.spaces.distillation import distillation_loss
 from fairfront.spaces.pruning import (MagnitudePruner, MovementScores, PruningSpace, ScheduledPruning,

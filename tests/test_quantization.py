@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from fairfront.objectives.size import parameter_count, storage_bytes
+from fairfront.objectives.measures.size import parameter_count, storage_bytes
 from fairfront.spaces.quantization import is_quantized, quantize_dynamic_int8, quantized_linear_names
 
 VOCAB, LAYERS = 100, 2

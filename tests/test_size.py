@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import prune
 from transformers import BertConfig, BertForSequenceClassification
 
-from fairfront.objectives.size import (
+from fairfront.objectives.measures.size import (
     measure_latency,
     nonzero_parameters,
     parameter_count,

@@ -28,8 +28,8 @@ from optuna.trial import TrialState
 
 from conftest import tiny_study_text
 from fairfront.errors import ConfigError
-from fairfront.objectives.prepare import Prepared
-from fairfront.objectives.trial import TrialOutcome
+from fairfront.objectives.training.prepare import Prepared
+from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import lease as lease_mod
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, recover_interrupted, resume_study, run_study
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseInfo, LeaseLost, read_lease

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from fairfront.objectives.prepare import compute
-from fairfront.objectives.trial import run_trial
+from fairfront.objectives.training.prepare import compute
+from fairfront.objectives.training.trial import run_trial
 from fairfront.search.studyfile import load_study_file
 
 STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
@@ -21,7 +21,7 @@ STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
 def test_shipped_study_file_is_valid(path: Path) -> None:
     import tomllib
 
-    from fairfront.objectives.datasets import default_data_dir
+    from fairfront.objectives.data.datasets import default_data_dir
 
     raw = tomllib.loads(path.read_text())
     model = raw.get("model", {})

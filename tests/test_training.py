@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from fairfront.objectives.data import EncodedSplit
-from fairfront.objectives import training
-from fairfront.objectives.training import CHECK_EVERY, NonFiniteLoss, TrainSettings, make_batch, train
+from fairfront.objectives.data.task import EncodedSplit
+from fairfront.objectives.training import loop as training
+from fairfront.objectives.training.loop import CHECK_EVERY, NonFiniteLoss, TrainSettings, make_batch, train
 
 
 class _BagClassifier(nn.Module):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import tiny_study_text
-from fairfront.objectives.prepare import compute
-from fairfront.objectives.trial import run_trial
+from fairfront.objectives.training.prepare import compute
+from fairfront.objectives.training.trial import run_trial
 from fairfront.search.studyfile import parse_study_text
 from fairfront.spaces.distillation import DistillationConfig
 from fairfront.spaces.fair_compression import FairDistillationConfig

@@ -1,0 +1,290 @@
+"""What compression forgets: compression-identified exemplars and per-class disparate impact.
+
+Top-line accuracy hides where a compressed model changed its mind. Hooker et al. (2019, "What
+do compressed deep neural networks forget?") find that compression costs a small subset of
+examples and classes far more than the average, and Hooker et al. (2020, "Characterising bias
+in compressed models") show that this subset over-indexes on under-represented classes and
+groups. This module measures both on a classifier's predictions.
+
+* :func:`compression_identified_exemplars` (CIEs, the papers' PIEs for pruning): examples
+  where the modal prediction of the compressed model(s) differs from the modal prediction of
+  the dense population. :func:`cie_report` says how many there are, how accurate the models
+  are on them and which classes and groups they come from.
+* :func:`disparate_impact`: per class (recall) or per group (accuracy), how much the
+  compressed model lost relative to the dense one, normalised by the overall change, and
+  whether a level lost significantly more than the rest.
+
+Predictions are integer class ids; a *population* is a 2-D array ``[n_models, n_examples]``
+(several dense or compressed models, e.g. different seeds), and a 1-D array is one model.
+
+Example:
+    >>> dense = [[0, 1, 1, 2], [0, 1, 1, 2], [0, 1, 2, 2]]
+    >>> compressed = [0, 1, 2, 0]
+    >>> compression_identified_exemplars(dense, compressed).tolist()
+    [False, False, True, True]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+from fairfront.objectives.measures.group_fairness import _name, _plain
+
+__all__ = [
+    "cie_report",
+    "compression_identified_exemplars",
+    "disparate_impact",
+    "modal_predictions",
+]
+
+
+def _population(name: str, predictions: Any) -> np.ndarray:
+    """A population as a 2-D int array ``[n_models, n_examples]`` (a 1-D array is one model)."""
+    arr = np.asarray(predictions)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty array [n_examples] or [n_models, n_examples], "
+                         f"got shape {np.asarray(predictions).shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
+    if arr.min() < 0:
+        raise ValueError(f"{name} must hold non-negative class ids, got {int(arr.min())}")
+    return arr.astype(np.int64, copy=False)
+
+
+def modal_predictions(predictions: Any) -> np.ndarray:
+    """The most frequent prediction per example across a population of models.
+
+    Ties are broken by the smallest class id, so the result does not depend on the order of
+    the models. A 1-D array is a population of one model and is returned unchanged.
+
+    Args:
+        predictions: Class ids, ``[n_models, n_examples]`` or ``[n_examples]``.
+
+    Returns:
+        ``[n_examples]`` int array of modal class ids.
+
+    Example:
+        >>> modal_predictions([[0, 1, 2], [1, 1, 0], [1, 2, 0]]).tolist()
+        [1, 1, 0]
+        >>> modal_predictions([[3, 1], [1, 3]]).tolist()  # ties go to the smaller id
+        [1, 1]
+    """
+    pop = _population("predictions", predictions)
+    n_models, n_examples = pop.shape
+    if n_models == 1:
+        return pop[0].copy()
+    k = int(pop.max()) + 1
+    counts = np.bincount((np.arange(n_examples)[None, :] * k + pop).ravel(), minlength=n_examples * k)
+    return counts.reshape(n_examples, k).argmax(axis=1)  # argmax returns the first (smallest) maximum
+
+
+def compression_identified_exemplars(dense_population: Any, compressed: Any) -> np.ndarray:
+    """Boolean mask of the examples whose modal prediction changed under compression.
+
+    Args:
+        dense_population: Predictions of the dense model(s), ``[n_models, n_examples]`` or
+            ``[n_examples]``.
+        compressed: Predictions of the compressed model(s), same layout.
+
+    Returns:
+        ``[n_examples]`` bool array, True where the modal compressed prediction differs from
+        the modal dense prediction.
+    """
+    dense = _population("dense_population", dense_population)
+    comp = _population("compressed", compressed)
+    if dense.shape[1] != comp.shape[1]:
+        raise ValueError(f"dense_population has {dense.shape[1]} examples but compressed has {comp.shape[1]}; "
+                         "both must score the same examples")
+    return modal_predictions(dense) != modal_predictions(comp)
+
+
+def _labels(name: str, values: Any, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{name} must be one-dimensional with one entry per example ({n}), got shape {arr.shape}")
+    return arr
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else math.nan
+
+
+def _makeup(levels: np.ndarray, cie: np.ndarray, names: Sequence[str] | Mapping[Any, str] | None) -> dict:
+    n, n_cie = len(levels), int(cie.sum())
+    out = {}
+    for level in np.unique(levels):
+        member = levels == level
+        count, cie_count = int(member.sum()), int((member & cie).sum())
+        out[_name(level, names)] = {
+            "count": count,
+            "share": count / n,
+            "cie_count": cie_count,
+            "cie_share": _plain(cie_count / n_cie) if n_cie else None,
+            "cie_rate": cie_count / count,
+        }
+    return out
+
+
+def cie_report(y_true: Any, dense_population: Any, compressed: Any, *, sensitive_features: Any = None,
+               class_names: Sequence[str] | Mapping[Any, str] | None = None,
+               group_names: Sequence[str] | Mapping[Any, str] | None = None) -> dict[str, Any]:
+    """How many examples compression changed, how hard they are, and where they come from.
+
+    Accuracies are those of the population members averaged over members (for one model, that
+    model's accuracy) on all examples, on the CIEs and on the other examples. A CIE subset
+    that is harder for the dense models too, and over-represents some class or group, is the
+    pattern Hooker et al. (2019, 2020) report.
+
+    Args:
+        y_true: True class ids, ``[n_examples]``.
+        dense_population: Dense predictions, ``[n_models, n_examples]`` or ``[n_examples]``.
+        compressed: Compressed predictions, same layout.
+        sensitive_features: Optional group label per example, for the group make-up.
+        class_names: Names of the classes, by class id (a sequence) or label (a mapping).
+        group_names: Names of the groups, likewise.
+
+    Returns:
+        JSON-ready dict (undefined values are ``None``): ``n``, ``n_cie``, ``cie_fraction``,
+        ``dense_accuracy`` and ``compressed_accuracy`` (each ``{"all", "cie", "non_cie"}``),
+        ``class_makeup`` and, with groups, ``group_makeup``: per level ``count`` and ``share``
+        of all examples, ``cie_count`` and ``cie_share`` of the CIEs, and ``cie_rate`` (the
+        level's examples that are CIEs; above ``cie_fraction`` means over-represented).
+    """
+    dense = _population("dense_population", dense_population)
+    comp = _population("compressed", compressed)
+    cie = compression_identified_exemplars(dense, comp)
+    n = len(cie)
+    y = _labels("y_true", y_true, n)
+
+    def accuracy(pop: np.ndarray) -> dict[str, float | None]:
+        correct = pop == y[None, :]
+        return {"all": _plain(_mean(correct)), "cie": _plain(_mean(correct[:, cie])),
+                "non_cie": _plain(_mean(correct[:, ~cie]))}
+
+    report: dict[str, Any] = {
+        "n": n,
+        "n_cie": int(cie.sum()),
+        "cie_fraction": float(cie.mean()),
+        "n_dense_models": int(dense.shape[0]),
+        "n_compressed_models": int(comp.shape[0]),
+        "dense_accuracy": accuracy(dense),
+        "compressed_accuracy": accuracy(comp),
+        "class_makeup": _makeup(y, cie, class_names),
+    }
+    if sensitive_features is not None:
+        groups = _labels("sensitive_features", np.asarray(sensitive_features, dtype=object), n)
+        report["group_makeup"] = _makeup(groups, cie, group_names)
+    return report
+
+
+def _adjust(p_values: np.ndarray, correction: str) -> np.ndarray:
+    if len(p_values) == 0:
+        return p_values
+    if correction == "bonferroni":
+        return np.minimum(p_values * len(p_values), 1.0)
+    return stats.false_discovery_control(p_values, method="bh")
+
+
+def disparate_impact(y_true: Any, dense_pred: Any, compressed_pred: Any, *, by: Any, alpha: float = 0.05,
+                     correction: Literal["bh", "bonferroni"] = "bh",
+                     level_names: Sequence[str] | Mapping[Any, str] | None = None) -> dict[str, Any]:
+    """Which classes or groups the compressed model lost disproportionately.
+
+    For every level of ``by`` (pass ``y_true`` for per-class recall, or the group labels for
+    per-group accuracy) the accuracy of the dense and the compressed model on that level's
+    examples is compared. Following Hooker et al. (2019), the level's relative change
+    ``(acc_c - acc_d) / acc_d`` is normalised by the overall relative change in accuracy:
+
+    ``normalized_change = level relative change - overall relative change``
+
+    so 0 means "lost exactly as much as the model did on average" and a negative value means
+    the level lost more (a difference rather than a quotient, which would blow up when the
+    overall accuracy barely changes).
+
+    **Significance.** Each level is tested against the rest of the examples with a one-sided
+    Fisher exact test on the 2x2 table of correct predictions ``[[compressed correct in the
+    level, dense correct in the level], [compressed correct elsewhere, dense correct
+    elsewhere]]``. The alternative is that the level keeps a smaller share of its dense-correct
+    count than the rest does, i.e. that its relative change is worse than the others'. The two
+    models score the same examples, so their correct counts are positively correlated and the
+    test is conservative: a flag is strong evidence. p-values are adjusted across levels with
+    Benjamini-Hochberg (``correction="bh"``, false-discovery rate ``alpha``, the default, since
+    a task may have many classes) or Bonferroni (``"bonferroni"``, family-wise error
+    ``alpha``); a level is ``significant`` when its adjusted p-value is at most ``alpha``.
+
+    Args:
+        y_true: True class ids.
+        dense_pred: Predictions of the dense model, ``[n_examples]``.
+        compressed_pred: Predictions of the compressed model, ``[n_examples]``.
+        by: The level of each example: class ids (e.g. ``y_true``) or group labels.
+        alpha: Significance level after correction.
+        correction: ``"bh"`` or ``"bonferroni"``.
+        level_names: Names of the levels, by id (a sequence) or by label (a mapping).
+
+    Returns:
+        JSON-ready dict (undefined values are ``None``): ``overall`` (``n``,
+        ``dense_accuracy``, ``compressed_accuracy``, ``relative_change``), ``test``,
+        ``correction``, ``alpha``, and ``levels``: per level ``n``, ``dense_accuracy``,
+        ``compressed_accuracy``, ``relative_change``, ``normalized_change``, ``p_value``,
+        ``p_adjusted`` and ``significant``.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1 (exclusive), got {alpha!r}")
+    if correction not in ("bh", "bonferroni"):
+        raise ValueError(f"correction must be 'bh' or 'bonferroni', got {correction!r}")
+    y = np.asarray(y_true)
+    if y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"y_true must be a non-empty 1-D array, got shape {y.shape}")
+    n = len(y)
+    dense = _labels("dense_pred", dense_pred, n)
+    comp = _labels("compressed_pred", compressed_pred, n)
+    levels = _labels("by", np.asarray(by), n)
+    dense_ok, comp_ok = dense == y, comp == y
+
+    def relative(before: float, after: float) -> float:
+        return (after - before) / before if before > 0 else math.nan
+
+    overall_dense, overall_comp = float(dense_ok.mean()), float(comp_ok.mean())
+    overall_change = relative(overall_dense, overall_comp)
+    rows, p_values = [], []
+    total_dense, total_comp = int(dense_ok.sum()), int(comp_ok.sum())
+    for level in np.unique(levels):
+        member = levels == level
+        d_in, c_in = int(dense_ok[member].sum()), int(comp_ok[member].sum())
+        table = [[c_in, d_in], [total_comp - c_in, total_dense - d_in]]
+        p = float(stats.fisher_exact(table, alternative="less").pvalue)
+        acc_d, acc_c = d_in / member.sum(), c_in / member.sum()
+        change = relative(acc_d, acc_c)
+        rows.append((level, int(member.sum()), acc_d, acc_c, change, change - overall_change))
+        p_values.append(p)
+    adjusted = _adjust(np.asarray(p_values), correction)
+    out_levels = {}
+    for (level, count, acc_d, acc_c, change, normalized), p, p_adj in zip(rows, p_values, adjusted):
+        out_levels[_name(level, level_names)] = {
+            "n": count,
+            "dense_accuracy": acc_d,
+            "compressed_accuracy": acc_c,
+            "relative_change": _plain(change),
+            "normalized_change": _plain(normalized),
+            "p_value": p,
+            "p_adjusted": float(p_adj),
+            "significant": bool(p_adj <= alpha),
+        }
+    return {
+        "overall": {"n": n, "dense_accuracy": overall_dense, "compressed_accuracy": overall_comp,
+                    "relative_change": _plain(overall_change)},
+        "test": "fisher_exact_one_sided",
+        "correction": "benjamini_hochberg" if correction == "bh" else "bonferroni",
+        "alpha": float(alpha),
+        "levels": out_levels,
+    }

@@ -1,0 +1,126 @@
+"""Held-out halves of the intrinsic benchmarks, and scoring a model on both.
+
+A search must not be tuned on the numbers it reports. Every benchmark's items are split once,
+deterministically, into a ``validation`` half (the trial's objective values) and a ``test`` half
+(kept in the trial's user attributes, like the classifier's test split):
+
+- ``stereoset``: intrasentence clusters, stratified by domain (``bias_type``);
+- ``crows_pairs``: pairs, stratified by ``bias_type``;
+- ``winobias``: the official ``dev`` files are the validation half, the ``test`` files the test
+  half (the dataset already ships the split);
+- ``seat``: per built-in test (WEAT 6-8), the *words* of every concept are split, so no word's
+  bleached sentences appear in both halves.
+
+The permutation uses :data:`SPLIT_SEED`, fixed and independent of the study seed, so every
+trial and every study sees the same halves. A half keeps the permuted order, so
+``intrinsic_limit = N`` (the first N items of each half) is a random, roughly stratified sample.
+
+Example:
+    >>> split_indices(["a", "a", "b", "b", "b"])["validation"]  # doctest: +SKIP
+    [3, 0, 4]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairfront.objectives.measures.intrinsic._registry import INTRINSIC_BENCHMARKS, evaluate_intrinsic
+from fairfront.objectives.measures.intrinsic.crows_pairs import load_crows_pairs
+from fairfront.objectives.measures.intrinsic.seat import WEAT_WORD_LISTS, SeatSet, SeatTest, bleach
+from fairfront.objectives.measures.intrinsic.stereoset import load_stereoset
+from fairfront.objectives.measures.intrinsic.winobias import load_winobias
+
+__all__ = ["HALVES", "SPLIT_SEED", "split_indices", "load_halves", "score_halves", "headline_biases"]
+
+HALVES = ("validation", "test")
+SPLIT_SEED = 20_200_513
+"""The fixed seed of every benchmark's validation/test split (never the study seed)."""
+
+_SEAT_KEYS = ("targ1", "targ2", "attr1", "attr2")
+
+
+def split_indices(strata: Sequence[str], *, seed: int = SPLIT_SEED) -> dict[str, list[int]]:
+    """Indices of a validation and a test half: each stratum split in two (validation gets the odd one).
+
+    Both halves list their indices in one seeded permutation's order.
+    """
+    order = np.random.default_rng(seed).permutation(len(strata)).tolist()
+    by_stratum: dict[str, list[int]] = {}
+    for i in order:
+        by_stratum.setdefault(strata[i], []).append(i)
+    validation = {i for idx in by_stratum.values() for i in idx[:(len(idx) + 1) // 2]}
+    return {"validation": [i for i in order if i in validation], "test": [i for i in order if i not in validation]}
+
+
+def _split(items: Sequence[Any], strata: Sequence[str]) -> dict[str, list[Any]]:
+    return {half: [items[i] for i in idx] for half, idx in split_indices(strata).items()}
+
+
+def _seat_halves() -> dict[str, list[SeatTest]]:
+    out: dict[str, list[SeatTest]] = {half: [] for half in HALVES}
+    for n, (name, lists) in enumerate(WEAT_WORD_LISTS.items()):
+        sets: dict[str, dict[str, SeatSet]] = {half: {} for half in HALVES}
+        for k, key in enumerate(_SEAT_KEYS):
+            category, words = lists[key]
+            idx = split_indices(["w"] * len(words), seed=SPLIT_SEED + 10 * n + k)
+            for half in HALVES:
+                sets[half][key] = SeatSet(category=category, examples=bleach([words[i] for i in idx[half]]))
+        for half in HALVES:
+            out[half].append(SeatTest(name=name, **sets[half]))
+    return out
+
+
+def load_halves(names: Sequence[str], *, data_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, list]]:
+    """``{benchmark: {"validation": items, "test": items}}`` for each name (items as the evaluators take them).
+
+    Raises:
+        DataError: a benchmark's data folder is missing or malformed.
+        KeyError: an unknown benchmark name.
+    """
+    halves: dict[str, dict[str, list]] = {}
+    for name in names:
+        if name not in INTRINSIC_BENCHMARKS:
+            raise KeyError(name)
+        if name == "stereoset":
+            clusters = load_stereoset(task="intrasentence", data_dir=data_dir)
+            halves[name] = _split(clusters, [c.bias_type for c in clusters])
+        elif name == "crows_pairs":
+            pairs = load_crows_pairs(data_dir=data_dir)
+            halves[name] = _split(pairs, [p.bias_type for p in pairs])
+        elif name == "winobias":
+            halves[name] = {"validation": load_winobias(split="dev", data_dir=data_dir),
+                            "test": load_winobias(split="test", data_dir=data_dir)}
+        else:
+            halves[name] = _seat_halves()
+    return halves
+
+
+def score_halves(model_for: Any, tokenizer: Any, halves: dict[str, dict[str, list]], *, limit: int | None = None,
+                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, dict[str, dict]]:
+    """Score each benchmark on both halves: ``{name: {"validation": result, "test": result}}``.
+
+    Args:
+        model_for: a callable ``needs -> model`` (``"masked_lm"`` or ``"encoder"``, see
+            :class:`~fairfront.objectives.measures.intrinsic.IntrinsicBenchmark`), so that a masked LM is
+            built only when a benchmark needs one; or a model used for every benchmark.
+        tokenizer: the model's tokenizer.
+        halves: from :func:`load_halves`.
+        limit: the first ``limit`` items of each half (see each evaluator's ``limit``).
+    """
+    get = model_for if callable(model_for) and not isinstance(model_for, torch.nn.Module) else (lambda _: model_for)
+    out: dict[str, dict[str, dict]] = {}
+    for name, parts in halves.items():
+        model = get(INTRINSIC_BENCHMARKS[name].needs)
+        out[name] = {half: evaluate_intrinsic(name, model, tokenizer, items=parts[half], limit=limit,
+                                              batch_size=batch_size, device=device) for half in HALVES}
+    return out
+
+
+def headline_biases(scores: dict[str, dict[str, dict]], half: str) -> dict[str, float | None]:
+    """``{name: |headline - ideal|}`` on one half (the values a study minimises)."""
+    return {name: parts[half]["headline"]["bias"] for name, parts in scores.items()}
