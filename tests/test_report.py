@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def test_a_trial_report_is_its_user_attributes(outcome) -> None:
     report = outcome.report
     assert report.to_attrs() == outcome.attrs
     assert TrialReport.from_attrs(outcome.attrs) == report
+    assert pickle.loads(pickle.dumps(outcome)).report == report  # it travels back from a Ray worker
     # what each attribute holds, read through the schema
     assert outcome.values[0] == report.validation.accuracy["accuracy"]
     assert outcome.values[1] == report.size["nonzero_params"] == report.sizes["nonzero_params"]
@@ -116,7 +118,8 @@ def _table_names(section: str) -> set[str]:
 
 
 def test_registry_covers_every_bias_measure_the_readme_lists() -> None:
-    listed = _table_names(_readme_section("## Bias measures")) | _table_names(_readme_section("### Intrinsic benchmarks"))
+    listed = (_table_names(_readme_section("## Bias measures"))
+              | _table_names(_readme_section("### Intrinsic benchmarks")))
     assert listed == set(names(kind="bias", objective=True))
     assert all(MEASURES[name].kind == "bias" for name in listed)
 

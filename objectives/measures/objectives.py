@@ -1,12 +1,12 @@
 """The measures that become a trial's objective values: accuracy, size and bias.
 
-Each objective names its measure in the study file (``[objectives]``); what is allowed is read
-from the measure registry (:mod:`fairfront.objectives.measures.registry`), of which the tables
-below are views by kind. Bias measures (lower is fairer) are the group measures of
-:mod:`fairfront.objectives.measures.group_fairness`, the measures against references the study
-prepares (:data:`PREPARED_BIAS_MEASURES`: the dense population's CIEs, the counterfactual texts)
-and the intrinsic benchmarks, which need their ``[bias]`` settings. Whatever is not an objective
-is still computed and kept in the trial's user attributes.
+Each objective names its measure in the study file (``[objectives]``); what is allowed, and for
+which ``[model] task``, is read from the measure registry
+(:mod:`fairfront.objectives.measures.registry`). Bias measures (lower is fairer) are the group
+measures of :mod:`fairfront.objectives.measures.group_fairness`, the measures against references
+the study prepares (:data:`PREPARED_BIAS_MEASURES`: the dense population's CIEs, the
+counterfactual texts) and the intrinsic benchmarks, which need their ``[bias]`` settings.
+Whatever is not an objective is still computed and kept in the trial's user attributes.
 """
 
 from __future__ import annotations
@@ -15,33 +15,16 @@ from dataclasses import dataclass
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
-from fairfront.objectives.measures import group_fairness
 from fairfront.objectives.measures.registry import Measure, measures, names
 
-__all__ = ["ObjectiveSpec", "ACCURACY_MEASURES", "MASKED_LM_ACCURACY_MEASURES", "SIZE_MEASURES", "BIAS_MEASURES",
-           "PREPARED_BIAS_MEASURES", "INTRINSIC_BIAS_MEASURES", "OBJECTIVE_BIAS_MEASURES", "TASKS"]
+__all__ = ["ObjectiveSpec", "PREPARED_BIAS_MEASURES", "OBJECTIVE_BIAS_MEASURES", "TASKS"]
 
 TASKS = ("classification", "masked_lm")
 """``[model] task``: fine-tune a classifier on ``[data]``, or compress the pretrained masked LM itself."""
 
-ACCURACY_MEASURES: dict[str, Measure] = {m.name: m for m in measures(kind="accuracy") if m.task == "classification"}
-"""The accuracy objectives of a classification study."""
-
-MASKED_LM_ACCURACY_MEASURES: dict[str, Measure] = {m.name: m for m in measures(kind="accuracy")
-                                                   if m.task == "masked_lm"}
-"""The accuracy objectives of a ``masked_lm`` study (StereoSet's language-modeling scores)."""
-
-SIZE_MEASURES: dict[str, Measure] = {m.name: m for m in measures(kind="size", objective=True)}
-"""The size objectives (see :mod:`fairfront.objectives.measures.size`)."""
-
-BIAS_MEASURES = group_fairness.BIAS_MEASURES
-
 PREPARED_BIAS_MEASURES: dict[str, Measure] = {m.name: m for m in measures(kind="bias")
                                               if m.bias_setting in ("dense_population", "counterfactual")}
 """Bias measures against a reference the study prepares: ``[bias] dense_population`` or ``counterfactual``."""
-
-INTRINSIC_BIAS_MEASURES: dict[str, Measure] = {m.name: m for m in measures(kind="bias", needs="intrinsic")}
-"""The intrinsic benchmarks as bias objectives (validation half; see :mod:`~fairfront.objectives.measures.intrinsic.halves`)."""
 
 OBJECTIVE_BIAS_MEASURES: tuple[str, ...] = names(kind="bias", objective=True)
 """Every name ``[objectives] bias`` accepts."""
