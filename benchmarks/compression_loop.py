@@ -250,10 +250,10 @@ def run_ours(prepared: Prepared, study: StudyFile, setting: Setting, student: Tr
     started, cpu_started = time.perf_counter(), time.process_time()
     out = run_trial(prepared, spec, device=device, threads=threads)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    timings = out.attrs["timings"]
-    return {"wall_s": wall, "cpu_s": cpu, "train_s": timings["train_s"], "eval_s": timings["eval_s"],
-            "accuracy": out.attrs["validation"]["accuracy"]["accuracy"], "sparsity": out.attrs["achieved_sparsity"],
-            "steps": out.attrs["train"]["steps"]}
+    report = out.report
+    return {"wall_s": wall, "cpu_s": cpu, "train_s": report.timings.train_s, "eval_s": report.timings.eval_s,
+            "accuracy": report.validation.accuracy["accuracy"],
+            "sparsity": report.compression_notes["achieved_sparsity"], "steps": report.train.steps}
 
 
 def run_floor(prepared: Prepared, student: TrainSettings, *, seed: int, device: torch.device) -> dict:

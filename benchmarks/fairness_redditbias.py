@@ -69,7 +69,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from fairfront.jsonsafe import json_safe  # noqa: E402
 from fairfront.objectives.measures import group_fairness  # noqa: E402
+from fairfront.objectives.measures.report import SplitScores  # noqa: E402
 from fairfront.objectives.training import trial as trial_module  # noqa: E402
 from fairfront.objectives.training.prepare import Prepared, prepare  # noqa: E402
 from fairfront.objectives.training.trial import TrialSpec, run_trial  # noqa: E402
@@ -170,13 +172,14 @@ def run_one(prepared: Prepared, sf: StudyFile, *, variant: str, sparsity: float,
     load_before = os.getloadavg()[0]
     with recording_predictions(prepared) as predictions:
         outcome = run_trial(prepared, spec, device=torch.device("cpu"), threads=threads)
-    a = outcome.attrs
+    report = outcome.report
     return {
         "variant": variant, "sparsity": sparsity, "seed": seed,
-        "achieved_sparsity": a.get("achieved_sparsity"),
-        "nonzero_params": a["size"]["nonzero_params"],
-        "validation": _summary(a["validation"]), "test": _summary(a["test"]),
-        "train": a["train"], "timings": a["timings"], "group_dro_weights": a.get("group_dro_weights"),
+        "achieved_sparsity": report.compression_notes.get("achieved_sparsity"),
+        "nonzero_params": report.size["nonzero_params"],
+        "validation": _summary(report.validation), "test": _summary(report.test),
+        "train": report.train.to_attrs(), "timings": report.timings.to_attrs(),
+        "group_dro_weights": report.compression_notes.get("group_dro_weights"),
         "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         "predictions": {split: encode_predictions(predictions[split]) for split in ("validation", "test")},
     }
@@ -198,10 +201,10 @@ def decode_predictions(text: str | list) -> np.ndarray:
     return np.asarray(text, dtype=np.int64)
 
 
-def _summary(split_attrs: dict) -> dict:
-    fairness = split_attrs.get("fairness", {})
-    return {"accuracy": split_attrs["accuracy"]["accuracy"], "bias": split_attrs["bias"],
-            "group_rates": fairness.get("group_rates"), "agreement_with_dense": split_attrs["agreement_with_dense"]}
+def _summary(scores: SplitScores) -> dict:
+    fairness = scores.fairness or {}
+    return {"accuracy": scores.accuracy["accuracy"], "bias": scores.bias,
+            "group_rates": fairness.get("group_rates"), "agreement_with_dense": scores.agreement_with_dense}
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "schedule (Zhu & Gupta) over the first half of training, masks "
                                            "updated every steps//16 steps; distillation T=2, alpha=0.5",
                      "variants": {v: VARIANTS[v][0] for v in variants},
-                     "variant_configs": {v: _plain_config(compression_for(v, args.sparsity[0], steps))
+                     "variant_configs": {v: json_safe(asdict(compression_for(v, args.sparsity[0], steps)))
                                          for v in variants},
                      "selection_rule": SELECTION_RULE, "goal": GOAL},
         "runs": [],
@@ -622,10 +625,6 @@ def _resumable_runs(previous: dict, current: dict) -> list[dict]:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def _plain_config(config: CompressionConfig) -> dict:
-    return json.loads(json.dumps(asdict(config), default=str))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from pathlib import Path
 from fairfront._config import Table
 from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.measures.counterfactual import builtin_swap_lists, load_swap_pairs
+from fairfront.objectives.measures.registry import MEASURES, names
 
 __all__ = ["BiasSettings", "SwapList", "MAX_DENSE_POPULATION", "POPULATION_MEASURES", "COUNTERFACTUAL_MEASURES",
            "INTRINSIC_MEASURES", "check_objectives", "resolve_swap_list"]
@@ -54,13 +55,13 @@ __all__ = ["BiasSettings", "SwapList", "MAX_DENSE_POPULATION", "POPULATION_MEASU
 MAX_DENSE_POPULATION = 100
 """Upper bound of ``dense_population`` (Hooker et al. used 30 models per setting)."""
 
-POPULATION_MEASURES = ("cie_fraction",)
+POPULATION_MEASURES = names(kind="bias", needs="dense_population")
 """Bias measures that need ``[bias] dense_population > 0``."""
 
-COUNTERFACTUAL_MEASURES = ("counterfactual_flip_rate", "counterfactual_prob_change")
+COUNTERFACTUAL_MEASURES = names(kind="bias", needs="counterfactual")
 """Bias measures that need ``[bias] counterfactual`` lists."""
 
-INTRINSIC_MEASURES = ("stereoset", "crows_pairs", "winobias", "seat")
+INTRINSIC_MEASURES = names(kind="bias", needs="intrinsic")
 """Bias measures that need ``[bias] intrinsic`` to list them (the keys of
 :data:`fairfront.objectives.measures.intrinsic.INTRINSIC_BENCHMARKS`)."""
 
@@ -235,12 +236,14 @@ def check_objectives(settings: BiasSettings, bias_measures: Sequence[str], *, ke
         fairfront.errors.ConfigError: objectives.bias: 'cie_fraction' needs a dense population: set [bias] ...
     """
     for name in bias_measures:
-        if name in POPULATION_MEASURES and settings.dense_population == 0:
+        measure = MEASURES.get(name)
+        setting = measure.bias_setting if measure is not None else None
+        if setting == "dense_population" and settings.dense_population == 0:
             raise ConfigError(key, message=f"{name!r} needs a dense population: set [bias] dense_population = N "
                               "(N > 0 extra dense models)")
-        if name in COUNTERFACTUAL_MEASURES and not settings.counterfactual:
+        if setting == "counterfactual" and not settings.counterfactual:
             raise ConfigError(key, message=f"{name!r} needs counterfactual swap lists: set [bias] counterfactual = "
                               "[...] (built-in names or files of term pairs)")
-        if name in INTRINSIC_MEASURES and name not in settings.intrinsic:
+        if setting == "intrinsic" and measure.benchmark not in settings.intrinsic:
             raise ConfigError(key, message=f"{name!r} is an intrinsic benchmark: list it in [bias] intrinsic = "
                               f"[{', '.join(repr(n) for n in (*settings.intrinsic, name))}] to score it")

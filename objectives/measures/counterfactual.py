@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from fairfront.errors import DataError
+from fairfront.jsonsafe import finite_or_none
 
 __all__ = [
     "builtin_swap_lists",
@@ -298,10 +298,6 @@ def _probabilities(predict_proba: Callable[[list[str]], Any], texts: list[str], 
     return np.concatenate(parts, axis=0)
 
 
-def _plain(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
 
 def counterfactual_report(predict_proba: Callable[[list[str]], Any], texts: Sequence[str], pairs: SwapPairs, *,
                           batch_size: int = 64) -> dict[str, Any]:
@@ -382,7 +378,7 @@ def counterfactual_scores(original: Any, counterfactual: Any, *, n_texts: int | 
     if n_texts < n_changed:
         raise ValueError(f"n_texts ({n_texts}) must be at least the number of changed texts ({n_changed})")
     report: dict[str, Any] = {"n_texts": int(n_texts), "n_changed": n_changed,
-                              "changed_share": _plain(n_changed / n_texts) if n_texts else None,
+                              "changed_share": finite_or_none(n_changed / n_texts) if n_texts else None,
                               "n_flipped": 0, "flip_rate": None, "mean_abs_prob_change": None,
                               "mean_tv_distance": None, "max_tv_distance": None}
     if n_changed == 0:

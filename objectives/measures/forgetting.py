@@ -33,7 +33,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-from fairfront.objectives.measures.group_fairness import _name, _plain
+from fairfront.jsonsafe import finite_or_none
+from fairfront.objectives.measures.group_fairness import _name
 
 __all__ = [
     "cie_report",
@@ -129,7 +130,7 @@ def _makeup(levels: np.ndarray, cie: np.ndarray, names: Sequence[str] | Mapping[
             "count": count,
             "share": count / n,
             "cie_count": cie_count,
-            "cie_share": _plain(cie_count / n_cie) if n_cie else None,
+            "cie_share": finite_or_none(cie_count / n_cie) if n_cie else None,
             "cie_rate": cie_count / count,
         }
     return out
@@ -168,8 +169,8 @@ def cie_report(y_true: Any, dense_population: Any, compressed: Any, *, sensitive
 
     def accuracy(pop: np.ndarray) -> dict[str, float | None]:
         correct = pop == y[None, :]
-        return {"all": _plain(_mean(correct)), "cie": _plain(_mean(correct[:, cie])),
-                "non_cie": _plain(_mean(correct[:, ~cie]))}
+        return {"all": finite_or_none(_mean(correct)), "cie": finite_or_none(_mean(correct[:, cie])),
+                "non_cie": finite_or_none(_mean(correct[:, ~cie]))}
 
     report: dict[str, Any] = {
         "n": n,
@@ -274,15 +275,15 @@ def disparate_impact(y_true: Any, dense_pred: Any, compressed_pred: Any, *, by: 
             "n": count,
             "dense_accuracy": acc_d,
             "compressed_accuracy": acc_c,
-            "relative_change": _plain(change),
-            "normalized_change": _plain(normalized),
+            "relative_change": finite_or_none(change),
+            "normalized_change": finite_or_none(normalized),
             "p_value": p,
             "p_adjusted": float(p_adj),
             "significant": bool(p_adj <= alpha),
         }
     return {
         "overall": {"n": n, "dense_accuracy": overall_dense, "compressed_accuracy": overall_comp,
-                    "relative_change": _plain(overall_change)},
+                    "relative_change": finite_or_none(overall_change)},
         "test": "fisher_exact_one_sided",
         "correction": "benjamini_hochberg" if correction == "bh" else "bonferroni",
         "alpha": float(alpha),

@@ -62,6 +62,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from fairfront.jsonsafe import finite_or_none
+
 __all__ = [
     "BIAS_MEASURES",
     "BiasMeasure",
@@ -738,11 +740,6 @@ def bootstrap_ci(metric: Callable[..., float] | str, y_true: Any, y_pred: Any, *
 # --------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _name(value: Any, names: Sequence[str] | Mapping[Any, str] | None) -> str:
     """Display name of a class or group: from ``names`` (by key, or by position for int ids)."""
     if names is not None:
@@ -792,22 +789,23 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
     class_keys = [_name(c, class_names) for c in classes]
     pos = _positive_index(classes, None)
 
-    measures = {name: _plain(m.kernel(stats, classes)) for name, m in BIAS_MEASURES.items()}
+    measures = {name: finite_or_none(m.kernel(stats, classes)) for name, m in BIAS_MEASURES.items()}
     ci: dict[str, list[float | None]] = {}
     if n_resamples > 0:
         index = _resample_index(enc, n_resamples, np.random.default_rng(seed), True)
         boot = _stats(_confusion(enc, index))
         for name, m in BIAS_MEASURES.items():
             lo, hi = _percentile_interval(np.asarray(m.kernel(boot, classes), dtype=float), confidence)
-            ci[name] = [_plain(lo), _plain(hi)]
+            ci[name] = [finite_or_none(lo), finite_or_none(hi)]
 
     n_per_group = np.bincount(enc.g, minlength=len(groups))
     accuracy, tpr, fpr, selection = _group_accuracy(stats), _tpr(stats), _fpr(stats), _selection(stats)
     group_rates_out: dict[str, dict[str, float | None]] = {}
     for gi, key in enumerate(group_keys):
-        rates: dict[str, float | None] = {"accuracy": _plain(accuracy[gi])}
+        rates: dict[str, float | None] = {"accuracy": finite_or_none(accuracy[gi])}
         if pos is not None:
-            rates.update(tpr=_plain(tpr[gi, pos]), fpr=_plain(fpr[gi, pos]), selection_rate=_plain(selection[gi, pos]))
+            rates.update(tpr=finite_or_none(tpr[gi, pos]), fpr=finite_or_none(fpr[gi, pos]),
+                         selection_rate=finite_or_none(selection[gi, pos]))
         group_rates_out[key] = rates
     report: dict[str, Any] = {
         "n": int(len(enc.g)),
@@ -824,8 +822,8 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
     if pos is None:
         positives = frame["n_positives"].to_numpy().reshape(len(groups), len(classes))
         report["class_group_rates"] = {
-            ckey: {gkey: {"n": int(positives[gi, ci_]), "tpr": _plain(tpr[gi, ci_]), "fpr": _plain(fpr[gi, ci_]),
-                          "selection_rate": _plain(selection[gi, ci_])}
+            ckey: {gkey: {"n": int(positives[gi, ci_]), "tpr": finite_or_none(tpr[gi, ci_]),
+                          "fpr": finite_or_none(fpr[gi, ci_]), "selection_rate": finite_or_none(selection[gi, ci_])}
                    for gi, gkey in enumerate(group_keys)}
             for ci_, ckey in enumerate(class_keys)}
     return report

@@ -19,7 +19,6 @@ returns a :class:`TrialOutcome` (objective values plus every other measure) that
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,11 +26,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from fairfront.objectives.measures import group_fairness
-from fairfront.objectives.measures.bias_settings import COUNTERFACTUAL_MEASURES
-from fairfront.objectives.measures.counterfactual_sets import counterfactual_measures
-from fairfront.objectives.measures.objectives import ObjectiveSpec, accuracy_scores, bias_score, latency_scores, size_scores
-from fairfront.objectives.training.population import forgetting_measures
+from fairfront.jsonsafe import json_safe
+from fairfront.objectives.measures.objectives import ObjectiveSpec
+from fairfront.objectives.measures.report import Timings, TrialReport
+from fairfront.objectives.measures.scoring import add_intrinsic, measure_size, objective_values, score_split
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.loop import TrainSettings, iterate_batches, make_batch, predict_logits, train
 from fairfront.spaces import fair_compression, fairness_losses, imbalance, students
@@ -57,8 +55,19 @@ class TrialSpec:
 
 @dataclass
 class TrialOutcome:
+    """What a trial returns: its objective values and the user attributes the driver stores.
+
+    Attributes:
+        values: The objective values, in the order of the study's objectives.
+        attrs: The user attributes (``report.to_attrs()`` for a real trial; the executor adds
+            ``worker`` and ``student_batch_size``).
+        report: The typed record of what the trial measured; None for an outcome built by hand
+            (:meth:`TrialReport.from_attrs` reads one from ``attrs``).
+    """
+
     values: list[float]
     attrs: dict = field(default_factory=dict)
+    report: TrialReport | None = None
 
 
 def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | None = None,
@@ -72,7 +81,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
     if prepared.task == "masked_lm":
         return _run_masked_lm_trial(prepared, spec, device=device, threads=threads, started=started)
     c = spec.compression
-    attrs: dict = {"compression": _plain(asdict(c))}
+    attrs: dict = {"compression": json_safe(asdict(c))}
     train_split = prepared.splits["train"]
     n_classes, n_groups = len(prepared.label_names), max(1, len(prepared.group_names))
     teacher_train = torch.tensor(prepared.teacher_logits["train"], device=device)
@@ -100,7 +109,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
                                    ffn_fraction=c.structured.ffn_fraction, importance=c.structured.importance,
                                    batches=calibration, scope=c.structured.scope,
                                    fairness_mix=c.structured.fairness_mix, gap=_equal_opportunity_gap)
-        attrs["structured"] = _plain(summary)
+        attrs["structured"] = json_safe(summary)
 
     # 3. unstructured pruning on a schedule (fairness-aware when fairness_mix > 0)
     hooks, pruner = [], None
@@ -182,7 +191,8 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
     # 5. post-training quantization (runs on CPU)
     model, eval_device = _quantized(model, c, device)
 
-    _measure_size(attrs, model, prepared, spec, threads)
+    report = TrialReport.from_compression(attrs)
+    report.size, report.latency_ms = measure_size(model, prepared, latency=spec.latency, threads=threads)
     eval_started = time.perf_counter()
     for split in ("validation", "test"):
         data = prepared.splits[split]
@@ -190,54 +200,23 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
                                 device=eval_device)
         swapped = [predict_logits(model, s.encoded, batch_size=spec.student.eval_batch_size, pad_id=prepared.pad_id,
                                   device=eval_device) for s in prepared.counterfactuals.get(split, [])]
-        attrs[split] = _scores(prepared, spec, data.labels, logits.argmax(axis=1), data.groups, split,
-                               logits=logits, swapped_logits=swapped)
+        report.splits[split] = score_split(prepared, split, data.labels, logits.argmax(axis=1), data.groups,
+                                           bias_objectives=spec.objectives.bias,
+                                           bootstrap_resamples=spec.bootstrap_resamples, seed=spec.seed,
+                                           logits=logits, swapped_logits=swapped)
     if prepared.intrinsic:
-        _add_intrinsic(attrs, prepared, model, device=eval_device)
-    attrs["timings"] = {"train_s": train_seconds, "eval_s": time.perf_counter() - eval_started,
-                        "total_s": time.perf_counter() - started, "device": device.type,
-                        "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
-    return _outcome(attrs, spec, hint=" (is every group present with positive examples?)")
-
-
-def _add_intrinsic(attrs: dict, prepared: Prepared, model: torch.nn.Module, *, device: torch.device) -> None:
-    """Score ``model`` on both halves of every ``[bias] intrinsic`` benchmark.
-
-    ``attrs["intrinsic"][name]`` holds ``{"validation", "test", "dense"}`` results;
-    ``attrs[half]["bias"][name]`` the headline bias (what the objective reads from the validation half).
-    """
-    from fairfront.objectives.measures.intrinsic.halves import HALVES, headline_biases, score_halves
-
-    started = time.perf_counter()
-    cache: dict = {}
-
-    def model_for(needs: str) -> torch.nn.Module:
-        if needs != "masked_lm":
-            return model
-        if "mlm" not in cache:
-            cache["mlm"] = prepared.masked_lm(model)
-        return cache["mlm"]
-
-    settings = prepared.intrinsic
-    scores = score_halves(model_for, prepared.tokenizer, prepared.intrinsic_halves, limit=settings.get("limit"),
-                          batch_size=settings.get("batch_size", 64), device=device)
-    attrs["intrinsic"] = {name: _plain({**parts, "dense": prepared.intrinsic_dense.get(name)})
-                          for name, parts in scores.items()}
-    for half in HALVES:
-        attrs.setdefault(half, {}).setdefault("bias", {}).update(
-            {name: _nan_if_none(v) for name, v in headline_biases(scores, half).items()})
-        if "stereoset" in scores:
-            overall = scores["stereoset"][half]["overall"]
-            attrs[half].setdefault("accuracy", {}).update(
-                {"stereoset_lms": _nan_if_none(overall.get("lms")), "stereoset_icat": _nan_if_none(overall.get("icat"))})
-    attrs["intrinsic_s"] = time.perf_counter() - started
+        add_intrinsic(report, prepared, model, device=eval_device)
+    report.timings = Timings(train_s=train_seconds, eval_s=time.perf_counter() - eval_started,
+                             total_s=time.perf_counter() - started, device=device.type,
+                             torch_threads=torch.get_num_threads(), pid=os.getpid())
+    return _outcome(report, spec, hint=" (is every group present with positive examples?)")
 
 
 def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device, threads: int | None,
                          started: float) -> TrialOutcome:
     """A ``masked_lm`` trial: compress the pretrained masked LM (no training) and score it on the benchmarks."""
     c = spec.compression
-    attrs: dict = {"compression": _plain(asdict(c)), "task": "masked_lm"}
+    attrs: dict = {"compression": json_safe(asdict(c)), "task": "masked_lm"}
     d = c.distillation
     model, _ = _student(prepared, d, attrs)
     model.to(device)
@@ -247,7 +226,7 @@ def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.d
         summary = structured_prune(model, head_fraction=c.structured.head_fraction,
                                    ffn_fraction=c.structured.ffn_fraction, importance="magnitude", batches=None,
                                    scope=c.structured.scope)
-        attrs["structured"] = _plain(summary)
+        attrs["structured"] = json_safe(summary)
     if c.pruning is not None:
         if c.pruning.schedule.kind != "one_shot" or c.pruning.fairness_mix > 0:
             raise ValueError("a masked_lm study prunes one-shot by magnitude only (nothing is trained)")
@@ -259,13 +238,14 @@ def _run_masked_lm_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.d
     compress_seconds = time.perf_counter() - started
     model, eval_device = _quantized(model, c, device)
     model.eval()
-    _measure_size(attrs, model, prepared, spec, threads)
+    report = TrialReport.from_compression(attrs)
+    report.size, report.latency_ms = measure_size(model, prepared, latency=spec.latency, threads=threads)
     eval_started = time.perf_counter()
-    _add_intrinsic(attrs, prepared, model, device=eval_device)
-    attrs["timings"] = {"compress_s": compress_seconds, "eval_s": time.perf_counter() - eval_started,
-                        "total_s": time.perf_counter() - started, "device": device.type,
-                        "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
-    return _outcome(attrs, spec, hint=" (on the benchmarks' validation half)")
+    add_intrinsic(report, prepared, model, device=eval_device)
+    report.timings = Timings(compress_s=compress_seconds, eval_s=time.perf_counter() - eval_started,
+                             total_s=time.perf_counter() - started, device=device.type,
+                             torch_threads=torch.get_num_threads(), pid=os.getpid())
+    return _outcome(report, spec, hint=" (on the benchmarks' validation half)")
 
 
 def _quantized(model: torch.nn.Module, c, device: torch.device) -> tuple[torch.nn.Module, torch.device]:
@@ -288,25 +268,10 @@ def _student(prepared: Prepared, d, attrs: dict) -> tuple[torch.nn.Module, list[
     return model, keep
 
 
-def _measure_size(attrs: dict, model: torch.nn.Module, prepared: Prepared, spec: TrialSpec,
-                  threads: int | None) -> None:
-    """Every size measure, and CPU latency unless the spec turns it off."""
-    attrs["size"] = size_scores(model)
-    if spec.latency:
-        attrs["latency_ms"] = latency_scores(model, seq_len=min(64, prepared.model_config.get(
-            "max_position_embeddings", 64)), threads=threads)
-
-
-def _outcome(attrs: dict, spec: TrialSpec, *, hint: str) -> TrialOutcome:
-    """The objective values, read from the validation measures and the size measures in ``attrs``."""
-    v = attrs["validation"]
-    sizes = {**attrs["size"], **{f"latency_b{k}_ms": ms for k, ms in attrs.get("latency_ms", {}).items()}}
-    values = [v["accuracy"][spec.objectives.accuracy], sizes.get(spec.objectives.size)]
-    values += [v["bias"][b] for b in spec.objectives.bias]
-    if any(x is None or not math.isfinite(x) for x in values):
-        raise ValueError(f"a measure is undefined on the validation split: {dict(zip(spec.objectives.names, values))}"
-                         + hint)
-    return TrialOutcome(values=[float(x) for x in values], attrs=attrs)
+def _outcome(report: TrialReport, spec: TrialSpec, *, hint: str) -> TrialOutcome:
+    """The trial's outcome: the objective values read from ``report``, and its user attributes."""
+    return TrialOutcome(values=objective_values(report, spec.objectives, hint=hint), attrs=report.to_attrs(),
+                        report=report)
 
 
 def _equal_opportunity_gap(logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -339,60 +304,3 @@ def _fairness_aware_scores(model, weights: dict, calibration: list[dict], mix: f
         return fair_compression.fairness_aware_importance(magnitudes, fair_now, mix=mix)
 
     return scores
-
-
-def _scores(prepared: Prepared, spec: TrialSpec, y: np.ndarray, pred: np.ndarray, groups: np.ndarray,
-            split: str, *, logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None) -> dict:
-    """Every measure of one split; ``logits`` and ``swapped_logits`` (the model's logits on the split and on
-    each prepared counterfactual set) are needed only when the study has counterfactual sets."""
-    has_group = groups >= 0
-    out: dict = {"accuracy": accuracy_scores(y, pred), "n": int(len(y))}
-    out["agreement_with_dense"] = float((prepared.dense_predictions(split) == pred).mean())
-    if has_group.any():
-        g = np.asarray(prepared.group_names, dtype=object)[groups[has_group]]
-        out["bias"] = {name: bias_score(name, y[has_group], pred[has_group], g)
-                       for name in group_fairness.BIAS_MEASURES}
-        out["fairness"] = group_fairness.fairness_report(
-            y[has_group], pred[has_group], sensitive_features=g, class_names=list(prepared.label_names),
-            n_resamples=spec.bootstrap_resamples, seed=spec.seed)
-    else:
-        out["bias"] = {name: float("nan") for name in group_fairness.BIAS_MEASURES}
-    population = prepared.population_predictions(split)
-    out["forgetting"] = forgetting_measures(y, pred, dense=prepared.dense_predictions(split), population=population,
-                                            groups=groups, class_names=list(prepared.label_names),
-                                            group_names=list(prepared.group_names))
-    if population is not None:
-        out["bias"]["cie_fraction"] = out["forgetting"]["cie"]["cie_fraction"]
-    sets = prepared.counterfactuals.get(split, [])
-    if sets:
-        if logits is None or swapped_logits is None:
-            raise ValueError("the study has counterfactual sets: pass the model's logits on the split and on each set")
-        cf = counterfactual_measures(sets, logits, swapped_logits, dense_logits=prepared.teacher_logits[split])
-        out["counterfactual"] = cf
-        pooled = cf["all"]
-        out["bias"]["counterfactual_flip_rate"] = _nan_if_none(pooled["flip_rate"])
-        out["bias"]["counterfactual_prob_change"] = _nan_if_none(pooled["mean_abs_prob_change"])
-        wanted = [b for b in spec.objectives.bias if b in COUNTERFACTUAL_MEASURES]
-        if split == "validation" and wanted and pooled["n_changed"] == 0:
-            raise ValueError(f"{wanted[0]} is undefined: no validation text contains a term of the swap lists "
-                             f"{', '.join(s.list_name for s in sets)}")
-    return _plain(out)
-
-
-def _nan_if_none(value: float | None) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def _plain(obj):
-    """JSON-safe copy (Optuna user attributes are stored as JSON): nan/inf become None."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, torch.Tensor):
-        return _plain(obj.tolist())
-    return obj

@@ -1,0 +1,164 @@
+"""A trial's measurement half: score the compressed model and read its objective values.
+
+Every measure comes from the registry (:mod:`fairfront.objectives.measures.registry`): the size of
+the model, each split's accuracy and bias measures (with the group-fairness, forgetting and
+counterfactual reports they are read from), and the intrinsic benchmarks on both halves. The
+results go into the trial's :class:`~fairfront.objectives.measures.report.TrialReport`, from which
+:func:`objective_values` reads what the study optimises.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from fairfront.jsonsafe import finite_or_none, json_safe
+from fairfront.objectives.measures import group_fairness, size
+from fairfront.objectives.measures.counterfactual_sets import counterfactual_measures
+from fairfront.objectives.measures.registry import MEASURES, MeasureInputs, measures
+from fairfront.objectives.measures.report import SplitScores, TrialReport
+from fairfront.objectives.training.population import forgetting_measures
+
+if TYPE_CHECKING:
+    from fairfront.objectives.measures.objectives import ObjectiveSpec
+    from fairfront.objectives.training.prepare import Prepared
+
+__all__ = ["measure_size", "score_split", "add_intrinsic", "objective_values"]
+
+LATENCY_BATCH_SIZES = (1, 32)
+"""The batch sizes whose CPU latency a trial measures (the ``latency_b<k>_ms`` size measures)."""
+
+
+def measure_size(model: torch.nn.Module, prepared: Prepared, *, latency: bool = True,
+                 threads: int | None = None) -> tuple[dict[str, float], dict[int, float] | None]:
+    """Every size measure of ``model``, and its CPU latency unless ``latency`` is off.
+
+    Returns:
+        ``(size, latency_ms)``: the size measures by name (``params`` included), and the median
+        milliseconds per batch size (None when not measured).
+    """
+    inputs = MeasureInputs(model=model)
+    sizes = {m.name: m.compute(inputs) for m in measures(kind="size", needs="")}
+    if not latency:
+        return sizes, None
+    seq_len = min(64, prepared.model_config.get("max_position_embeddings", 64))
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).cpu()  # latency is a CPU figure: a model on a GPU is measured on a copy
+    return sizes, size.measure_latency(model, batch_sizes=LATENCY_BATCH_SIZES, seq_len=seq_len, repeats=5, warmup=1,
+                                       threads=threads)
+
+
+def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray, groups: np.ndarray, *,
+                bias_objectives: Sequence[str] = (), bootstrap_resamples: int = 200, seed: int = 0,
+                logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None) -> SplitScores:
+    """Every measure of one split of a classification task.
+
+    Args:
+        prepared: The prepared study (dense predictions, population, counterfactual sets).
+        split: ``"validation"`` or ``"test"``.
+        y: True class ids.
+        pred: The compressed model's predicted class ids.
+        groups: Group id per example, ``-1`` for none.
+        bias_objectives: The study's bias objectives (a counterfactual one must be defined on
+            the validation split).
+        bootstrap_resamples: Resamples for the group measures' confidence intervals.
+        seed: Bootstrap seed.
+        logits: The model's logits on the split; needed only when the study has counterfactual sets.
+        swapped_logits: Its logits on each prepared counterfactual set of the split, likewise.
+
+    Raises:
+        ValueError: A counterfactual bias objective is undefined on the validation split (no
+            text contains a term of the swap lists).
+    """
+    inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=groups, group_names=prepared.group_names)
+    dense = prepared.dense_predictions(split)
+    out: dict = {"accuracy": {m.name: m.compute(inputs) for m in measures(kind="accuracy", needs="")},
+                 "n": int(len(y)), "agreement_with_dense": float((dense == pred).mean())}
+    if inputs.has_groups:
+        out["bias"] = {m.name: m.compute(inputs) for m in measures(kind="bias", needs="groups")}
+        y_grouped, pred_grouped, group_names = inputs.grouped
+        out["fairness"] = group_fairness.fairness_report(
+            y_grouped, pred_grouped, sensitive_features=group_names, class_names=list(prepared.label_names),
+            n_resamples=bootstrap_resamples, seed=seed)
+    else:
+        out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
+    population = prepared.population_predictions(split)
+    out["forgetting"] = inputs.forgetting = forgetting_measures(
+        y, pred, dense=dense, population=population, groups=groups, class_names=list(prepared.label_names),
+        group_names=list(prepared.group_names))
+    sets = prepared.counterfactuals.get(split, [])
+    if sets:
+        if logits is None or swapped_logits is None:
+            raise ValueError("the study has counterfactual sets: pass the model's logits on the split and on each set")
+        out["counterfactual"] = inputs.counterfactual = counterfactual_measures(
+            sets, logits, swapped_logits, dense_logits=prepared.teacher_logits[split])
+    prepared_settings = {"dense_population": population is not None, "counterfactual": bool(sets)}
+    for m in measures(kind="bias"):
+        if prepared_settings.get(m.bias_setting):
+            out["bias"][m.name] = m.compute(inputs)
+    if sets and split == "validation":
+        wanted = [b for b in bias_objectives if MEASURES[b].bias_setting == "counterfactual"]
+        if wanted and inputs.counterfactual["all"]["n_changed"] == 0:
+            raise ValueError(f"{wanted[0]} is undefined: no validation text contains a term of the swap lists "
+                             f"{', '.join(s.list_name for s in sets)}")
+    return SplitScores(**json_safe(out))
+
+
+def add_intrinsic(report: TrialReport, prepared: Prepared, model: torch.nn.Module, *, device: torch.device) -> None:
+    """Score ``model`` on both halves of every ``[bias] intrinsic`` benchmark, into ``report``.
+
+    ``report.intrinsic[name]`` holds ``{"validation", "test", "dense"}`` results; each half's
+    split scores get the benchmark's headline bias (and, for StereoSet, its language-modeling
+    scores as accuracy measures), which is what the objectives read from the validation half.
+    """
+    from fairfront.objectives.measures.intrinsic.halves import HALVES, score_halves
+
+    started = time.perf_counter()
+    cache: dict = {}
+
+    def model_for(needs: str) -> torch.nn.Module:
+        if needs != "masked_lm":
+            return model
+        if "mlm" not in cache:
+            cache["mlm"] = prepared.masked_lm(model)
+        return cache["mlm"]
+
+    settings = prepared.intrinsic
+    scores = score_halves(model_for, prepared.tokenizer, prepared.intrinsic_halves, limit=settings.get("limit"),
+                          batch_size=settings.get("batch_size", 64), device=device)
+    report.intrinsic = {name: json_safe({**parts, "dense": prepared.intrinsic_dense.get(name)})
+                        for name, parts in scores.items()}
+    for half in HALVES:
+        inputs = MeasureInputs(intrinsic=scores, half=half)
+        scored = report.split(half)
+        scored.bias = {**(scored.bias or {}), **{name: _number(MEASURES[name].compute(inputs)) for name in scores}}
+        accuracy = {m.name: _number(m.compute(inputs)) for m in measures(kind="accuracy", needs="intrinsic")
+                    if m.benchmark in scores}
+        if accuracy:
+            scored.accuracy = {**(scored.accuracy or {}), **accuracy}
+    report.intrinsic_s = time.perf_counter() - started
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else finite_or_none(value)
+
+
+def objective_values(report: TrialReport, objectives: ObjectiveSpec, *, hint: str = "") -> list[float]:
+    """The objective values: the validation split's accuracy and bias measures, and the size measure.
+
+    Raises:
+        ValueError: A value is undefined; the message lists every value and ends with ``hint``.
+    """
+    v = report.validation
+    values = [(v.accuracy or {}).get(objectives.accuracy), report.sizes.get(objectives.size)]
+    values += [(v.bias or {}).get(b) for b in objectives.bias]
+    if any(x is None or not math.isfinite(x) for x in values):
+        raise ValueError(f"a measure is undefined on the validation split: {dict(zip(objectives.names, values))}"
+                         + hint)
+    return [float(x) for x in values]
