@@ -625,7 +625,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _plain_config(config: CompressionConfig) -> dict:
-    return json.loads(json.dumps(asdict(config), default=str))
+    return json.loads(json.dumps(config.as_dict(), default=str))
 
 
 if __name__ == "__main__":
