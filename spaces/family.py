@@ -6,21 +6,21 @@ Optuna parameter names), its typed space and config, the tasks it supports and t
 makes of it. :meth:`CompressionFamily.start` turns one trial's config into a
 :class:`FamilyTrial`, the family's hooks into that trial:
 
-==========================  ===================================================================
-``prepare``                 model surgery before anything is trained (a student cut from the
-                            teacher, heads removed)
-``step_hooks``              objects the training loop calls (``before_step``,
-                            ``after_backward``, ``after_step``)
-``task_loss``               the per-example task loss (at most one family gives it)
-``transform_loss``          a new per-example loss from the current one (distillation)
-``example_weights``         per-example weights; several multiply
-``reduce``                  the per-example loss to a scalar (group DRO; at most one family)
-``penalties``               terms added on the student's predictions (fairness penalties)
-``representation_penalties`` terms added after those, on internal states (hidden-state transfer)
-``after_training``          results made exact and recorded (pruning reaches its sparsity)
-``without_training``        what the family does when nothing is trained (a ``masked_lm`` study)
-``convert``                 the trained model replaced by what is measured (int8)
-==========================  ===================================================================
+==============================  ===============================================================
+``prepare``                     model surgery before anything is trained (a student cut from the
+                                teacher, heads removed)
+``step_hooks``                  objects the training loop calls (``before_step``,
+                                ``after_backward``, ``after_step``)
+``task_loss``                   the per-example task loss (at most one family gives it)
+``transform_loss``              a new per-example loss from the current one (distillation)
+``example_weights``             per-example weights; several multiply
+``reduce``                      the per-example loss to a scalar (group DRO; at most one family)
+``penalties``                   terms added on the student's predictions (fairness penalties)
+``representation_penalties``    terms added after those, on internal states (hidden-state transfer)
+``after_training``              results made exact and recorded (pruning reaches its sparsity)
+``without_training``            what the family does when nothing is trained (a ``masked_lm`` study)
+``convert``                     the trained model replaced by what is measured (int8)
+==============================  ===============================================================
 
 Every hook does nothing by default, so a family overrides only what it does. The trial runs each
 hook for every sampled family in the registry's order (:mod:`fairfront.spaces.registry`).
@@ -83,7 +83,7 @@ class TrialContext:
     eval_device: torch.device | None = None
     make_calibration: Callable[[], list[dict]] = _no_batches
     json_safe: Callable[[Any], Any] = _unchanged
-    _calibration: list[dict] | None = field(default=None, repr=False)
+    _calibration: list[dict] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.eval_device is None:
@@ -112,7 +112,8 @@ class FamilyTrial:
         return ()
 
     def task_loss(self) -> Callable[[Tensor, Tensor], Tensor] | None:
-        """``(logits, labels) -> [B]`` per-example loss replacing cross-entropy, or ``None``."""
+        """``(logits, labels) -> [B]`` per-example loss replacing cross-entropy, or ``None`` (at most one
+        family of a trial may give one)."""
         return None
 
     def transform_loss(self, per_example: Tensor, logits: Tensor, batch: dict) -> Tensor:
@@ -124,7 +125,8 @@ class FamilyTrial:
         return None
 
     def reduce(self, per_example: Tensor, groups: Tensor) -> Tensor | None:
-        """The scalar loss from the weighted per-example loss, or ``None`` for the mean."""
+        """The scalar loss from the weighted per-example loss, or ``None`` (the first family that reduces
+        wins; if none does, the loss is the mean)."""
         return None
 
     def penalties(self, logits: Tensor, batch: dict) -> Sequence[Tensor]:

@@ -9,9 +9,9 @@ training (pruning made exact) and what they convert the model to (int8).
 
 A ``masked_lm`` study (:attr:`Prepared.task`) goes through the same loop: nothing is trained, so
 each family applies what it does without training (pruning is one-shot) to the pretrained masked
-LM, and the objective values are the intrinsic benchmarks' validation-half numbers. With ``[bias] intrinsic`` a classification trial
-also scores the compressed model on the benchmarks, with the checkpoint's masked-LM head on its
-encoder (:mod:`fairfront.objectives.training.masked_lm`).
+LM, and the objective values are the intrinsic benchmarks' validation-half numbers. With
+``[bias] intrinsic`` a classification trial also scores the compressed model on the benchmarks,
+with the checkpoint's masked-LM head on its encoder (:mod:`fairfront.objectives.training.masked_lm`).
 
 This runs inside a Ray task (or in-process in tests). It never touches the study storage: it
 returns a :class:`TrialOutcome` (objective values plus every other measure) that the driver writes.
