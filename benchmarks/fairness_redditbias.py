@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "schedule (Zhu & Gupta) over the first half of training, masks "
                                            "updated every steps//16 steps; distillation T=2, alpha=0.5",
                      "variants": {v: VARIANTS[v][0] for v in variants},
-                     "variant_configs": {v: json_safe(asdict(compression_for(v, args.sparsity[0], steps)))
+                     "variant_configs": {v: json_safe(compression_for(v, args.sparsity[0], steps).as_dict())
                                          for v in variants},
                      "selection_rule": SELECTION_RULE, "goal": GOAL},
         "runs": [],

@@ -25,6 +25,7 @@ from fairfront.objectives.training.prepare import PrepareSpec
 from fairfront.objectives.training.loop import TrainSettings
 from fairfront.search.samplers import SAMPLERS
 from fairfront.objectives.training.trial import TrialSpec
+from fairfront.spaces.registry import families_for_task
 from fairfront.spaces.space import CompressionConfig, SearchSpace
 
 __all__ = ["StudySettings", "Execution", "StudyFile", "load_study_file", "parse_study_text"]
@@ -159,16 +160,8 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
         _check_masked_lm(model, bias, space, raw.get("space", {}), objectives)
     else:
         _check_intrinsic(model, bias)
-        if space.fairness is not None and data.source not in ("file", "hf") and not _has_groups(data):
-            raise ConfigError("space.fairness", message=f"data source {data.source!r} has no group column; "
-                              "a fairness loss needs one")
-        if data.source in ("file", "hf") and data.group_column is None and (space.fairness is not None):
-            raise ConfigError("data.group_column", None, "a column naming each example's group (needed by "
-                              "[space.fairness])")
+        _check_groups(space, data)
     return StudyFile(study, objectives, model, data, teacher, student, space, execution, text, bias=bias)
-
-
-_MASKED_LM_FAMILIES = ("distillation", "structured", "pruning", "quantization")
 
 
 def _check_intrinsic(model: ModelSpec, bias: BiasSettings) -> None:
@@ -195,29 +188,13 @@ def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, r
         raise ConfigError("model.name", model.name, "a model folder or hub name with a pretrained masked-LM head "
                           "(e.g. bert-base-uncased) for [model] task = \"masked_lm\"")
     check_masked_lm_head(model.source, name=model.name)
+    allowed = families_for_task("masked_lm")
     for family in raw_space:
-        if family not in _MASKED_LM_FAMILIES:
+        if family not in allowed:
             raise ConfigError(f"space.{family}", message=f"[space.{family}] needs [model] task = \"classification\" "
                               "(labelled, trained data); a masked_lm study allows: "
-                              + ", ".join(f"[space.{f}]" for f in _MASKED_LM_FAMILIES))
-    if space.pruning is not None and tuple(space.pruning.schedules) != ("one_shot",):
-        raise ConfigError("space.pruning.schedule", list(space.pruning.schedules), "[\"one_shot\"] in a masked_lm "
-                          "study (nothing is trained, so there is no schedule to follow)")
-    for family, family_space in (("pruning", space.pruning), ("structured", space.structured)):
-        if family_space is not None and family_space.fairness_mix != (0.0, 0.0):
-            raise ConfigError(f"space.{family}.fairness_mix", list(family_space.fairness_mix), "0 in a masked_lm "
-                              "study (fairness-aware scores need labelled groups)")
-    if space.structured is not None and tuple(space.structured.importance) != ("magnitude",):
-        raise ConfigError("space.structured.importance", list(space.structured.importance), "[\"magnitude\"] in a "
-                          "masked_lm study (gradient importance needs labelled batches)")
-    if space.distillation is not None:
-        extra = [k for k in raw_space.get("distillation", {}) if k not in ("student_layers", "layer_strategy")]
-        if extra:
-            raise ConfigError(f"space.distillation.{extra[0]}", message="a masked_lm study trains no student: only "
-                              "student_layers and layer_strategy are allowed")
-        if space.distillation.student_layers is None:
-            raise ConfigError("space.distillation.student_layers", message="missing required key (a masked_lm "
-                              "study's distillation family only drops layers)")
+                              + ", ".join(f"[space.{f}]" for f in allowed))
+    space.check_task("masked_lm", raw_space)
     if bias.dense_population or bias.counterfactual:
         raise ConfigError("bias.dense_population" if bias.dense_population else "bias.counterfactual",
                           message="needs [model] task = \"classification\" (a fine-tuned classifier's predictions)")
@@ -227,6 +204,20 @@ def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, r
     if objectives.accuracy.startswith("stereoset_") and "stereoset" not in bias.intrinsic:
         raise ConfigError("objectives.accuracy", message=f"{objectives.accuracy!r} is measured on StereoSet: list "
                           "'stereoset' in [bias] intrinsic")
+
+
+def _check_groups(space: SearchSpace, data: DataSpec) -> None:
+    """A family that needs each example's group (a fairness loss) needs data that has one."""
+    needing = space.needing_groups()
+    if not needing:
+        return
+    family = needing[0]
+    if data.source not in ("file", "hf") and not _has_groups(data):
+        raise ConfigError(f"space.{family.name}", message=f"data source {data.source!r} has no group column; "
+                          f"{family.needs_groups} needs one")
+    if data.source in ("file", "hf") and data.group_column is None:
+        raise ConfigError("data.group_column", None, "a column naming each example's group (needed by "
+                          f"[space.{family.name}])")
 
 
 def _has_groups(data: DataSpec) -> bool:

@@ -9,20 +9,22 @@ examples first, and these are disproportionately from rare classes and under-rep
   whose recall has fallen behind the teacher's (see :func:`recall_deficit`).
 - :func:`fairness_aware_importance` changes *what* is pruned: it mixes a weight's usual importance
   with its importance for the group gap, estimated by :func:`fairness_gradient_scores`, so weights
-  whose removal would widen the gap are kept.
+  whose removal would widen the gap are kept (:func:`equal_opportunity_gap` is the gap the
+  trials protect).
+
+The ``[space.fair_distillation]`` family that applies the forgetting weights is
+:mod:`fairfront.spaces.fair_distillation`; its config and space stay importable from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from fairfront._config import Table
-from fairfront.spaces.sampling import suggest_choice, suggest_weight
+from fairfront.spaces import fairness_losses
 
 __all__ = [
     "FORGETTING_MODES",
@@ -30,6 +32,7 @@ __all__ = [
     "recall_deficit",
     "fairness_aware_importance",
     "fairness_gradient_scores",
+    "equal_opportunity_gap",
 ]
 
 FORGETTING_MODES = ("disagreement", "group_recall", "both")
@@ -297,33 +300,16 @@ def _mean_over(tensors: Iterable[Tensor]) -> float:
     return total / count if count else 0.0
 
 
-@dataclass(frozen=True)
-class FairDistillationConfig:
-    strength: float
-    mode: str = "disagreement"
+def equal_opportunity_gap(logits: Tensor, batch: Mapping[str, Any]) -> Tensor:
+    """The group gap fairness-aware pruning protects: the soft equal-opportunity penalty on one batch."""
+    return fairness_losses.equal_opportunity_penalty(logits, batch["labels"], batch["groups"])
 
 
-@dataclass(frozen=True)
-class FairDistillationSpace:
-    """``[space.fair_distillation]``: up-weight what the student forgets (see :func:`forgetting_weights`).
+def __getattr__(name: str) -> Any:
+    """``FairDistillationConfig`` and ``FairDistillationSpace``, defined with their family (imported lazily:
+    that module imports this one)."""
+    if name in ("FairDistillationConfig", "FairDistillationSpace"):
+        from fairfront.spaces import fair_distillation
 
-    ``strength`` is searched on a log scale with an exact zero (plain, unweighted training) kept in
-    the space as the baseline.
-    """
-
-    strength: tuple[float, float] = (0.1, 10.0)
-    modes: tuple[str, ...] = FORGETTING_MODES
-    allow_zero: bool = True
-
-    @classmethod
-    def from_table(cls, t: Table) -> FairDistillationSpace:
-        space = cls(strength=t.range("strength", cls.strength, positive=True, high=1e4),
-                    modes=t.strings("mode", cls.modes, choices=FORGETTING_MODES),
-                    allow_zero=t.boolean("allow_zero", True))
-        t.done()
-        return space
-
-    def sample(self, trial) -> FairDistillationConfig:
-        strength = suggest_weight(trial, "fair_distillation.strength", self.strength, allow_zero=self.allow_zero)
-        mode = suggest_choice(trial, "fair_distillation.mode", self.modes) if strength > 0 else self.modes[0]
-        return FairDistillationConfig(strength, mode)
+        return getattr(fair_distillation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from fairfront._config import Table
 from fairfront.spaces import fairness_losses
+from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
 from fairfront.spaces.sampling import suggest_choice, suggest_weight
 
-__all__ = ["FairnessSpace", "FairnessConfig", "PENALTIES", "penalty_function"]
+__all__ = ["FairnessSpace", "FairnessConfig", "FairnessFamily", "PENALTIES", "penalty_function"]
 
 PENALTIES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
     "equal_opportunity": fairness_losses.equal_opportunity_penalty,
@@ -81,3 +83,56 @@ class FairnessSpace:
 
 def penalty_function(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     return PENALTIES[name]
+
+
+class FairnessFamily(CompressionFamily):
+    """``[space.fairness]``: each method is its own hook into the loss (a penalty, a reduction or weights)."""
+
+    name = "fairness"
+    space_type = FairnessSpace
+    config_type = FairnessConfig
+    needs_groups = "a fairness loss"
+
+    def start(self, config: FairnessConfig, ctx: TrialContext) -> FamilyTrial:
+        if config.weight <= 0:
+            return FamilyTrial()
+        if config.is_penalty:
+            return _Penalty(penalty_function(config.method), config.weight)
+        if config.method == "group_dro":
+            return _GroupDRO(fairness_losses.GroupDRO(ctx.num_groups, config.weight))
+        return _GroupReweight(config.weight, ctx)
+
+
+class _Penalty(FamilyTrial):
+    """``loss + weight * penalty(logits, labels, groups)``."""
+
+    def __init__(self, penalty: Callable[[Tensor, Tensor, Tensor], Tensor], weight: float):
+        self.penalty, self.weight = penalty, weight
+
+    def penalties(self, logits: Tensor, batch: dict) -> list[Tensor]:
+        return [self.weight * self.penalty(logits, batch["labels"], batch["groups"])]
+
+
+class _GroupDRO(FamilyTrial):
+    """The worst groups' loss up-weighted online; the final group weights are recorded."""
+
+    def __init__(self, dro: fairness_losses.GroupDRO):
+        self.dro = dro
+
+    def reduce(self, per_example: Tensor, groups: Tensor) -> Tensor:
+        return self.dro(per_example, groups)
+
+    def after_training(self, ctx: TrialContext) -> None:
+        ctx.record("group_dro_weights", [float(x) for x in self.dro.q])
+
+
+class _GroupReweight(FamilyTrial):
+    """Weights ``1 + s * (w - 1)`` from plain training (s = 0) to group-balanced weights ``w`` (s = 1)."""
+
+    def __init__(self, strength: float, ctx: TrialContext):
+        balanced = fairness_losses.group_balanced_weights(torch.tensor(ctx.groups), ctx.num_groups,
+                                                          labels=torch.tensor(ctx.labels))
+        self.weights = (1.0 + strength * (balanced - 1.0)).to(ctx.device)
+
+    def example_weights(self, logits: Tensor, batch: dict) -> Tensor:
+        return self.weights[batch["index"]]

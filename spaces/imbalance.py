@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from fairfront._config import Table
+from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
 from fairfront.spaces.sampling import suggest_choice, suggest_float
 
 __all__ = [
@@ -32,6 +34,9 @@ __all__ = [
     "logit_adjusted_loss",
     "ImbalanceLoss",
     "IMBALANCE_LOSSES",
+    "ImbalanceConfig",
+    "ImbalanceSpace",
+    "ImbalanceFamily",
 ]
 
 PerExampleLoss = Callable[[Tensor, Tensor], Tensor]
@@ -311,3 +316,23 @@ class ImbalanceSpace:
         else:
             value = suggest_float(trial, key, (spec.low, spec.high))
         return ImbalanceConfig(name, float(value))
+
+
+class ImbalanceFamily(CompressionFamily):
+    """``[space.imbalance]``: the per-example task loss a student trains with."""
+
+    name = "imbalance"
+    space_type = ImbalanceSpace
+    config_type = ImbalanceConfig
+
+    def start(self, config: ImbalanceConfig, ctx: TrialContext) -> FamilyTrial:
+        class_counts = np.bincount(ctx.labels, minlength=ctx.num_classes).tolist()
+        return _TaskLoss(config.build(class_counts))
+
+
+class _TaskLoss(FamilyTrial):
+    def __init__(self, loss: PerExampleLoss):
+        self.loss = loss
+
+    def task_loss(self) -> PerExampleLoss:
+        return self.loss

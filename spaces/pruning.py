@@ -13,7 +13,9 @@ are re-applied after every optimizer step, so pruned weights stay exactly zero t
 Which criterion: ``magnitude`` keeps the largest ``|w|``; ``movement`` (Sanh et al. 2020, "Movement
 Pruning") keeps the weights that fine-tuning moves *away from zero*, scored by the accumulated
 ``S = -sum_t dL/dw_t * w_t`` (:class:`MovementScores`). Movement needs training before it prunes,
-so it is searched only with the ``gradual`` and ``iterative`` schedules.
+so it is searched only with the ``gradual`` and ``iterative`` schedules. A ``fairness_mix`` above
+zero makes magnitude pruning fairness-aware (:func:`fairness_aware_scores`): weights the group gap
+depends on are kept. Each criterion is a :class:`PruningCriterion` in :data:`PRUNING_CRITERIA`.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ from torch import nn
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
+from fairfront.spaces import fair_compression
+from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
 from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_int, suggest_weight
 from fairfront.spaces.schedules import SCHEDULES, SparsitySchedule
 
-__all__ = ["PruningSpace", "PruningConfig", "MagnitudePruner", "ScheduledPruning", "MovementScores",
-           "prunable_weights", "CRITERIA"]
+__all__ = ["PruningSpace", "PruningConfig", "PruningFamily", "MagnitudePruner", "ScheduledPruning", "MovementScores",
+           "PruningCriterion", "PRUNING_CRITERIA", "prunable_weights", "fairness_aware_scores", "CRITERIA"]
 
 SCOPES = ("global", "layer")
-CRITERIA = ("magnitude", "movement")
+ScoreFunction = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+"""Maps the weights' current magnitudes to the importance they are ranked by (higher = keep)."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +150,7 @@ class MagnitudePruner:
         0.5
     """
 
-    def __init__(self, weights: dict[str, nn.Parameter], scope: str = "global",
-                 scores: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None):
+    def __init__(self, weights: dict[str, nn.Parameter], scope: str = "global", scores: ScoreFunction | None = None):
         if scope not in SCOPES:
             raise ValueError(f"pruning scope {scope!r} is unknown; allowed: {', '.join(SCOPES)}")
         self.weights = weights
@@ -287,6 +291,124 @@ class MovementScores:
             return magnitudes
         return {name: torch.where(magnitudes[name] > 0, self.totals[name], torch.full_like(self.totals[name], -math.inf))
                 for name in magnitudes}
+
+
+class PruningCriterion:
+    """How a trial's pruner ranks the weights: ``build`` gives its score function and the hooks it trains with."""
+
+    name: str
+
+    def build(self, weights: dict[str, nn.Parameter], config: PruningConfig,
+              ctx: TrialContext) -> tuple[ScoreFunction | None, list[object]]:
+        raise NotImplementedError
+
+
+class MagnitudeCriterion(PruningCriterion):
+    """``|w|``; with ``fairness_mix > 0`` mixed with each weight's effect on the group gap."""
+
+    name = "magnitude"
+
+    def build(self, weights, config, ctx):
+        if config.fairness_mix > 0:
+            return fairness_aware_scores(ctx.model, weights, ctx.calibration, config.fairness_mix), []
+        return None, []
+
+
+class MovementCriterion(PruningCriterion):
+    """Movement scores accumulated over the training steps (a training-loop hook)."""
+
+    name = "movement"
+
+    def build(self, weights, config, ctx):
+        movement = MovementScores(weights)
+        return movement.scores, [movement]
+
+
+PRUNING_CRITERIA: dict[str, PruningCriterion] = {c.name: c for c in (MagnitudeCriterion(), MovementCriterion())}
+CRITERIA = tuple(PRUNING_CRITERIA)
+
+
+def fairness_aware_scores(model: nn.Module, weights: dict[str, nn.Parameter], batches: list[dict],
+                          mix: float) -> ScoreFunction:
+    """Importance = mix of |w| and |w * dP/dw| (P = equal-opportunity gap on a few training batches).
+
+    The gradient of the gap is taken once, on the dense weights; at each pruning step the fair
+    score is ``|w_now| * |dP/dw|``, so weights that shrink during training lose importance in both.
+    """
+
+    def gap(net, batch):
+        logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        return fair_compression.equal_opportunity_gap(logits, batch)
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = {names[id(w)]: w for w in weights.values()}
+    fair = fair_compression.fairness_gradient_scores(model, batches, gap, params)
+    grad_abs = {}
+    for key, w in weights.items():
+        w_abs = w.detach().abs().float()
+        score = fair[names[id(w)]].float()
+        grad_abs[key] = torch.where(w_abs > 0, score / w_abs.clamp_min(1e-12), torch.zeros_like(w_abs))
+
+    def scores(magnitudes: dict) -> dict:
+        fair_now = {k: magnitudes[k] * grad_abs[k] for k in magnitudes}
+        return fair_compression.fairness_aware_importance(magnitudes, fair_now, mix=mix)
+
+    return scores
+
+
+class PruningFamily(CompressionFamily):
+    """``[space.pruning]``: masks that follow a schedule during fine-tuning, made exact when it ends."""
+
+    name = "pruning"
+    space_type = PruningSpace
+    config_type = PruningConfig
+    tasks = ("classification", "masked_lm")
+
+    def check_task(self, space: PruningSpace, table, task: str) -> None:
+        if task != "masked_lm":
+            return
+        if tuple(space.schedules) != ("one_shot",):
+            raise ConfigError("space.pruning.schedule", list(space.schedules), "[\"one_shot\"] in a masked_lm "
+                              "study (nothing is trained, so there is no schedule to follow)")
+        if space.fairness_mix != (0.0, 0.0):
+            raise ConfigError("space.pruning.fairness_mix", list(space.fairness_mix), "0 in a masked_lm "
+                              "study (fairness-aware scores need labelled groups)")
+
+    def start(self, config: PruningConfig, ctx: TrialContext) -> FamilyTrial:
+        return _PruningTrial(config)
+
+
+class _PruningTrial(FamilyTrial):
+    def __init__(self, config: PruningConfig):
+        self.config = config
+        self.pruner: MagnitudePruner | None = None
+        self.hooks: list[object] = []
+
+    def _weights(self, ctx: TrialContext) -> dict[str, nn.Parameter]:
+        return prunable_weights(ctx.model, include_embeddings=self.config.include_embeddings,
+                                include_classifier=self.config.include_classifier)
+
+    def prepare(self, ctx: TrialContext) -> None:
+        if ctx.task != "classification":
+            return  # nothing is trained: pruned at once, in without_training
+        weights = self._weights(ctx)
+        scores, hooks = PRUNING_CRITERIA[self.config.criterion].build(weights, self.config, ctx)
+        self.pruner = MagnitudePruner(weights, scope=self.config.scope, scores=scores)
+        self.hooks = [*hooks, ScheduledPruning(self.pruner, self.config.schedule)]
+
+    def step_hooks(self) -> list[object]:
+        return self.hooks
+
+    def after_training(self, ctx: TrialContext) -> None:
+        self.pruner.prune_to(self.config.sparsity)  # the schedule has reached it; make it exact for scoring
+        ctx.record("achieved_sparsity", self.pruner.sparsity())
+
+    def without_training(self, ctx: TrialContext) -> None:
+        if self.config.schedule.kind != "one_shot" or self.config.fairness_mix > 0:
+            raise ValueError("a masked_lm study prunes one-shot by magnitude only (nothing is trained)")
+        pruner = MagnitudePruner(self._weights(ctx), scope=self.config.scope)
+        pruner.prune_to(self.config.sparsity)
+        ctx.record("achieved_sparsity", pruner.sparsity())
 
 
 _BRACKET_MIN = 1 << 20  # below about a million values one partition of them all is as fast as bracketing

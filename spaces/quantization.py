@@ -37,9 +37,11 @@ import torch
 from torch import nn
 
 from fairfront._config import Table
+from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
 from fairfront.spaces.sampling import suggest_choice
 
-__all__ = ["is_quantized", "quantize_dynamic_int8", "quantized_linear_names"]
+__all__ = ["is_quantized", "quantize_dynamic_int8", "quantized_linear_names", "QuantizationConfig",
+           "QuantizationSpace", "QuantizationFamily"]
 
 
 def _quantize_dynamic():
@@ -134,3 +136,22 @@ class QuantizationSpace:
 
     def sample(self, trial) -> QuantizationConfig:
         return QuantizationConfig(bool(suggest_choice(trial, "quantization.int8", self.int8)))
+
+
+class QuantizationFamily(CompressionFamily):
+    """``[space.quantization]``: the trained (or, in a masked_lm study, compressed) model made int8."""
+
+    name = "quantization"
+    space_type = QuantizationSpace
+    config_type = QuantizationConfig
+    tasks = ("classification", "masked_lm")
+
+    def start(self, config: QuantizationConfig, ctx: TrialContext) -> FamilyTrial:
+        return _Int8() if config.int8 else FamilyTrial()
+
+
+class _Int8(FamilyTrial):
+    def convert(self, ctx: TrialContext) -> None:
+        """Replace the model by its int8 copy, which runs on CPU only: evaluation moves there too."""
+        ctx.model = quantize_dynamic_int8(ctx.model.cpu())
+        ctx.eval_device = torch.device("cpu")

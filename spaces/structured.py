@@ -66,13 +66,18 @@ import torch
 from torch import nn
 
 from fairfront._config import Table
-from fairfront.errors import DataError
+from fairfront.errors import ConfigError, DataError
+from fairfront.spaces.fair_compression import equal_opportunity_gap
+from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
 from fairfront.spaces.sampling import suggest_choice, suggest_float, suggest_weight
 
 __all__ = [
     "IMPORTANCE_METHODS",
     "SCOPES",
     "SHAPE_KEY",
+    "StructuredConfig",
+    "StructuredFamily",
+    "StructuredSpace",
     "encoder_layers",
     "ffn_importance",
     "head_importance",
@@ -704,3 +709,45 @@ class StructuredSpace:
                                 suggest_choice(trial, "structured.scope", self.scope),
                                 suggest_weight(trial, "structured.fairness_mix", self.fairness_mix,
                                                allow_zero=lo == 0 < hi, log=False))
+
+
+class StructuredFamily(CompressionFamily):
+    """``[space.structured]``: heads and neurons removed once, before fine-tuning (prune, then recover)."""
+
+    name = "structured"
+    space_type = StructuredSpace
+    config_type = StructuredConfig
+    tasks = ("classification", "masked_lm")
+
+    def check_task(self, space: StructuredSpace, table, task: str) -> None:
+        if task != "masked_lm":
+            return
+        if space.fairness_mix != (0.0, 0.0):
+            raise ConfigError("space.structured.fairness_mix", list(space.fairness_mix), "0 in a masked_lm "
+                              "study (fairness-aware scores need labelled groups)")
+        if tuple(space.importance) != ("magnitude",):
+            raise ConfigError("space.structured.importance", list(space.importance), "[\"magnitude\"] in a "
+                              "masked_lm study (gradient importance needs labelled batches)")
+
+    def start(self, config: StructuredConfig, ctx: TrialContext) -> FamilyTrial:
+        return _StructuredTrial(config)
+
+
+class _StructuredTrial(FamilyTrial):
+    def __init__(self, config: StructuredConfig):
+        self.config = config
+
+    def prepare(self, ctx: TrialContext) -> None:
+        c = self.config
+        if c.head_fraction <= 0 and c.ffn_fraction <= 0:
+            return
+        if ctx.task == "classification":
+            summary = structured_prune(ctx.model, head_fraction=c.head_fraction, ffn_fraction=c.ffn_fraction,
+                                       importance=c.importance, batches=ctx.calibration, scope=c.scope,
+                                       fairness_mix=c.fairness_mix, gap=equal_opportunity_gap)
+        else:
+            if c.importance != "magnitude":
+                raise ValueError("a masked_lm study prunes structures by magnitude only (no labelled batches)")
+            summary = structured_prune(ctx.model, head_fraction=c.head_fraction, ffn_fraction=c.ffn_fraction,
+                                       importance="magnitude", batches=None, scope=c.scope)
+        ctx.record("structured", summary)
