@@ -30,7 +30,7 @@ builds the whole trial from six queries. That was most of the driver's cost per 
   list of studies) go to the database unchanged; only what cannot change, a study's directions
   and name, is kept.
 
-Why the mirror is exact: only the driver writes to the study (DESIGN.md, decision 1), and the
+Why the mirror is exact: only the driver writes to the study (README, "Architecture"), and the
 lease (:mod:`fairfront.search.lease`) guarantees one driver per study. The driver builds the
 mirror after it holds the lease (on its first trial read), so no other process changes the
 study's trials while the mirror lives, and every change the driver makes passes through this
@@ -79,17 +79,16 @@ from optuna.storages._rdb import models as _models  # noqa: E402
 from optuna.storages._rdb.storage import _create_scoped_session  # noqa: E402
 
 
-def _json_round_trip(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def _stored_value(value: float) -> float:
-    return _models.TrialValueModel.stored_repr_to_value(*_models.TrialValueModel.value_to_stored_repr(value))
+    """An objective value as the database returns it: a float column, so ``0`` comes back as ``0.0``."""
+    model = _models.TrialValueModel
+    return float(model.stored_repr_to_value(*model.value_to_stored_repr(value)))
 
 
 def _stored_intermediate(value: float) -> float:
+    """An intermediate value as the database returns it (a float, NaN and infinities included)."""
     model = _models.TrialIntermediateValueModel
-    return model.stored_repr_to_intermediate_value(*model.intermediate_value_to_stored_repr(value))
+    return float(model.stored_repr_to_intermediate_value(*model.intermediate_value_to_stored_repr(value)))
 
 
 class _Mirror:
@@ -213,8 +212,13 @@ class DriverStorage(BaseStorage):
             return row.number, row.state, row.datetime_start, row.datetime_complete
 
     def refresh(self, study_id: int | None = None) -> None:
-        """Forget the mirror of ``study_id`` (all studies if None); the next read rebuilds it."""
+        """Forget the mirror of ``study_id`` (all studies if None); the next read rebuilds it.
+
+        Writes queued in an open :meth:`grouped_writes` block are written first: a mirror re-read
+        from the database without them would never see them.
+        """
         with self._lock:
+            self._flush()
             if study_id is None:
                 self._forget_all()
             else:
@@ -349,6 +353,7 @@ class DriverStorage(BaseStorage):
 
     def delete_study(self, study_id: int) -> None:
         with self._lock:
+            self._flush()  # writes queued before the deletion reach the database before it, as they would in Optuna
             self._forget(study_id)
             self._directions.pop(study_id, None)
             self._names.pop(study_id, None)
