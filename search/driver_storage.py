@@ -127,8 +127,14 @@ class DriverStorage(BaseStorage):
         return self._backend
 
     def __getstate__(self) -> dict[str, Any]:
+        """A copy starts with no mirror and nothing queued: it reads the study from the database when it needs it.
+
+        A copy (another process, or the same one) that carried the mirror and the queued writes
+        would write those again and trust a mirror that another writer, the original, keeps changing.
+        """
         state = self.__dict__.copy()
         del state["_lock"]
+        state.update(_mirrors={}, _trial_index={}, _pending=[], _grouping=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -552,6 +558,27 @@ class DriverStorage(BaseStorage):
         if states is not None:
             trials = [t for t in trials if t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        """The parameter's internal value as the database's float column returns it (a categorical index too)."""
+        trial = self.get_trial(trial_id)
+        return float(trial.distributions[param_name].to_internal_repr(trial.params[param_name]))
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        """The best COMPLETE trial, from the mirror, with the checks in the order Optuna's RDB storage makes them.
+
+        The directions come first (a multi-objective study raises RuntimeError even before any
+        trial finished), and only trials with a stored value compete (a COMPLETE trial may have
+        been written without one).
+        """
+        directions = self.get_study_directions(study_id)
+        if len(directions) > 1:
+            raise RuntimeError("Best trial can be obtained only for single-objective optimization.")
+        trials = [t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+        if not trials:
+            raise ValueError("No trials are completed yet.")
+        best = max if directions[0] == StudyDirection.MAXIMIZE else min
+        return best(trials, key=lambda t: t.values[0])
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         with self._lock:

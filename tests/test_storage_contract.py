@@ -22,6 +22,7 @@ studies that other tests keep in the same database are never touched.
 from __future__ import annotations
 
 import os
+import pickle
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -192,3 +193,39 @@ class TestBeyondOptunasSuite:
         with pytest.raises(KeyError):
             storage.get_trial(deleted_trial)
         _assert_reads_as_the_database(storage, empty_database)
+
+
+class TestAnswersAsOptunasStorage:
+    """Calls the suite does not make, answered alike by Optuna's storage and the driver's (the reference runs too)."""
+
+    @pytest.fixture(params=["optuna", "driver"])
+    def storage(self, request, empty_database: RDBStorage) -> RDBStorage | DriverStorage:
+        return empty_database if request.param == "optuna" else DriverStorage(empty_database)
+
+    def test_a_categorical_parameter_reads_back_as_a_float_index(self, storage) -> None:
+        trial_id = storage.create_new_trial(storage.create_new_study([optuna.study.StudyDirection.MINIMIZE]))
+        storage.set_trial_param(trial_id, "kind", 2, optuna.distributions.CategoricalDistribution(["a", "b", "c"]))
+        assert repr(storage.get_trial_param(trial_id, "kind")) == "2.0"
+        assert storage.get_trial(trial_id).params == {"kind": "c"}
+
+    def test_the_best_trial_of_a_multi_objective_study_is_refused_before_any_trial_finished(self, storage) -> None:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE] * 2)
+        storage.create_new_trial(study_id)
+        with pytest.raises(RuntimeError):
+            storage.get_best_trial(study_id)
+
+    def test_a_complete_trial_without_a_value_is_not_the_best(self, storage) -> None:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE])
+        valued, empty = storage.create_new_trial(study_id), storage.create_new_trial(study_id)
+        storage.set_trial_state_values(empty, TrialState.COMPLETE)
+        with pytest.raises(ValueError):
+            storage.get_best_trial(study_id)
+        storage.set_trial_state_values(valued, TrialState.COMPLETE, [-1.0])
+        assert storage.get_best_trial(study_id)._trial_id == valued
+
+    def test_a_copy_reads_the_study_from_the_database(self, storage, empty_database: RDBStorage) -> None:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE])
+        trial_id = storage.create_new_trial(study_id)
+        copied = pickle.loads(pickle.dumps(storage))
+        empty_database.set_trial_user_attr(trial_id, "written", "after the copy")  # e.g. the original, later
+        assert copied.get_trial(trial_id).user_attrs == {"written": "after the copy"}
