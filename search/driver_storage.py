@@ -36,7 +36,9 @@ mirror after it holds the lease (on its first trial read), so no other process c
 study's trials while the mirror lives, and every change the driver makes passes through this
 wrapper. The mirror also checks the one thing it can see cheaply: a trial the driver creates
 must get the next trial number; if it does not, another process created trials, and the mirror
-is rebuilt from the database (with a warning).
+is rebuilt from the database (with a warning). Optuna's own storage contract suite runs against
+this class, and after each of its tests every trial read must equal what the database holds
+(``tests/test_storage_contract.py``).
 
 What would break it: a second writer to the same study while a driver runs, e.g. someone telling
 or enqueueing trials from optuna-dashboard or a notebook, or a driver that was paused past the
