@@ -30,13 +30,15 @@ builds the whole trial from six queries. That was most of the driver's cost per 
   list of studies) go to the database unchanged; only what cannot change, a study's directions
   and name, is kept.
 
-Why the mirror is exact: only the driver writes to the study (DESIGN.md, decision 1), and the
+Why the mirror is exact: only the driver writes to the study (README, "Architecture"), and the
 lease (:mod:`fairfront.search.lease`) guarantees one driver per study. The driver builds the
 mirror after it holds the lease (on its first trial read), so no other process changes the
 study's trials while the mirror lives, and every change the driver makes passes through this
 wrapper. The mirror also checks the one thing it can see cheaply: a trial the driver creates
 must get the next trial number; if it does not, another process created trials, and the mirror
-is rebuilt from the database (with a warning).
+is rebuilt from the database (with a warning). Optuna's own storage contract suite runs against
+this class, and after each of its tests every trial read must equal what the database holds
+(``tests/test_storage_contract.py``).
 
 What would break it: a second writer to the same study while a driver runs, e.g. someone telling
 or enqueueing trials from optuna-dashboard or a notebook, or a driver that was paused past the
@@ -79,17 +81,16 @@ from optuna.storages._rdb import models as _models  # noqa: E402
 from optuna.storages._rdb.storage import _create_scoped_session  # noqa: E402
 
 
-def _json_round_trip(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def _stored_value(value: float) -> float:
-    return _models.TrialValueModel.stored_repr_to_value(*_models.TrialValueModel.value_to_stored_repr(value))
+    """An objective value as the database returns it: a float column, so ``0`` comes back as ``0.0``."""
+    model = _models.TrialValueModel
+    return float(model.stored_repr_to_value(*model.value_to_stored_repr(value)))
 
 
 def _stored_intermediate(value: float) -> float:
+    """An intermediate value as the database returns it (a float, NaN and infinities included)."""
     model = _models.TrialIntermediateValueModel
-    return model.stored_repr_to_intermediate_value(*model.intermediate_value_to_stored_repr(value))
+    return float(model.stored_repr_to_intermediate_value(*model.intermediate_value_to_stored_repr(value)))
 
 
 class _Mirror:
@@ -128,8 +129,14 @@ class DriverStorage(BaseStorage):
         return self._backend
 
     def __getstate__(self) -> dict[str, Any]:
+        """A copy starts with no mirror and nothing queued: it reads the study from the database when it needs it.
+
+        A copy (another process, or the same one) that carried the mirror and the queued writes
+        would write those again and trust a mirror that another writer, the original, keeps changing.
+        """
         state = self.__dict__.copy()
         del state["_lock"]
+        state.update(_mirrors={}, _trial_index={}, _pending=[], _grouping=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -213,8 +220,13 @@ class DriverStorage(BaseStorage):
             return row.number, row.state, row.datetime_start, row.datetime_complete
 
     def refresh(self, study_id: int | None = None) -> None:
-        """Forget the mirror of ``study_id`` (all studies if None); the next read rebuilds it."""
+        """Forget the mirror of ``study_id`` (all studies if None); the next read rebuilds it.
+
+        Writes queued in an open :meth:`grouped_writes` block are written first: a mirror re-read
+        from the database without them would never see them.
+        """
         with self._lock:
+            self._flush()
             if study_id is None:
                 self._forget_all()
             else:
@@ -349,6 +361,7 @@ class DriverStorage(BaseStorage):
 
     def delete_study(self, study_id: int) -> None:
         with self._lock:
+            self._flush()  # writes queued before the deletion reach the database before it, as they would in Optuna
             self._forget(study_id)
             self._directions.pop(study_id, None)
             self._names.pop(study_id, None)
@@ -547,6 +560,27 @@ class DriverStorage(BaseStorage):
         if states is not None:
             trials = [t for t in trials if t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        """The parameter's internal value as the database's float column returns it (a categorical index too)."""
+        trial = self.get_trial(trial_id)
+        return float(trial.distributions[param_name].to_internal_repr(trial.params[param_name]))
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        """The best COMPLETE trial, from the mirror, with the checks in the order Optuna's RDB storage makes them.
+
+        The directions come first (a multi-objective study raises RuntimeError even before any
+        trial finished), and only trials with a stored value compete (a COMPLETE trial may have
+        been written without one).
+        """
+        directions = self.get_study_directions(study_id)
+        if len(directions) > 1:
+            raise RuntimeError("Best trial can be obtained only for single-objective optimization.")
+        trials = [t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+        if not trials:
+            raise ValueError("No trials are completed yet.")
+        best = max if directions[0] == StudyDirection.MAXIMIZE else min
+        return best(trials, key=lambda t: t.values[0])
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         with self._lock:
