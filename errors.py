@@ -13,10 +13,10 @@ class ConfigError(ValueError):
     """A study-file key, a CLI argument or a model/data reference is not acceptable.
 
     Example:
-        >>> raise ConfigError("objectives.bias.measure", "tpr-gap", "one of: eo_gap, dp_gap")
+        >>> raise ConfigError("objectives.bias", "tpr-gap", "one of: tpr_gap, accuracy_gap")
         Traceback (most recent call last):
         ...
-        fairfront.errors.ConfigError: objectives.bias.measure = 'tpr-gap' is not allowed: expected one of: eo_gap, dp_gap
+        fairfront.errors.ConfigError: objectives.bias = 'tpr-gap' is not allowed: expected one of: tpr_gap, accuracy_gap
     """
 
     def __init__(self, key: str, value: object = None, allowed: str | None = None, *, message: str | None = None):

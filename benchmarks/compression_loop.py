@@ -72,15 +72,16 @@ import transformers  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.utils import prune  # noqa: E402
 
+from fairfront.objectives.training.loop import TrainSettings, train  # noqa: E402
 from fairfront.objectives.training.models import load_tokenizer  # noqa: E402
 from fairfront.objectives.training.prepare import Prepared, prepare  # noqa: E402
-from fairfront.objectives.training.loop import TrainSettings, train  # noqa: E402
 from fairfront.objectives.training.trial import TrialSpec, run_trial  # noqa: E402
 from fairfront.search.studyfile import StudyFile, load_study_file  # noqa: E402
 from fairfront.spaces.distillation import DistillationConfig  # noqa: E402
 from fairfront.spaces.pruning import PruningConfig  # noqa: E402
 from fairfront.spaces.schedules import SparsitySchedule  # noqa: E402
 from fairfront.spaces.space import CompressionConfig  # noqa: E402
+
 from _common import cpu_model, write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -445,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     per = ", ".join(f"{r['setting']['name']} {r['ratio']:.2f}" for r in results)
     print(f"compression_loop: ours/baseline wall time {overall:.2f} (goal <= {GOAL_RATIO}; {per}), "
           f"CPU time {payload['cpu_ratio_geometric_mean']:.2f}; "
-          f"training time {payload['train_ratio_geometric_mean']:.2f}, floor {payload['floor_train_ratio_geometric_mean']:.2f}; "
+          f"training time {payload['train_ratio_geometric_mean']:.2f}, "
+          f"floor {payload['floor_train_ratio_geometric_mean']:.2f}; "
           f"worst accuracy difference {worst_acc:+.3f}; {steps} steps x {repeats} repeats, {args.threads} threads "
           f"-> {out_path}")
     return 0

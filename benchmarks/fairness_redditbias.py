@@ -82,6 +82,7 @@ from fairfront.spaces.fairness import FairnessConfig  # noqa: E402
 from fairfront.spaces.pruning import PruningConfig  # noqa: E402
 from fairfront.spaces.schedules import SparsitySchedule  # noqa: E402
 from fairfront.spaces.space import CompressionConfig  # noqa: E402
+
 from _common import write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]

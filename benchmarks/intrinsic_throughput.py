@@ -55,6 +55,7 @@ from fairfront.objectives.measures.intrinsic.stereoset import (  # noqa: E402
     stereoset_sentence_scores,
     summarize_stereoset,
 )
+
 from _common import cpu_model, write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "intrinsic_throughput.json"
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = ref_times["total_s"] / batched["total_s"]
     payload = {
         "benchmark": "intrinsic_throughput",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "model": model_name,
         "masked_lm_head": ("random (seeded): the checkpoint has no masked-LM head, so the bias scores are not "
                            "meaningful; the identity check and the timings are") if random_head else "the checkpoint's",

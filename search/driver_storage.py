@@ -502,8 +502,8 @@ class DriverStorage(BaseStorage):
                 return False
             self.check_trial_is_updatable(trial_id, found[1].state)
             for objective, v in enumerate(values or ()):
-                self._queue(trial_id, ("value", trial_id, objective,
-                                       dict(zip(("value", "value_type"), _models.TrialValueModel.value_to_stored_repr(v)))),
+                stored = _models.TrialValueModel.value_to_stored_repr(v)
+                self._queue(trial_id, ("value", trial_id, objective, dict(zip(("value", "value_type"), stored))),
                             lambda _m, trial, i=objective, v=v: self._with_value(trial, i, v))
             when = datetime.datetime.now()
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
-from fairfront.objectives.measures.bias_settings import BiasSettings, check_objectives
 from fairfront.objectives.data.task import DataSpec
+from fairfront.objectives.measures.bias_settings import BiasSettings, check_objectives
 from fairfront.objectives.measures.objectives import ObjectiveSpec
+from fairfront.objectives.training.loop import TrainSettings
 from fairfront.objectives.training.models import MINILM, TINY, ModelSpec
 from fairfront.objectives.training.prepare import PrepareSpec
-from fairfront.objectives.training.loop import TrainSettings
-from fairfront.search.samplers import SAMPLERS
 from fairfront.objectives.training.trial import TrialSpec
+from fairfront.search.samplers import SAMPLERS
 from fairfront.spaces.registry import families_for_task
 from fairfront.spaces.space import CompressionConfig, SearchSpace
 

@@ -289,7 +289,8 @@ class MovementScores:
     def scores(self, magnitudes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.steps == 0:
             return magnitudes
-        return {name: torch.where(magnitudes[name] > 0, self.totals[name], torch.full_like(self.totals[name], -math.inf))
+        return {name: torch.where(magnitudes[name] > 0, self.totals[name],
+                                  torch.full_like(self.totals[name], -math.inf))
                 for name in magnitudes}
 
 

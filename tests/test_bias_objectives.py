@@ -11,16 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, tiny_study_text
 from fairfront._config import Table
 from fairfront.errors import ConfigError
-from fairfront.objectives.training import trial as trial_module
-from fairfront.objectives.measures.bias_settings import COUNTERFACTUAL_MEASURES, POPULATION_MEASURES, BiasSettings
-from fairfront.objectives.measures.counterfactual import (builtin_swap_lists, counterfactual_report, counterfactual_texts,
-                                                 load_swap_pairs)
-from fairfront.objectives.measures.counterfactual_sets import SwappedTexts, softmax
 from fairfront.objectives.data.task import load_task
+from fairfront.objectives.measures.bias_settings import COUNTERFACTUAL_MEASURES, POPULATION_MEASURES, BiasSettings
+from fairfront.objectives.measures.counterfactual import (
+    builtin_swap_lists,
+    counterfactual_report,
+    counterfactual_texts,
+    load_swap_pairs,
+)
+from fairfront.objectives.measures.counterfactual_sets import SwappedTexts, softmax
 from fairfront.objectives.measures.objectives import OBJECTIVE_BIAS_MEASURES, PREPARED_BIAS_MEASURES
+from fairfront.objectives.training import trial as trial_module
 from fairfront.objectives.training.models import load_tokenizer
 from fairfront.objectives.training.prepare import compute, load_cached, store
 from fairfront.objectives.training.trial import run_trial
@@ -28,6 +31,8 @@ from fairfront.search.studyfile import load_study_file, parse_study_text
 from fairfront.spaces.pruning import PruningConfig
 from fairfront.spaces.schedules import SparsitySchedule
 from fairfront.spaces.space import CompressionConfig
+
+from conftest import REPO, tiny_study_text
 
 PRONOUNS = "he\tshe\nhis\ther\nhim\ther\n"
 POSSESSIVES = "his,her\n"

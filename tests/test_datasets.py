@@ -505,8 +505,8 @@ def test_the_prepared_study_cache_follows_the_bytes_of_a_users_data_file(tmp_pat
 def test_the_prepared_study_cache_follows_a_builtin_datasets_and_a_benchmarks_files(tmp_path, monkeypatch):
     import shutil
 
-    from fairfront.objectives.measures.bias_settings import BiasSettings
     from fairfront.objectives.data.task import DataSpec
+    from fairfront.objectives.measures.bias_settings import BiasSettings
 
     require("sst2")
     if not (DATA / "crows_pairs").is_dir():

@@ -15,7 +15,6 @@ from fairfront.spaces.fair_compression import (
 )
 from fairfront.spaces.fairness_losses import equal_opportunity_penalty
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -138,7 +137,10 @@ def test_mix_formula_scale_invariance_and_mix_one_ranking():
 def test_a_weight_that_carries_the_gap_is_kept():
     plain = torch.tensor([1.0, 2.0, 3.0, 4.0])
     fair = torch.tensor([5.0, 0.0, 0.0, 0.0])
-    keep_one = lambda scores: int(scores.argmin())  # the weight pruned first
+
+    def keep_one(scores):  # the weight pruned first
+        return int(scores.argmin())
+
     assert keep_one(plain) == 0
     assert keep_one(fairness_aware_importance(plain, fair, mix=0.5)) != 0
     zero_fair = fairness_aware_importance(plain, torch.zeros(4), mix=0.5)

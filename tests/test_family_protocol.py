@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 from transformers import BertConfig, BertForMaskedLM
 
-from conftest import tiny_study_text
 from fairfront._config import Table
 from fairfront.search import cli
 from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
 from fairfront.spaces.registry import families_for_task, family_names, register_family, unregister_family
 from fairfront.spaces.sampling import suggest_float
+
+from conftest import tiny_study_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -17,7 +17,6 @@ from fairfront.spaces.imbalance import (
     logit_adjusted_loss,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 import string
 from pathlib import Path
@@ -45,10 +44,12 @@ from fairfront.objectives.measures.intrinsic import (
     winobias_summary,
 )
 from fairfront.objectives.measures.intrinsic.crows_pairs import shared_token_spans, tokenizer_lowercases
-from fairfront.objectives.measures.intrinsic.stereoset import default_insertion_prefix, filler_word, stereoset_term_counts
+from fairfront.objectives.measures.intrinsic.stereoset import (
+    default_insertion_prefix,
+    filler_word,
+    stereoset_term_counts,
+)
 from fairfront.objectives.measures.intrinsic.winobias import WinoBiasSentence, opposite_pronoun, parse_winobias_line
-
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

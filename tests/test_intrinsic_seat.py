@@ -24,7 +24,6 @@ from fairfront.objectives.measures.intrinsic import (
 )
 from fairfront.objectives.measures.intrinsic.seat import WEAT_WORD_LISTS, bleach
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -18,12 +18,18 @@ import torch
 from optuna.trial import TrialState
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizerFast
 
-from conftest import run_cli
 from fairfront.errors import ConfigError
-from fairfront.objectives.measures.intrinsic import BUILTIN_SEAT_TESTS, evaluate_intrinsic, load_crows_pairs, load_stereoset
+from fairfront.objectives.measures.intrinsic import (
+    BUILTIN_SEAT_TESTS,
+    evaluate_intrinsic,
+    load_crows_pairs,
+    load_stereoset,
+)
 from fairfront.objectives.measures.intrinsic.halves import load_halves, split_indices
 from fairfront.objectives.training.masked_lm import attach_masked_lm_head, check_masked_lm_head, masked_lm_head_state
 from fairfront.search.studyfile import parse_study_text
+
+from conftest import run_cli
 
 DOMAINS = {"gender": [("mother", "caring", "cold", "fork"), ("father", "strong", "weak", "spoon"),
                       ("sister", "kind", "rude", "table"), ("brother", "loud", "quiet", "chair")],
@@ -350,7 +356,8 @@ def test_masked_lm_study_end_to_end(assets, tmp_path, cache_dir):
         intrinsic = a["intrinsic"]
         assert set(intrinsic) == {"stereoset", "crows_pairs", "winobias", "seat"}
         assert lms == intrinsic["stereoset"]["validation"]["overall"]["lms"]
-        assert stereo == intrinsic["stereoset"]["validation"]["headline"]["bias"] == a["validation"]["bias"]["stereoset"]
+        assert (stereo == intrinsic["stereoset"]["validation"]["headline"]["bias"]
+                == a["validation"]["bias"]["stereoset"])
         assert crows == intrinsic["crows_pairs"]["validation"]["headline"]["bias"]
         assert size == a["size"]["nonzero_params"] < a["size"]["params"]
         assert abs(a["achieved_sparsity"] - t.params["pruning.sparsity"]) < 0.01

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_study_text
 from fairfront.errors import ConfigError, DataError
-from fairfront.objectives.training import trial as trial_module
 from fairfront.objectives.measures.forgetting import cie_report, disparate_impact
+from fairfront.objectives.training import trial as trial_module
 from fairfront.objectives.training.population import forgetting_measures, member_seeds, train_population
 from fairfront.objectives.training.prepare import CACHE_FORMAT, compute, load_cached, prepare, store
 from fairfront.objectives.training.trial import run_trial
@@ -22,6 +21,8 @@ from fairfront.search.studyfile import parse_study_text
 from fairfront.spaces.pruning import PruningConfig
 from fairfront.spaces.schedules import SparsitySchedule
 from fairfront.spaces.space import CompressionConfig
+
+from conftest import tiny_study_text
 
 N_EXTRA = 2
 

@@ -16,8 +16,7 @@ from fairfront.objectives.data.task import EncodedSplit
 from fairfront.objectives.training.loop import TrainSettings, train
 from fairfront.spaces import pruning
 from fairfront.spaces.distillation import distillation_loss
-from fairfront.spaces.pruning import (MagnitudePruner, MovementScores, PruningSpace, ScheduledPruning,
-                                      prunable_weights)
+from fairfront.spaces.pruning import MagnitudePruner, MovementScores, PruningSpace, ScheduledPruning, prunable_weights
 from fairfront.spaces.schedules import SparsitySchedule
 
 

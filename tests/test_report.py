@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, tiny_study_text
 from fairfront._config import Table
 from fairfront.objectives.measures import group_fairness
 from fairfront.objectives.measures.intrinsic import INTRINSIC_BENCHMARKS
@@ -27,6 +26,8 @@ from fairfront.spaces.fairness import FairnessConfig
 from fairfront.spaces.pruning import PruningConfig
 from fairfront.spaces.schedules import SparsitySchedule
 from fairfront.spaces.space import CompressionConfig
+
+from conftest import REPO, tiny_study_text
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
 from fairfront.objectives.training.prepare import compute
 from fairfront.objectives.training.trial import run_trial
 from fairfront.search.studyfile import load_study_file
+
+from conftest import REPO
 
 STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_study_text
 from fairfront.errors import ConfigError
 from fairfront.search.studyfile import parse_study_text
+
+from conftest import run_cli, tiny_study_text
 
 
 def _edit(text: str, old: str, new: str) -> str:
@@ -20,7 +21,8 @@ BASE = tiny_study_text()
 
 BAD = [
     ("unknown key", _edit(BASE, "seed = 0", "seed = 0\nsead = 1"), "study.sead: unknown key"),
-    ("wrong type", _edit(BASE, 'n_trials = 3', 'n_trials = "three"'), "study.n_trials = 'three' is not allowed: expected an integer"),
+    ("wrong type", _edit(BASE, 'n_trials = 3', 'n_trials = "three"'),
+     "study.n_trials = 'three' is not allowed: expected an integer"),
     ("out of range", _edit(BASE, "sparsity = [0.2, 0.9]", "sparsity = [0.2, 1.5]"), "space.pruning.sparsity = 1.5"),
     ("reversed range", _edit(BASE, "alpha = [0.0, 0.9]", "alpha = [0.9, 0.1]"), "low <= high"),
     ("unknown sampler", _edit(BASE, 'sampler = "random"', 'sampler = "cmaes"'), "one of: tpe, nsga2, gp, random"),
@@ -31,7 +33,8 @@ BAD = [
     ("missing section", BASE.replace("[data]", "[dta]"), "data: missing required key"),
     ("fractional gpus above one", _edit(BASE, "cpus_per_trial = 1", "cpus_per_trial = 1\ngpus_per_trial = 1.5"),
      "execution.gpus_per_trial = 1.5"),
-    ("bad bias measure", _edit(BASE, "[model]", '[objectives]\nbias = "tpr-gap"\n\n[model]'), "objectives.bias = 'tpr-gap'"),
+    ("bad bias measure", _edit(BASE, "[model]", '[objectives]\nbias = "tpr-gap"\n\n[model]'),
+     "objectives.bias = 'tpr-gap'"),
     ("movement without training", _edit(BASE, 'schedule = ["one_shot", "gradual", "iterative"]',
                                         'schedule = ["one_shot"]\ncriterion = ["movement"]'),
      "space.pruning.criterion = ['movement'] is not allowed: expected 'magnitude' with schedule = ['one_shot']"),

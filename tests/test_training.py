@@ -55,7 +55,8 @@ def test_make_batch_pads_to_the_longest_and_keeps_labels_groups_and_indices() ->
 def test_progress_is_reported_for_every_step_in_order_with_finite_losses() -> None:
     seen: list[tuple[int, int, float]] = []
     steps = CHECK_EVERY + 5  # one full window and a partial one
-    stats = train(_BagClassifier(), _split(), TrainSettings(epochs=10, max_steps=steps, batch_size=8, learning_rate=1e-2),
+    settings = TrainSettings(epochs=10, max_steps=steps, batch_size=8, learning_rate=1e-2)
+    stats = train(_BagClassifier(), _split(), settings,
                   loss_fn=lambda logits, batch: nn.functional.cross_entropy(logits, batch["labels"]), seed=0,
                   pad_id=0, progress=lambda step, total, loss: seen.append((step, total, loss)))
     assert [s for s, _, _ in seen] == list(range(1, steps + 1))
@@ -73,7 +74,8 @@ def test_a_non_finite_loss_fails_naming_its_step(bad_step: int) -> None:
         return loss * float("nan") if step == bad_step else loss
 
     with pytest.raises(NonFiniteLoss, match=rf"at step {bad_step} of 40"):
-        train(_BagClassifier(), _split(), TrainSettings(epochs=10, max_steps=40, batch_size=8), loss_fn=loss_fn, seed=0, pad_id=0)
+        train(_BagClassifier(), _split(), TrainSettings(epochs=10, max_steps=40, batch_size=8), loss_fn=loss_fn,
+              seed=0, pad_id=0)
 
 
 

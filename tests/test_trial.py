@@ -10,7 +10,6 @@ import optuna
 import pytest
 import torch
 
-from conftest import tiny_study_text
 from fairfront.objectives.training.prepare import compute
 from fairfront.objectives.training.trial import run_trial
 from fairfront.search.studyfile import parse_study_text
@@ -23,6 +22,8 @@ from fairfront.spaces.quantization import QuantizationConfig
 from fairfront.spaces.schedules import SparsitySchedule
 from fairfront.spaces.space import CompressionConfig
 from fairfront.spaces.structured import StructuredConfig
+
+from conftest import tiny_study_text
 
 FOUR_LAYERS = tiny_study_text("trial").replace('max_length = 32', 'max_length = 32\ntiny_layers = 4')
 

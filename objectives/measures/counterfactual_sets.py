@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fairfront.objectives.data.task import EncodedSplit
 from fairfront.objectives.measures.bias_settings import SwapList
 from fairfront.objectives.measures.counterfactual import counterfactual_scores, counterfactual_texts
-from fairfront.objectives.data.task import EncodedSplit
 
 __all__ = ["SwappedTexts", "build_swapped_texts", "counterfactual_measures", "softmax"]
 

@@ -13,8 +13,8 @@ multiply-adds, in the forward and the backward pass, in training and in predicti
 layer's module an instance ``forward`` (parameter names, state dicts and hooks are untouched).
 It is a no-op where it would change what a caller sees: another head, an encoder-decoder
 layout, a dynamically quantized layer, transformers before 5.0 (whose layers return tuples), or a
-caller that asks for hidden states or attentions (the training loop does not use it then). Latency is measured on the plain
-model, as a user would deploy it.
+caller that asks for hidden states or attentions (the training loop does not use it then). Latency is
+measured on the plain model, as a user would deploy it.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def _first_query_attention(attention: nn.Module, first: torch.Tensor, states: to
     scores = scores * getattr(attention, "scaling", size ** -0.5)
     if mask is not None:
         mask = mask[:, :, 0, :]                                                    # (B, 1, L)
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.to(scores.dtype)
+        scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
+                  else scores + mask.to(scores.dtype))
     weights = torch.softmax(scores.float(), dim=-1).to(scores.dtype)
     if attention.training and attention.dropout.p > 0:
         weights = F.dropout(weights, attention.dropout.p, training=True)

@@ -46,14 +46,18 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from fairfront.errors import DataError
+from fairfront.objectives.data.task import SPLITS, DataSpec, EncodedSplit, encode_splits, load_task
 from fairfront.objectives.measures.bias_settings import BiasSettings
 from fairfront.objectives.measures.counterfactual_sets import SwappedTexts, build_swapped_texts
-from fairfront.objectives.data.task import SPLITS, DataSpec, EncodedSplit, encode_splits, load_task
-from fairfront.objectives.training.masked_lm import (attach_masked_lm_head, load_masked_lm, masked_lm_from_state,
-                                            masked_lm_head_state)
+from fairfront.objectives.training.loop import TrainSettings, TrainStats, predict_logits, train
+from fairfront.objectives.training.masked_lm import (
+    attach_masked_lm_head,
+    load_masked_lm,
+    masked_lm_from_state,
+    masked_lm_head_state,
+)
 from fairfront.objectives.training.models import ModelSpec, classifier_from_state, load_tokenizer, new_classifier
 from fairfront.objectives.training.population import POPULATION_SPLITS, DensePopulation, train_population
-from fairfront.objectives.training.loop import TrainSettings, TrainStats, predict_logits, train
 
 __all__ = ["PrepareSpec", "Prepared", "prepare", "load_cached", "CACHE_FORMAT"]
 

@@ -24,7 +24,11 @@ Example:
 
 from __future__ import annotations
 
-from fairfront.objectives.measures.intrinsic._registry import INTRINSIC_BENCHMARKS, IntrinsicBenchmark, evaluate_intrinsic
+from fairfront.objectives.measures.intrinsic._registry import (
+    INTRINSIC_BENCHMARKS,
+    IntrinsicBenchmark,
+    evaluate_intrinsic,
+)
 from fairfront.objectives.measures.intrinsic.crows_pairs import (
     CrowsPair,
     crows_pairs_sentence_scores,
