@@ -50,7 +50,7 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-def _no_batches() -> list[dict]:
+def _no_batches() -> list[dict[str, Any]]:
     raise ValueError("this trial has no labelled training batches (a masked_lm study trains nothing)")
 
 
@@ -68,7 +68,7 @@ class TrialContext:
     device: torch.device
     task: str
     seed: int
-    attrs: dict
+    attrs: dict[str, Any]
     families: tuple[str, ...] = ()
     """Names of the families this trial sampled (some settings depend on another family's presence)."""
     labels: np.ndarray | None = None
@@ -79,18 +79,18 @@ class TrialContext:
     """The dense teacher's logits on the training split, on :attr:`device` (row = example index)."""
     teacher: Callable[[], nn.Module] | None = None
     """Builds a fresh dense teacher network (for terms that need its internal states)."""
-    forward_kwargs: dict = field(default_factory=dict)
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_device: torch.device | None = None
-    make_calibration: Callable[[], list[dict]] = _no_batches
+    make_calibration: Callable[[], list[dict[str, Any]]] = _no_batches
     json_safe: Callable[[Any], Any] = _unchanged
-    _calibration: list[dict] | None = field(default=None, init=False, repr=False)
+    _calibration: list[dict[str, Any]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.eval_device is None:
             self.eval_device = self.device
 
     @property
-    def calibration(self) -> list[dict]:
+    def calibration(self) -> list[dict[str, Any]]:
         """A few training batches on :attr:`device`, built on first use (the same ones for every family)."""
         if self._calibration is None:
             self._calibration = self.make_calibration()
@@ -116,11 +116,11 @@ class FamilyTrial:
         family of a trial may give one)."""
         return None
 
-    def transform_loss(self, per_example: Tensor, logits: Tensor, batch: dict) -> Tensor:
+    def transform_loss(self, per_example: Tensor, logits: Tensor, batch: dict[str, Any]) -> Tensor:
         """A new per-example loss from ``per_example`` (e.g. mixed with a soft-target term)."""
         return per_example
 
-    def example_weights(self, logits: Tensor, batch: dict) -> Tensor | None:
+    def example_weights(self, logits: Tensor, batch: dict[str, Any]) -> Tensor | None:
         """``[B]`` weights the per-example loss is multiplied by, or ``None``."""
         return None
 
@@ -129,11 +129,11 @@ class FamilyTrial:
         wins; if none does, the loss is the mean)."""
         return None
 
-    def penalties(self, logits: Tensor, batch: dict) -> Sequence[Tensor]:
+    def penalties(self, logits: Tensor, batch: dict[str, Any]) -> Sequence[Tensor]:
         """Weighted scalar terms on the student's predictions, added to the loss in order."""
         return ()
 
-    def representation_penalties(self, batch: dict) -> Sequence[Tensor]:
+    def representation_penalties(self, batch: dict[str, Any]) -> Sequence[Tensor]:
         """Weighted scalar terms on internal states (``batch["outputs"]``), added after :meth:`penalties`."""
         return ()
 
@@ -156,8 +156,8 @@ class CompressionFamily:
     """
 
     name: ClassVar[str]
-    space_type: ClassVar[type]
-    config_type: ClassVar[type]
+    space_type: ClassVar[Any]
+    config_type: ClassVar[Any]
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     """The ``[model] task`` values it supports."""
     needs_groups: ClassVar[str | None] = None

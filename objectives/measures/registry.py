@@ -77,12 +77,19 @@ class MeasureInputs:
     y_pred: np.ndarray | None = None
     group_ids: np.ndarray | None = None
     group_names: Sequence[str] = ()
-    forgetting: dict | None = None
-    counterfactual: dict | None = None
-    intrinsic: dict | None = None
+    forgetting: dict[str, Any] | None = None
+    counterfactual: dict[str, Any] | None = None
+    intrinsic: dict[str, Any] | None = None
     half: str = "validation"
     model: nn.Module | None = None
     latency_ms: dict[int, float] | None = None
+
+    def need(self, part: str) -> Any:
+        """The part ``part`` of the inputs, which a measure's ``needs`` promised is there."""
+        value = getattr(self, part)
+        if value is None:
+            raise ValueError(f"a measure reads {part!r}, which these inputs do not have")
+        return value
 
     @property
     def has_groups(self) -> bool:
@@ -92,14 +99,15 @@ class MeasureInputs:
     @functools.cached_property
     def grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(y_true, y_pred, group name)`` of the examples that have a group."""
-        keep = self.group_ids >= 0
-        names = np.asarray(self.group_names, dtype=object)[self.group_ids[keep]]
-        return self.y_true[keep], self.y_pred[keep], names
+        group_ids = self.need("group_ids")
+        keep = group_ids >= 0
+        names = np.asarray(self.group_names, dtype=object)[group_ids[keep]]
+        return self.need("y_true")[keep], self.need("y_pred")[keep], names
 
     @functools.cached_property
     def stored_bytes(self) -> dict[str, int]:
         """:func:`~fairfront.objectives.measures.size.storage_bytes` of the model, computed once for all four."""
-        return size.storage_bytes(self.model)
+        return size.storage_bytes(self.need("model"))
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ class Measure:
 
 
 def _predictions(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[MeasureInputs], float]:
-    return lambda inputs: fn(inputs.y_true, inputs.y_pred)
+    return lambda inputs: fn(inputs.need("y_true"), inputs.need("y_pred"))
 
 
 def _group_measure(m: group_fairness.BiasMeasure) -> Measure:
@@ -154,11 +162,11 @@ def _group_measure(m: group_fairness.BiasMeasure) -> Measure:
 
 
 def _stereoset_overall(key: str) -> Callable[[MeasureInputs], float | None]:
-    return lambda inputs: inputs.intrinsic["stereoset"][inputs.half]["overall"].get(key)
+    return lambda inputs: inputs.need("intrinsic")["stereoset"][inputs.half]["overall"].get(key)
 
 
 def _headline_bias(name: str) -> Callable[[MeasureInputs], float | None]:
-    return lambda inputs: inputs.intrinsic[name][inputs.half]["headline"]["bias"]
+    return lambda inputs: inputs.need("intrinsic")[name][inputs.half]["headline"]["bias"]
 
 
 def _stored(key: str) -> Callable[[MeasureInputs], float]:
@@ -184,9 +192,9 @@ _ALL: list[Measure] = [
             task="masked_lm"),
 
     Measure("nonzero_params", "size", "parameters that are not exactly zero (embeddings and head included; int8 "
-            "weights count)", "", lambda inputs: float(size.nonzero_parameters(inputs.model))),
+            "weights count)", "", lambda inputs: float(size.nonzero_parameters(inputs.need("model")))),
     Measure("params", "size", "every parameter the model uses (int8 weights included)", "",
-            lambda inputs: float(size.parameter_count(inputs.model)), objective=False),
+            lambda inputs: float(size.parameter_count(inputs.need("model"))), objective=False),
     Measure("dense_bytes", "size", "bytes of all parameters stored densely in fp32", "", _stored("dense_fp32")),
     Measure("sparse_bytes", "size", "bytes stored as int32 CSR (values plus indices; per tensor the smaller of CSR "
             "and dense)", "", _stored("sparse")),
@@ -202,13 +210,14 @@ _ALL: list[Measure] = [
 
     Measure("cie_fraction", "bias", "share of examples whose prediction differs from the dense population's modal "
             "prediction (Compression Identified Exemplars)", "Hooker et al. 2019, 2020",
-            lambda inputs: inputs.forgetting["cie"]["cie_fraction"], needs=("dense_population",),
+            lambda inputs: inputs.need("forgetting")["cie"]["cie_fraction"], needs=("dense_population",),
             task="classification"),
     Measure("counterfactual_flip_rate", "bias", "share of swapped texts whose predicted class changes",
-            "Garg et al. 2019", lambda inputs: inputs.counterfactual["all"]["flip_rate"],
+            "Garg et al. 2019", lambda inputs: inputs.need("counterfactual")["all"]["flip_rate"],
             needs=("counterfactual",), task="classification"),
     Measure("counterfactual_prob_change", "bias", "mean |q[c] - p[c]| over swapped texts, c the class predicted for "
-            "the original", "Garg et al. 2019", lambda inputs: inputs.counterfactual["all"]["mean_abs_prob_change"],
+            "the original", "Garg et al. 2019",
+            lambda inputs: inputs.need("counterfactual")["all"]["mean_abs_prob_change"],
             needs=("counterfactual",), task="classification"),
 
     Measure("stereoset", "bias", "|SS - 50| on StereoSet intrasentence", "Nadeem et al. 2021",

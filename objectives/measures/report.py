@@ -47,7 +47,13 @@ notes are whatever it recorded; this list only tells :meth:`TrialReport.from_att
 of a stored trial are notes rather than other attributes."""
 
 
-def _without_none(record: dict) -> dict:
+def _json_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as stored in a trial's user attributes (see :func:`~fairfront.jsonsafe.json_safe`)."""
+    safe: dict[str, Any] = json_safe(record)
+    return safe
+
+
+def _without_none(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if v is not None}
 
 
@@ -73,15 +79,15 @@ class SplitScores:
     n: int | None = None
     agreement_with_dense: float | None = None
     bias: dict[str, float | None] | None = None
-    fairness: dict | None = None
-    forgetting: dict | None = None
-    counterfactual: dict | None = None
+    fairness: dict[str, Any] | None = None
+    forgetting: dict[str, Any] | None = None
+    counterfactual: dict[str, Any] | None = None
 
-    def to_attrs(self) -> dict:
-        return json_safe(_without_none({f.name: getattr(self, f.name) for f in fields(self)}))
+    def to_attrs(self) -> dict[str, Any]:
+        return _json_record(_without_none({f.name: getattr(self, f.name) for f in fields(self)}))
 
     @classmethod
-    def from_attrs(cls, attrs: dict) -> SplitScores:
+    def from_attrs(cls, attrs: dict[str, Any]) -> SplitScores:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(attrs) - known)
         if unknown:
@@ -97,8 +103,8 @@ class TrainSummary:
     final_loss: float | None
     examples_per_second: float | None
 
-    def to_attrs(self) -> dict:
-        return json_safe({"steps": self.steps, "final_loss": self.final_loss,
+    def to_attrs(self) -> dict[str, Any]:
+        return _json_record({"steps": self.steps, "final_loss": self.final_loss,
                           "examples_per_second": self.examples_per_second})
 
 
@@ -124,10 +130,10 @@ class Timings:
     train_s: float | None = None
     compress_s: float | None = None
 
-    def to_attrs(self) -> dict:
-        return json_safe(_without_none({"train_s": self.train_s, "compress_s": self.compress_s, "eval_s": self.eval_s,
-                                        "total_s": self.total_s, "device": self.device,
-                                        "torch_threads": self.torch_threads, "pid": self.pid}))
+    def to_attrs(self) -> dict[str, Any]:
+        return _json_record(_without_none({"train_s": self.train_s, "compress_s": self.compress_s,
+                                           "eval_s": self.eval_s, "total_s": self.total_s, "device": self.device,
+                                           "torch_threads": self.torch_threads, "pid": self.pid}))
 
 
 @dataclass
@@ -150,14 +156,14 @@ class TrialReport:
             that :meth:`to_attrs` gives back what :meth:`from_attrs` read.
     """
 
-    compression: dict = field(default_factory=dict)
+    compression: dict[str, Any] = field(default_factory=dict)
     task: str | None = None
     compression_notes: dict[str, Any] = field(default_factory=dict)
     train: TrainSummary | None = None
     size: dict[str, float] = field(default_factory=dict)
     latency_ms: dict[int, float] | None = None
     splits: dict[str, SplitScores] = field(default_factory=dict)
-    intrinsic: dict | None = None
+    intrinsic: dict[str, Any] | None = None
     intrinsic_s: float | None = None
     timings: Timings | None = None
     extra: dict[str, Any] = field(default_factory=dict)
