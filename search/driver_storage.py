@@ -64,11 +64,11 @@ from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import optuna
 import sqlalchemy
 from optuna import distributions as _dists
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["DriverStorage"]
@@ -120,7 +120,7 @@ class DriverStorage(BaseStorage):
         self._trial_index: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number), mirrored trials only
         self._directions: dict[int, list[StudyDirection]] = {}
         self._names: dict[int, str] = {}
-        self._pending: list[tuple[int, str, float, _dists.BaseDistribution]] = []
+        self._pending: list[tuple[Any, ...]] = []  # (kind, trial_id, ...) writes queued by a grouped block
         self._grouping: tuple[int, int] | None = None  # (thread id, depth) of an open grouped_params block
 
     @property
@@ -305,7 +305,7 @@ class DriverStorage(BaseStorage):
             with _create_scoped_session(self._backend.scoped_session) as session:
                 conn = session.connection()
                 touched = list(dict.fromkeys(op[1] for op in pending))
-                rows = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.state)
+                rows: dict[int, Any] = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.state)
                                          .where(trials.c.trial_id.in_(touched)).with_for_update()).all())
                 for trial_id in touched:
                     if trial_id not in rows:
@@ -325,8 +325,9 @@ class DriverStorage(BaseStorage):
                 for trial_id, (state, when) in finished.items():
                     conn.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id)
                                  .values(state=state, datetime_complete=when))
-                stored = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.datetime_complete)
-                                           .where(trials.c.trial_id.in_(list(finished)))).all()) if finished else {}
+                completed = sqlalchemy.select(trials.c.trial_id, trials.c.datetime_complete)
+                stored: dict[int, Any] = dict(conn.execute(
+                    completed.where(trials.c.trial_id.in_(list(finished)))).all()) if finished else {}
         except BaseException:
             self._forget_all()
             raise
@@ -398,7 +399,7 @@ class DriverStorage(BaseStorage):
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
         return self._backend.get_study_system_attrs(study_id)
 
-    def get_all_studies(self) -> list[optuna.study.FrozenStudy]:
+    def get_all_studies(self) -> list[FrozenStudy]:
         return self._backend.get_all_studies()
 
     # ---- trial writes: the database first, then the mirror ------------------------------------
@@ -441,7 +442,7 @@ class DriverStorage(BaseStorage):
                 raise KeyError(f"No study with study_id {study_id} exists.")
             trial_id = conn.execute(sqlalchemy.insert(trials).values(
                 study_id=study_id, number=None, state=TrialState.RUNNING,
-                datetime_start=datetime.datetime.now())).inserted_primary_key[0]
+                datetime_start=datetime.datetime.now())).inserted_primary_key[0]  # type: ignore[index]
             number = conn.execute(sqlalchemy.select(sqlalchemy.func.count(trials.c.trial_id)).where(
                 trials.c.study_id == study_id, trials.c.trial_id < trial_id)).scalar_one()
             conn.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id).values(number=number))

@@ -156,7 +156,7 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
     bias = BiasSettings.from_table(root.table("bias"), base_dir=base_dir)
     root.done()
     check_objectives(bias, objectives.bias)
-    if masked:
+    if data is None:  # a masked_lm study
         _check_masked_lm(model, bias, space, raw.get("space", {}), objectives)
     else:
         _check_intrinsic(model, bias)

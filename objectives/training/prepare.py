@@ -73,7 +73,7 @@ CACHE_FORMAT = 3
 @dataclass(frozen=True)
 class PrepareSpec:
     model: ModelSpec
-    data: DataSpec
+    data: DataSpec | None  # None in a masked_lm study
     teacher: TrainSettings
     seed: int = 0
     bias: BiasSettings = BiasSettings()
