@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import optuna
 
 from fairfront.errors import ConfigError
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "study_names"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "study_names", "grouped_writes"]
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -113,3 +114,12 @@ def _redact(url: str) -> str:
         user = rest.split("@", 1)[0].split(":", 1)[0]
         return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
     return url
+
+
+def grouped_writes(study: optuna.Study):
+    """The study storage's ``grouped_writes`` (one transaction per block), or a block that groups nothing.
+
+    Only the driver's storage (:class:`~fairfront.search.driver_storage.DriverStorage`) groups
+    writes; over Optuna's own storage each write stays its own transaction.
+    """
+    return getattr(study._storage, "grouped_writes", contextlib.nullcontext)
