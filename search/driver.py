@@ -98,7 +98,8 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     _check_new(sf, storage, options)
     executor = _executor(options)
     executor.start(sf.execution, log)
-    prepared = options.prepared or _prepare(sf, options, executor)  # before the study exists: a bad model writes nothing
+    # before the study exists: a bad model writes nothing
+    prepared = options.prepared or _prepare(sf, options, executor)
     try:
         study = optuna.create_study(study_name=sf.study.name,
                                     storage=DriverStorage(storage) if options.mirror else storage,

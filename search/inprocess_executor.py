@@ -52,7 +52,7 @@ class InProcessExecutor:
         self._tickets = itertools.count()
 
     def start(self, execution: Execution, log: Callable[[str], None]) -> None:
-        log(f"running trials in the driver process, up to {self._capacity} at a time")
+        """Nothing to connect to, and any trial fits (the capacity line says how many run at once)."""
 
     def prepare(self, spec: PrepareSpec, execution: Execution, log: Callable[[str], None]) -> Prepared:
         log("preparing the study once (data, dense teacher, teacher logits) in the driver process")

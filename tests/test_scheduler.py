@@ -64,11 +64,11 @@ def _study_file(tmp_path: Path, name: str, *, n_trials: int, parallel: int = 2, 
     return parse_study_text(text, base_dir=tmp_path)
 
 
-def _run(tmp_path: Path, sf, fn, messages: list[str] | None = None, capacity: int = 2) -> tuple[optuna.Study, RunOptions]:
+def _run(tmp_path: Path, sf, fn, messages: list[str] | None = None) -> tuple[optuna.Study, RunOptions]:
     storage = f"sqlite:///{tmp_path / 'scheduler.db'}"
     options = RunOptions(storage=storage, cache_dir=tmp_path / "cache", artifact_dir=tmp_path / "artifacts",
                          log=(messages if messages is not None else []).append, trial_fn=fn,
-                         prepared=placeholder_prepared(), executor=InProcessExecutor(capacity))
+                         prepared=placeholder_prepared(), executor=InProcessExecutor(2))
     run_study(sf, options)
     return optuna.load_study(study_name=sf.study.name, storage=storage), options
 
