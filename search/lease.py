@@ -1,10 +1,10 @@
 """The driver lease: at most one driver runs a study at a time.
 
-Only the driver writes to storage (DESIGN.md, decision 1), and two drivers on one study would
-each ask and tell trials and each treat the other's RUNNING trials as interrupted. So a driver
-holds a *lease* in the study's system attributes (key :data:`LEASE_ATTR`): who it is (host, pid,
-process start time, Ray address, command) and a heartbeat it refreshes from its loop, which wakes
-at least once a second (:data:`HEARTBEAT_S`).
+Only the driver writes to storage (README, Architecture: "the driver owns the study"), and two
+drivers on one study would each ask and tell trials and each treat the other's RUNNING trials as
+interrupted. So a driver holds a *lease* in the study's system attributes (key :data:`LEASE_ATTR`):
+who it is (host, pid, process start time, Ray address, command) and a heartbeat it refreshes from
+its loop, which wakes at least once a second (:data:`HEARTBEAT_S`).
 
 A second driver (``run`` or ``resume``) refuses with a message naming the holder, unless the
 lease is *stale*:

@@ -1,12 +1,12 @@
 """Opening the study storage: SQLite by default, any SQLAlchemy URL (PostgreSQL, MySQL) otherwise.
 
-Only the driver writes (DESIGN.md, decision 1), so SQLite is safe even when the trials run on
-many nodes: the database file lives beside the driver. SQLite is opened in write-ahead-log mode
-with ``synchronous=NORMAL``: a commit no longer waits for the disk twice, which is what keeps the
-driver's overhead per trial small (``benchmarks/driver_overhead.py``), and readers such as
-optuna-dashboard or ``fairfront status`` never block the driver. A committed trial survives the
-driver being killed; only a power cut can lose the last few commits, which ``resume`` then treats
-as trials that never finished.
+Only the driver writes (README, Architecture: "the driver owns the study"), so SQLite is safe even
+when the trials run on many nodes: the database file lives beside the driver. SQLite is opened in
+write-ahead-log mode with ``synchronous=NORMAL``: a commit no longer waits for the disk twice,
+which is what keeps the driver's overhead per trial small (``benchmarks/driver_overhead.py``), and
+readers such as optuna-dashboard or ``fairfront status`` never block the driver. A committed trial
+survives the driver being killed; only a power cut can lose the last few commits, which ``resume``
+then treats as trials that never finished.
 
 Other databases are used as Optuna uses them, with ``pool_pre_ping`` so a driver that ran for
 days survives the server closing idle connections. A URL whose driver package is missing fails
@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import optuna
 
 from fairfront.errors import ConfigError
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "study_names"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "study_names", "grouped_writes"]
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -113,3 +114,12 @@ def _redact(url: str) -> str:
         user = rest.split("@", 1)[0].split(":", 1)[0]
         return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
     return url
+
+
+def grouped_writes(study: optuna.Study):
+    """The study storage's ``grouped_writes`` (one transaction per block), or a block that groups nothing.
+
+    Only the driver's storage (:class:`~fairfront.search.driver_storage.DriverStorage`) groups
+    writes; over Optuna's own storage each write stays its own transaction.
+    """
+    return getattr(study._storage, "grouped_writes", contextlib.nullcontext)

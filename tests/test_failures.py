@@ -3,7 +3,7 @@
 Real tiny trials (``run_trial`` on the tiny BERT) run on a Ray cluster in this process. Faults that
 cannot be produced reliably by hand (a worker killed at a known moment, CUDA out of memory on a
 CPU machine, a slow trial) come from the ``FAIRFRONT_FAULTS`` testing hook of
-:mod:`fairfront.search.executor`; a NaN loss is produced by the real training loop (the hook
+:mod:`fairfront.search.faults`; a NaN loss is produced by the real training loop (the hook
 makes the learning rate infinite). SIGINT and SIGTERM go to the real CLI in a subprocess.
 """
 
@@ -28,7 +28,7 @@ from conftest import FAIRFRONT, cli_env, tiny_study_text
 from fairfront.errors import ConfigError
 from fairfront.objectives.training.prepare import prepare
 from fairfront.objectives.training.trial import TrialOutcome
-from fairfront.search import executor
+from fairfront.search import faults as fault_hook
 from fairfront.search.driver import RETRY_OF_ATTR, Interrupted, RunOptions, resume_study, run_study
 from fairfront.search.lease import read_lease
 from fairfront.search.storage import open_storage
@@ -57,7 +57,7 @@ def _study(tmp_path: Path, name: str, *, n_trials: int, parallel: int = 2, **exe
 
 
 def _run(sf, tmp_path: Path, prepared, monkeypatch, faults: str, fn=None) -> tuple[optuna.Study, list[str]]:
-    monkeypatch.setenv(executor.FAULTS_ENV, faults)
+    monkeypatch.setenv(fault_hook.FAULTS_ENV, faults)
     messages: list[str] = []
     options = RunOptions(storage=f"sqlite:///{tmp_path / 'f.db'}", cache_dir=tmp_path / "cache",
                          artifact_dir=tmp_path / "artifacts", log=messages.append, prepared=prepared)
@@ -116,10 +116,10 @@ def test_a_trial_over_its_timeout_is_cancelled_and_fails(tmp_path, prepared, mon
 def test_the_oom_hook_raises_the_type_a_gpu_raises() -> None:
     spec = parse_study_text(tiny_study_text(), base_dir=Path.cwd()).trial_spec(None, 0)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        executor._inject(executor.Fault(0, "oom"), spec)
-    assert executor.fault_for(0, 2, "0:oom@1") is None and executor.fault_for(0, 1, "0:oom@1").kind == "oom"
+        fault_hook._inject(fault_hook.Fault(0, "oom"), spec)
+    assert fault_hook.fault_for(0, 2, "0:oom@1") is None and fault_hook.fault_for(0, 1, "0:oom@1").kind == "oom"
     with pytest.raises(ValueError, match="not a fault kind"):
-        executor.parse_faults("0:explode")
+        fault_hook.parse_faults("0:explode")
 
 
 def _one_complete_two_running(storage: str, name: str):
@@ -172,7 +172,7 @@ def test_sigint_records_in_flight_trials_for_resume(tmp_path, prepared, monkeypa
     done, in_flight = seen["state"]
     _check_recorded(optuna.load_study(study_name="sigint", storage=storage), done, in_flight, "SIGINT")
 
-    monkeypatch.delenv(executor.FAULTS_ENV)
+    monkeypatch.delenv(fault_hook.FAULTS_ENV)
     resume_study("sigint", RunOptions(storage=storage, cache_dir=tmp_path / "cache", artifact_dir=tmp_path / "a",
                                       log=lambda m: None, prepared=prepared))
     trials = optuna.load_study(study_name="sigint", storage=storage).get_trials(deepcopy=False)
@@ -190,7 +190,7 @@ def test_sigterm_to_the_cli_records_in_flight_trials_for_resume(tmp_path, cache_
     (tmp_path / "s.toml").write_text(tiny_study_text(name, n_trials=3, parallel=2))
     address = ray.get_runtime_context().gcs_address  # join this module's cluster: no Ray start-up per driver
     storage = f"sqlite:///{tmp_path / 'studies' / 'fairfront.db'}"
-    env = {**cli_env(), executor.FAULTS_ENV: "1:sleep=600; 2:sleep=600"}
+    env = {**cli_env(), fault_hook.FAULTS_ENV: "1:sleep=600; 2:sleep=600"}
     log = tmp_path / "driver.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([FAIRFRONT, "run", "s.toml", "--cache-dir", str(cache_dir), "--ray-address", address],

@@ -1,0 +1,17 @@
+"""The attributes the driver stores on a study and its trials, read back by ``resume`` and the reports."""
+
+from __future__ import annotations
+
+__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR"]
+
+STUDY_FILE_ATTR = "fairfront.study_file"
+"""Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
+
+N_TRIALS_ATTR = "fairfront.n_trials"
+"""Study attribute: how many COMPLETE trials the study should reach."""
+
+REASON_ATTR = "fail_reason"
+"""Trial attribute: why a FAIL trial failed, in one line."""
+
+RETRY_OF_ATTR = "fairfront.retry_of"
+"""Trial attribute of an enqueued re-run: the number of the interrupted trial it runs again."""

@@ -1,0 +1,262 @@
+"""The ask/tell loop: keep the executor busy until the study holds its target of COMPLETE trials.
+
+Each turn of the loop refreshes the lease, asks as many new trials as the executor fits (at most
+``[execution] parallel``), samples each one's compression setting from the spaces and submits it,
+then waits up to a second for results and tells the study each one as it arrives: COMPLETE with
+its values, attributes and report, or FAIL with the reason in the trial's user attributes. A
+failed attempt goes to the :class:`~fairfront.search.retry.RetryPolicy` (run again, or fail).
+
+Failures never crash the study; only more than ``max_failed_trials`` of them in one run stop it
+(:class:`TooManyFailures`). Ctrl-C and SIGTERM record the results that already arrived, cancel
+the in-flight trials and recover them for ``resume`` before the loop stops (:class:`Interrupted`);
+a second Ctrl-C stops at once. A driver whose lease was taken over cancels its trials and writes
+nothing more.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+
+from fairfront.objectives.training.prepare import Prepared
+from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
+from fairfront.search import report
+from fairfront.search.attrs import REASON_ATTR
+from fairfront.search.capacity import CapacityWatch
+from fairfront.search.executor import Executor, Ticket, TrialError
+from fairfront.search.front import ParetoFront
+from fairfront.search.lease import DriverLease, LeaseLost
+from fairfront.search.options import RunOptions
+from fairfront.search.recovery import recover_interrupted
+from fairfront.search.retry import Attempts, Retry, RetryPolicy
+from fairfront.search.storage import grouped_writes
+from fairfront.search.studyfile import StudyFile
+
+__all__ = ["Scheduler", "Flight", "TooManyFailures", "Interrupted", "ReportWriter"]
+
+ReportWriter = Callable[[optuna.Trial, TrialOutcome, list[str]], None]
+"""``write(trial, outcome, objective_names)``: stores a COMPLETE trial's report, before it is told."""
+
+
+class TooManyFailures(RuntimeError):
+    """More trials failed in one run than ``max_failed_trials`` allows."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM reached the driver; in-flight trials were recorded for resume."""
+
+
+@dataclass
+class Flight:
+    """One trial in flight: its Optuna trial, what it runs, its attempts so far and when they started."""
+
+    trial: optuna.Trial
+    spec: TrialSpec
+    attempts: Attempts = field(default_factory=Attempts)
+    submitted: float = 0.0
+    first_submitted: float = 0.0
+
+
+class Scheduler:
+    """Runs ``study`` to ``sf``'s target of COMPLETE trials on ``executor``, under ``lease``.
+
+    Args:
+        study: the study, created or loaded by the driver.
+        sf: the study file (space, trial settings, ``[execution]``).
+        executor: what runs the trials, already started.
+        options: the run's options (``log``, ``trial_fn``, ``capacity_refresh_s``; ``stats`` is filled in).
+        lease: the driver's lease on the study, refreshed every turn.
+        prepared: the prepared study every trial reads.
+        write_report: stores each COMPLETE trial's report, in the transaction that tells it.
+    """
+
+    def __init__(self, study: optuna.Study, sf: StudyFile, executor: Executor, options: RunOptions,
+                 lease: DriverLease, *, prepared: Prepared, write_report: ReportWriter):
+        self.study, self.sf, self.executor, self.lease = study, sf, executor, lease
+        self.prepared, self.trial_fn, self.write_report = prepared, options.trial_fn, write_report
+        self.log, self.stats = options.log, options.stats
+        self.ex = ex = sf.execution
+        self.target = sf.study.n_trials
+        self.max_failed = ex.max_failed_trials if ex.max_failed_trials is not None else max(3, self.target)
+        self.retry = RetryPolicy(max_retries=ex.max_retries, timeout_s=ex.trial_timeout_s)
+        self.capacity = CapacityWatch(executor, ex, options.capacity_refresh_s, options.log)
+        self.in_flight: dict[Ticket, Flight] = {}
+        self.complete = 0  # counted from the study when the run starts
+        self.front = ParetoFront(study.directions, [])
+        self.failed_here = 0
+        self._signal: str | None = None
+
+    def run(self) -> optuna.Study:
+        """Run until the target is reached; raises :class:`Interrupted`, :class:`TooManyFailures` or ``LeaseLost``."""
+        wall_start = time.perf_counter()
+        self._prepared_handle = self.executor.put(self.prepared)  # once: every attempt reads it from there
+        self._fn_handle = self.executor.put(self.trial_fn)
+        self.complete = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.front = ParetoFront(self.study.directions, [t.values for t in self.study.best_trials])
+        previous = self._catch_signals()
+        ex = self.ex
+        self.log(f"running {self.study.study_name!r}: {self.complete}/{self.target} complete, up to {ex.parallel} "
+                 f"in parallel ({ex.cpus_per_trial:g} CPU, {ex.gpus_per_trial:g} GPU per trial"
+                 + (f", timeout {ex.trial_timeout_s:g} s" if ex.trial_timeout_s else "") + ")")
+        try:
+            while self._turn():
+                pass
+        except LeaseLost:
+            self._cancel_in_flight()  # another driver owns the study now: cancel, write nothing
+            raise
+        except BaseException as err:
+            self._stop(err)
+            raise
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.stats.wall_s += time.perf_counter() - wall_start
+        return self.study
+
+    def _turn(self) -> bool:
+        """One turn of the loop: refill, wait, tell. False once the study holds its target."""
+        if self._signal is not None:
+            raise Interrupted(self._signal)
+        stats = self.stats
+        t = time.perf_counter()
+        self.lease.heartbeat()
+        limit = min(self.ex.parallel, self.capacity.get())
+        stats.lease_s += time.perf_counter() - t
+        self._refill(limit)
+        stats.max_in_flight = max(stats.max_in_flight, len(self.in_flight))
+        if not self.in_flight:
+            if self.complete >= self.target:
+                return False
+            time.sleep(0.5)  # nothing fits a trial yet
+            return True
+        t = time.perf_counter()
+        finished = self.executor.wait(list(self.in_flight), timeout=1.0)
+        stats.wait_s += time.perf_counter() - t
+        t = time.perf_counter()
+        for ticket, result in finished:
+            self._handle(self.in_flight.pop(ticket), result)
+        self._check_timeouts()
+        stats.tell_s += time.perf_counter() - t
+        return True
+
+    def _refill(self, limit: int) -> None:
+        """Ask, sample and submit new trials up to ``limit`` in flight, and no more than the target needs."""
+        while len(self.in_flight) < limit and self.complete + len(self.in_flight) < self.target:
+            t = time.perf_counter()
+            trial = self.study.ask()
+            with grouped_writes(self.study)():  # the trial's parameters in one transaction, before it is submitted
+                config = self.sf.space.sample(trial)
+            spec = self.sf.trial_spec(config, trial.number)
+            self.stats.ask_s += time.perf_counter() - t
+            self._submit(Flight(trial, spec))
+
+    def _submit(self, flight: Flight) -> None:
+        t = time.perf_counter()
+        ticket = self.executor.submit(self._prepared_handle, self._fn_handle, flight.spec,
+                                      cpus=self.ex.cpus_per_trial, gpus=self.ex.gpus_per_trial,
+                                      number=flight.trial.number, attempt=flight.attempts.count)
+        flight.submitted = time.monotonic()
+        flight.first_submitted = flight.first_submitted or flight.submitted
+        self.in_flight[ticket] = flight
+        self.stats.submit_s += time.perf_counter() - t
+
+    def _handle(self, flight: Flight, result: TrialOutcome | TrialError) -> None:
+        if isinstance(result, TrialOutcome):
+            self._complete(flight, result)
+            return
+        decision = self.retry.after_failure(result, flight.attempts, flight.spec)
+        if isinstance(decision, Retry):
+            self.log(f"trial {flight.trial.number}: {decision.message}")
+            flight.spec = decision.spec
+            flight.attempts.count += 1
+            self._submit(flight)
+            return
+        self._fail(flight, decision.reason, result.traceback)
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        for ticket, flight in list(self.in_flight.items()):
+            overdue = self.retry.overdue(now - flight.submitted)
+            if overdue is not None:
+                self.executor.cancel(ticket)
+                del self.in_flight[ticket]
+                self._fail(flight, overdue.reason, "")
+
+    def _complete(self, flight: Flight, outcome: TrialOutcome) -> None:
+        self._tell_complete(flight, outcome, self.sf.objectives.names)
+        self.stats.told += 1
+        self.complete += 1
+        self.front.add(outcome.values)
+        self.log(f"trial {flight.trial.number} COMPLETE in {time.monotonic() - flight.first_submitted:.0f}s: "
+                 + report.format_values(self.sf.objectives.names, outcome.values)
+                 + f" | {self.complete}/{self.target} complete, front {len(self.front)}")
+
+    def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> None:
+        trial = flight.trial
+        with grouped_writes(self.study)():  # a trial's results, report and state: all in one transaction, or none
+            self._note_attempts(flight)
+            for key, value in outcome.attrs.items():
+                trial.set_user_attr(key, value)
+            self.write_report(trial, outcome, names)  # artifacts attach only to a trial still running
+            self.study.tell(trial, outcome.values)
+
+    def _fail(self, flight: Flight, reason: str, trace: str) -> None:
+        trial = flight.trial
+        with grouped_writes(self.study)():  # the reason and the state in one transaction
+            trial.set_user_attr(REASON_ATTR, reason)
+            trial.set_user_attr("traceback", trace[-4000:])
+            self._note_attempts(flight)
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.stats.told += 1
+        self.failed_here += 1
+        self.log(f"trial {trial.number} FAIL: {reason}")
+        if self.failed_here > self.max_failed:
+            raise TooManyFailures(f"{self.failed_here} trials failed in this run (max_failed_trials = "
+                                  f"{self.max_failed}); stopping. Last reason: {reason}")
+
+    @staticmethod
+    def _note_attempts(flight: Flight) -> None:
+        for key, value in flight.attempts.user_attrs().items():
+            flight.trial.set_user_attr(key, value)
+
+    def _catch_signals(self) -> dict:
+        """Ctrl-C and SIGTERM stop the loop at its next turn (signals reach only the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        if self._signal is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self._signal = signal.Signals(signum).name
+
+    def _stop(self, err: BaseException) -> None:
+        """Leave the study resumable: keep what arrived (on a signal), cancel the rest and recover it."""
+        if isinstance(err, Interrupted):
+            self._record_arrived()
+        self._cancel_in_flight()
+        why = f"interrupted by {err}" if isinstance(err, Interrupted) else f"driver stopped ({type(err).__name__})"
+        n = recover_interrupted(self.study, reason=f"{why}: enqueued again for resume")
+        if n:
+            self.log(f"{why}: {n} in-flight trial(s) recorded for resume (fairfront resume {self.study.study_name})")
+
+    def _record_arrived(self) -> None:
+        """On Ctrl-C/SIGTERM, keep the COMPLETE results that already arrived instead of re-running them."""
+        try:
+            for ticket, result in self.executor.wait(list(self.in_flight), timeout=0):
+                if isinstance(result, TrialOutcome):
+                    flight = self.in_flight.pop(ticket)
+                    self._tell_complete(flight, result, self.study.metric_names or [])
+                    self.log(f"trial {flight.trial.number} COMPLETE (arrived while stopping)")
+        except Exception:  # noqa: BLE001 - best effort; whatever is left is recovered for resume
+            pass
+
+    def _cancel_in_flight(self) -> None:
+        for ticket in self.in_flight:
+            self.executor.cancel(ticket)
