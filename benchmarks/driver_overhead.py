@@ -59,6 +59,7 @@ from fairfront.objectives.training.trial import TrialOutcome  # noqa: E402
 from fairfront.search.driver import LoopStats, RunOptions, run_study  # noqa: E402
 from fairfront.search.inprocess_executor import InProcessExecutor  # noqa: E402
 from fairfront.search.studyfile import load_study_file  # noqa: E402
+
 from _common import write_json_atomic  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 RESULT = Path(__file__).resolve().parent / "results" / "driver_overhead.json"
@@ -184,14 +185,15 @@ def main(argv: list[str] | None = None) -> int:
                 overhead["baseline_optuna_storage"] = {k: plain[k] for k in (
                     "wall_ms_per_trial", "driver_busy_ms_per_trial", "driver_cpu_ms_per_trial",
                     "ask_and_sample_ms_per_trial", "tell_and_report_ms_per_trial")}
-                overhead["ratio_wall_vs_baseline"] = round(overhead["wall_ms_per_trial"] / plain["wall_ms_per_trial"], 4)
+                ratio = overhead["wall_ms_per_trial"] / plain["wall_ms_per_trial"]
+                overhead["ratio_wall_vs_baseline"] = round(ratio, 4)
                 efficiency["baseline_optuna_storage"] = {k: plain_e[k] for k in ("wall_s", "efficiency")}
     finally:
         ray.shutdown()
 
     result = {
         "benchmark": "driver_overhead",
-        "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "ray": ray.__version__, "optuna": optuna.__version__},
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{overhead['in_process']['wall_ms_per_trial']:.2f} ms/trial without Ray; "
           f"parallel efficiency {100 * efficiency['efficiency']:.1f}% with {IN_FLIGHT} sleep trials in flight "
           f"(goal >= 95%)"
-          + ("" if args.no_baseline else f"; over Optuna's own storage {overhead['baseline_optuna_storage']['wall_ms_per_trial']:.2f}"
+          + ("" if args.no_baseline else "; over Optuna's own storage "
+             f"{overhead['baseline_optuna_storage']['wall_ms_per_trial']:.2f}"
              f" ms/trial (ratio {overhead['ratio_wall_vs_baseline']:.2f}) and "
              f"{100 * efficiency['baseline_optuna_storage']['efficiency']:.1f}%")
           + f" -> {args.output}")

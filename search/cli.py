@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="create a study from a study file and run it",
                        description="Validate the study file, prepare the dense teacher once (cached), create the "
-                       "study and run trials on Ray until it has n_trials COMPLETE trials; then print the Pareto front.")
+                       "study and run trials on Ray until it has n_trials COMPLETE trials; then print the Pareto "
+                       "front.")
     p.add_argument("study_file", type=Path, help="the study file (.toml)")
     _execution_args(p)
 
@@ -187,7 +188,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     args.artifact_dir.mkdir(parents=True, exist_ok=True)
     _log(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} (Ctrl-C to stop)")
     try:
-        run_server(storage, host=args.host, port=args.port, artifact_store=FileSystemArtifactStore(str(args.artifact_dir)))
+        run_server(storage, host=args.host, port=args.port,
+                   artifact_store=FileSystemArtifactStore(str(args.artifact_dir)))
     except KeyboardInterrupt:
         pass
     return 0

@@ -35,8 +35,6 @@ in-flight trials and recover them the same way before the driver exits.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tempfile
 import warnings
@@ -44,6 +42,7 @@ from pathlib import Path
 
 import optuna
 
+from fairfront import jsonsafe
 from fairfront.errors import ConfigError
 from fairfront.objectives.training.prepare import Prepared, load_cached, store
 from fairfront.objectives.training.trial import TrialOutcome
@@ -108,7 +107,8 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
                                                           population_size=sf.study.population_size,
                                                           n_trials=sf.study.n_trials))
     except optuna.exceptions.DuplicatedStudyError:
-        raise ConfigError("study.name", sf.study.name, "a new study name (another driver created it meanwhile)") from None
+        raise ConfigError("study.name", sf.study.name,
+                          "a new study name (another driver created it meanwhile)") from None
     study.set_user_attr(STUDY_FILE_ATTR, sf.text)  # first: from here on the study can be resumed
     study.set_user_attr(N_TRIALS_ATTR, sf.study.n_trials)
     study.set_metric_names(sf.objectives.names)
@@ -219,7 +219,6 @@ def _upload_report(trial: optuna.Trial, outcome: TrialOutcome, options: RunOptio
                **outcome.attrs}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial-{trial.number}-report.json"
-        path.write_text(json.dumps(payload, indent=1, default=lambda o: None if isinstance(o, float)
-                                   and not math.isfinite(o) else str(o)))
+        path.write_text(jsonsafe.dumps(payload, indent=1))
         upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                         mimetype="application/json")

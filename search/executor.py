@@ -15,9 +15,9 @@ error every executor reports the same way.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
@@ -33,11 +33,13 @@ __all__ = ["Executor", "Ticket", "Handle", "Finished", "TrialError", "TrialFunct
 TrialFunction = Callable[..., TrialOutcome]
 """``fn(prepared, spec, *, device, threads) -> TrialOutcome``; :func:`run_trial` for real studies."""
 
-Ticket = Hashable
-"""What :meth:`Executor.submit` returns for one attempt: the driver keys its in-flight trials by it."""
+Ticket = Any
+"""What :meth:`Executor.submit` returns for one attempt (hashable, opaque to the driver, which keys its
+in-flight trials by it; each executor chooses its own type, e.g. a Ray object ref)."""
 
-Handle = object
-"""Shared data as an executor holds it (:meth:`Executor.put`), passed back to :meth:`Executor.submit`."""
+Handle = Any
+"""Shared data as an executor holds it (:meth:`Executor.put`), passed back to :meth:`Executor.submit`
+(opaque to the driver)."""
 
 ERROR_KINDS = ("exception", "oom", "worker_died", "cancelled", "ray")
 

@@ -14,6 +14,7 @@ Ray's own task retries are off, so the driver counts every attempt and records i
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -106,11 +107,11 @@ def start_ray(address: str | None, *, num_cpus: int | None = None, log=print) ->
     if ray.is_initialized():
         return "already connected"
     if address:
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
         where = f"joined Ray cluster at {address}"
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
         where = "started a local Ray cluster"
     res = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))

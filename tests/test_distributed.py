@@ -26,10 +26,11 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from conftest import FAIRFRONT, cli_env, run_cli, tiny_study_text
 from fairfront.search.driver import RETRY_OF_ATTR
 from fairfront.search.faults import FAULTS_ENV
 from fairfront.search.lease import read_lease
+
+from conftest import FAIRFRONT, cli_env, run_cli, tiny_study_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -24,7 +24,6 @@ import ray
 import torch
 from optuna.trial import TrialState
 
-from conftest import FAIRFRONT, cli_env, tiny_study_text
 from fairfront.errors import ConfigError
 from fairfront.objectives.training.prepare import prepare
 from fairfront.objectives.training.trial import TrialOutcome
@@ -33,6 +32,8 @@ from fairfront.search.driver import RETRY_OF_ATTR, Interrupted, RunOptions, resu
 from fairfront.search.lease import read_lease
 from fairfront.search.storage import open_storage
 from fairfront.search.studyfile import parse_study_text
+
+from conftest import FAIRFRONT, cli_env, tiny_study_text
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.usefixtures("local_ray")]
@@ -215,7 +216,8 @@ def test_sigterm_to_the_cli_records_in_flight_trials_for_resume(tmp_path, cache_
     _check_recorded(optuna.load_study(study_name=name, storage=storage), done, in_flight, "SIGTERM")
 
 
-@pytest.mark.parametrize(("value", "expected"), [("0", "expected a value in (0.0, "), ("nan", "expected a number, not nan"),
+@pytest.mark.parametrize(("value", "expected"), [("0", "expected a value in (0.0, "),
+                                                 ("nan", "expected a number, not nan"),
                                                  ('"10"', "expected a number")])
 def test_a_bad_trial_timeout_is_one_line(tmp_path, value, expected) -> None:
     with pytest.raises(ConfigError, match=r"^execution\.trial_timeout_s = .* is not allowed: " + re.escape(expected)):

@@ -20,7 +20,6 @@ import ray
 import torch
 from optuna.trial import TrialState
 
-from conftest import tiny_study_text
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, TooManyFailures, run_study
@@ -30,6 +29,8 @@ from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.lease import read_lease
 from fairfront.search.ray_executor import RayExecutor, classify_ray_error
 from fairfront.search.studyfile import parse_study_text
+
+from conftest import tiny_study_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -26,7 +26,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import tiny_study_text
 from fairfront.errors import ConfigError
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import TrialOutcome
@@ -35,6 +34,8 @@ from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, recover_interrupt
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseInfo, LeaseLost, read_lease
 from fairfront.search.storage import open_storage, study_names
 from fairfront.search.studyfile import parse_study_text
+
+from conftest import tiny_study_text
 
 POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
 

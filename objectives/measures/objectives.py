@@ -12,6 +12,7 @@ Whatever is not an objective is still computed and kept in the trial's user attr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
@@ -72,6 +73,6 @@ class ObjectiveSpec:
         return ["accuracy", "size"] + [f"bias_{b}" for b in self.bias]
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
         return ["maximize"] + ["minimize"] * (1 + len(self.bias))
 
