@@ -4,7 +4,8 @@ VENV ?= .venv
 # torch 2.13.0: a CPU wheel where one is on local disk; elsewhere pip picks the platform's default build.
 TORCH_SPEC ?= torch==2.13.0
 FF := $(VENV)/bin/fairfront
-MYPY_TARGETS := -p fairfront.search
+MYPY_TARGETS := -p fairfront.search -p fairfront.spaces.family -p fairfront.spaces.registry \
+	-p fairfront.objectives.measures.registry -p fairfront.objectives.measures.report -p fairfront.jsonsafe
 export RAY_AUTH_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -30,7 +31,7 @@ lint: install
 	@mkdir -p build/typecheck && ln -sfn ../.. build/typecheck/fairfront
 	@MYPYPATH=build/typecheck $(VENV)/bin/mypy --no-error-summary $(MYPY_TARGETS)
 
-test: install
+test: install lint
 	@$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 

@@ -121,7 +121,7 @@ def trial_error(err: BaseException, trace: str) -> TrialError:
 
 
 def run_attempt(fn: TrialFunction, prepared: Prepared, spec: TrialSpec, *, device: torch.device,
-                threads: int | None, worker: Callable[[], dict]) -> TrialOutcome | TrialError:
+                threads: int | None, worker: Callable[[], dict[str, Any]]) -> TrialOutcome | TrialError:
     """Run one attempt of a trial where it is called; never raises.
 
     The outcome records ``worker()`` (where it ran) and the batch size it ran with, which differs

@@ -41,6 +41,8 @@ from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search.executor import Executor, Finished, Handle, Ticket, TrialError, TrialFunction
 
 if TYPE_CHECKING:
+    import torch
+
     from fairfront.objectives.training.prepare import Prepared, PrepareSpec
     from fairfront.search.studyfile import Execution
 
@@ -122,7 +124,8 @@ class FaultyTrial:
     fn: TrialFunction
     fault: Fault
 
-    def __call__(self, prepared: Prepared, spec: TrialSpec, *, device=None, threads=None) -> TrialOutcome:
+    def __call__(self, prepared: Prepared, spec: TrialSpec, *, device: torch.device | None = None,
+                 threads: int | None = None) -> TrialOutcome:
         spec = _inject(self.fault, spec)
         outcome = self.fn(prepared, spec, device=device, threads=threads)
         if self.fault.kind == "kill":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from fairfront.objectives.training.trial import TrialSpec
 from fairfront.search.executor import TrialError
@@ -31,11 +32,11 @@ class Attempts:
 
     count: int = 1
     worker_retries: int = 0
-    notes: dict = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
-    def user_attrs(self) -> dict:
+    def user_attrs(self) -> dict[str, Any]:
         """The trial attributes that record these attempts (none for a trial that ran once)."""
-        attrs: dict = {"fairfront.attempts": self.count} if self.count > 1 else {}
+        attrs: dict[str, Any] = {"fairfront.attempts": self.count} if self.count > 1 else {}
         attrs.update({f"fairfront.{key}": value for key, value in self.notes.items()})
         return attrs
 

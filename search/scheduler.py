@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -225,13 +227,13 @@ class Scheduler:
         for key, value in flight.attempts.user_attrs().items():
             flight.trial.set_user_attr(key, value)
 
-    def _catch_signals(self) -> dict:
+    def _catch_signals(self) -> dict[int, Any]:
         """Ctrl-C and SIGTERM stop the loop at its next turn (signals reach only the main thread)."""
         if threading.current_thread() is not threading.main_thread():
             return {}
         return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
         if self._signal is not None:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self._signal = signal.Signals(signum).name
