@@ -62,6 +62,30 @@ def tiny_study_text(name: str = "tiny", *, n_trials: int = 3, sampler: str = "ra
                              student_steps=student_steps)
 
 
+def noop_trial(prepared, spec, *, device=None, threads=None):
+    """A trial that trains nothing: three values from the trial's seed (what the driver's tests need)."""
+    from fairfront.objectives.training.trial import TrialOutcome
+
+    x = (spec.seed * 0.6180339887) % 1.0
+    return TrialOutcome([x, 1000.0 * (1.0 - x) + 1.0, abs(0.5 - x)], {"echo_seed": spec.seed})
+
+
+def failing_on_odd_seeds(prepared, spec, *, device=None, threads=None):
+    """:func:`noop_trial`, except that trials with an odd seed raise."""
+    if spec.seed % 2 == 1:
+        raise ValueError(f"odd seed {spec.seed}")
+    return noop_trial(prepared, spec)
+
+
+def placeholder_prepared():
+    """A prepared study with nothing in it, for trials that read nothing from it."""
+    from fairfront.objectives.training.prepare import Prepared
+
+    return Prepared(fingerprint="contract", data_name="none", citation="", label_names=("a", "b"), group_names=(),
+                    group_is_proxy=False, splits={}, pad_id=0, model_config={}, teacher_state={}, teacher_logits={},
+                    teacher_seconds=0.0)
+
+
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
@@ -95,7 +119,7 @@ def one_torch_thread():
 def local_ray(request):
     """A 2-CPU Ray cluster in this process, shared with later modules that need one (``pytestmark`` it in).
 
-    The test module is pickled by value: Ray workers cannot import test modules.
+    The test module and this one are pickled by value: Ray workers cannot import test modules.
     """
     import ray
 
@@ -104,3 +128,4 @@ def local_ray(request):
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         request.config.add_cleanup(ray.shutdown)
     ray.cloudpickle.register_pickle_by_value(request.module)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

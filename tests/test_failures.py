@@ -26,22 +26,17 @@ from optuna.trial import TrialState
 
 from fairfront.errors import ConfigError
 from fairfront.objectives.training.prepare import prepare
-from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import faults as fault_hook
 from fairfront.search.driver import RETRY_OF_ATTR, Interrupted, RunOptions, resume_study, run_study
 from fairfront.search.lease import read_lease
 from fairfront.search.storage import open_storage
 from fairfront.search.studyfile import parse_study_text
 
-from conftest import FAIRFRONT, cli_env, tiny_study_text
+from conftest import FAIRFRONT, cli_env, noop_trial, tiny_study_text
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.usefixtures("local_ray")]
 
-
-def noop_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
-    x = (spec.seed * 0.6180339887) % 1.0
-    return TrialOutcome([x, 1000.0 * (1.0 - x) + 1.0, abs(0.5 - x)], {})
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import ray
 import torch
 from optuna.trial import TrialState
 
-from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, TooManyFailures, run_study
 from fairfront.search.executor import Executor, TrialError
@@ -30,20 +29,11 @@ from fairfront.search.lease import read_lease
 from fairfront.search.ray_executor import RayExecutor, classify_ray_error
 from fairfront.search.studyfile import parse_study_text
 
-from conftest import tiny_study_text
+from conftest import failing_on_odd_seeds, noop_trial, placeholder_prepared, tiny_study_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
-def noop_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
-    x = (spec.seed * 0.6180339887) % 1.0
-    return TrialOutcome([x, 1000.0 * (1.0 - x) + 1.0, abs(0.5 - x)], {"echo_seed": spec.seed})
-
-
-def failing_on_odd_seeds(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
-    if spec.seed % 2 == 1:
-        raise ValueError(f"odd seed {spec.seed}")
-    return noop_trial(prepared, spec)
 
 
 def out_of_memory_above_batch_16(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
@@ -52,11 +42,6 @@ def out_of_memory_above_batch_16(prepared, spec, *, device=None, threads=None) -
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory with batch size {spec.student.batch_size}")
     return noop_trial(prepared, spec)
 
-
-def placeholder_prepared() -> Prepared:
-    return Prepared(fingerprint="scheduler", data_name="none", citation="", label_names=("a", "b"), group_names=(),
-                    group_is_proxy=False, splits={}, pad_id=0, model_config={}, teacher_state={}, teacher_logits={},
-                    teacher_seconds=0.0)
 
 
 def _study_file(tmp_path: Path, name: str, *, n_trials: int, parallel: int = 2, **execution):

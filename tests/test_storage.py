@@ -27,34 +27,18 @@ import pytest
 from optuna.trial import TrialState
 
 from fairfront.errors import ConfigError
-from fairfront.objectives.training.prepare import Prepared
-from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import lease as lease_mod
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, recover_interrupted, resume_study, run_study
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseInfo, LeaseLost, read_lease
 from fairfront.search.storage import open_storage, study_names
 from fairfront.search.studyfile import parse_study_text
 
-from conftest import tiny_study_text
+from conftest import failing_on_odd_seeds, noop_trial, placeholder_prepared, tiny_study_text
 
 POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
 
 
-def noop_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
-    x = (spec.seed * 0.6180339887) % 1.0
-    return TrialOutcome([x, 1000.0 * (1.0 - x) + 1.0, abs(0.5 - x)], {"echo_seed": spec.seed})
 
-
-def failing_on_odd_seeds(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
-    if spec.seed % 2 == 1:
-        raise ValueError(f"odd seed {spec.seed}")
-    return noop_trial(prepared, spec)
-
-
-def placeholder_prepared() -> Prepared:
-    return Prepared(fingerprint="contract", data_name="none", citation="", label_names=("a", "b"), group_names=(),
-                    group_is_proxy=False, splits={}, pad_id=0, model_config={}, teacher_state={}, teacher_logits={},
-                    teacher_seconds=0.0)
 
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
