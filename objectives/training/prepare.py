@@ -5,7 +5,10 @@ training-set logits drive distillation; the validation/test logits are the dense
 compression-specific bias measures) are computed once, stored under
 ``studies/cache/<fingerprint>/`` and loaded again by any study with the same fingerprint. The
 fingerprint covers the model, the data settings, the teacher's training settings, the seed and the
-``[bias]`` settings, so changing any of them can never reuse a stale teacher.
+``[bias]`` settings, so changing any of them can never reuse a stale teacher. Every cached file's
+SHA-256 is kept in the entry's manifest and checked on each load, so a truncated or altered file (a
+full disk, a bad copy, a flipped bit) is prepared again rather than crashing or silently changing
+the teacher every trial compresses.
 
 With ``[bias]`` settings (:mod:`fairfront.objectives.measures.bias_settings`) the preparation also trains
 the dense population (:mod:`fairfront.objectives.training.population`: ``dense_population`` extra models,
