@@ -10,9 +10,12 @@ that another live driver is running exits with 3, naming that driver.
 from __future__ import annotations
 
 import argparse
+import errno
+import ipaddress
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from fairfront import __version__
 from fairfront.errors import ConfigError, DataError
@@ -22,6 +25,13 @@ DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
 def _log(message: str) -> None:
     print(message, flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one ``error:`` line, as bad study files do (no usage block before it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
@@ -52,7 +62,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fairfront", description="Trace the accuracy-size-bias Pareto front of "
+    parser = _Parser(prog="fairfront", description="Trace the accuracy-size-bias Pareto front of "
                                      "compressed NLP models.")
     parser.add_argument("--version", action="version", version=f"fairfront {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,6 +118,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{args.study_file}: valid study {sf.study.name!r} ({sf.study.n_trials} trials, "
               f"sampler {sf.study.sampler}, objectives {', '.join(sf.objectives.names)})")
         return 0
+    if args.command in ("resume", "status", "front"):
+        from fairfront.search.storage import require_existing
+
+        require_existing(args.storage)  # before anything is opened: a wrong path creates no empty database
     if args.command in ("run", "resume"):
         return _run(args)
     if args.command in ("status", "front"):
@@ -184,6 +198,9 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     from fairfront.search.storage import open_storage
 
+    if not _is_loopback(args.host):
+        print(f"warning: the dashboard on {args.host} has no authentication: anyone who reaches port {args.port} "
+              "can read every study and delete it", file=sys.stderr, flush=True)
     storage = open_storage(args.storage)
     args.artifact_dir.mkdir(parents=True, exist_ok=True)
     _log(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} (Ctrl-C to stop)")
@@ -192,7 +209,21 @@ def _dashboard(args: argparse.Namespace) -> int:
                    artifact_store=FileSystemArtifactStore(str(args.artifact_dir)))
     except KeyboardInterrupt:
         pass
+    except OSError as err:
+        if err.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise ConfigError("--host", message=f"cannot listen on {args.host}:{args.port} ({err.strerror}); choose "
+                          "another --port, or an --host of this machine") from None
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 if __name__ == "__main__":

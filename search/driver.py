@@ -44,7 +44,7 @@ import optuna
 
 from fairfront import jsonsafe
 from fairfront.errors import ConfigError
-from fairfront.objectives.training.prepare import Prepared, load_cached, store
+from fairfront.objectives.training.prepare import Prepared, cached, store
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import faults
 from fairfront.search.attrs import N_TRIALS_ATTR, REASON_ATTR, RETRY_OF_ATTR, STUDY_FILE_ATTR
@@ -200,9 +200,9 @@ def _release(lease: DriverLease) -> None:
 def _prepare(sf: StudyFile, options: RunOptions, executor: Executor) -> Prepared:
     spec = sf.prepare_spec
     folder = options.cache_dir / spec.fingerprint()
-    if (folder / "meta.json").is_file():
-        options.log(f"prepared study found in cache {folder}")
-        return load_cached(folder)
+    found = cached(folder, log=options.log)  # None when absent, or corrupt (then prepared again)
+    if found is not None:
+        return found
     prepared = executor.prepare(spec, sf.execution, options.log)
     store(prepared, folder)
     options.log(f"prepared study cached in {folder}")

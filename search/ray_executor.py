@@ -14,12 +14,14 @@ Ray's own task retries are off, so the driver counts every attempt and records i
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import math
 import os
 import socket
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import ray
@@ -102,7 +104,13 @@ class RayExecutor:
 
 
 def start_ray(address: str | None, *, num_cpus: int | None = None, log=print) -> str:
-    """Join ``address`` (or ``RAY_ADDRESS``) or start a local cluster; returns a description."""
+    """Join ``address`` (or ``RAY_ADDRESS``) or start a local cluster; returns a description.
+
+    A local cluster is one machine that no node will join, so all its processes (driver, GCS,
+    raylet, agents, workers) listen on 127.0.0.1 only, and Ray's dashboard is not started. Its
+    token authentication is off unless ``RAY_AUTH_MODE`` says otherwise; joining a cluster leaves
+    ``RAY_AUTH_MODE`` and the token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``) to the user.
+    """
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return "already connected"
@@ -111,12 +119,37 @@ def start_ray(address: str | None, *, num_cpus: int | None = None, log=print) ->
         where = f"joined Ray cluster at {address}"
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+        with _loopback_node():
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
         where = "started a local Ray cluster"
+        node_ip = ray.util.get_node_ip_address()
+        if not ipaddress.ip_address(node_ip).is_loopback:
+            log(f"warning: the local Ray cluster listens on {node_ip}, not only on 127.0.0.1 (this Ray version "
+                "cannot be bound to loopback)")
     res = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     log(f"{where}: {nodes} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
     return where
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """A new local Ray node whose address is 127.0.0.1, so each of its servers listens on loopback only.
+
+    Ray replaces a node address of 127.0.0.1 given to ``ray.init`` with the machine's network
+    address unless it runs single-machine clusters only (its ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    setting, the default on macOS and Windows). That setting is read when Ray is imported, so it is
+    switched on Ray's constants while the node starts, and back afterwards (a later ``ray.init``
+    joining a remote cluster must advertise a reachable address).
+    """
+    from ray._private import ray_constants
+
+    previous = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous
 
 
 def trial_capacity(*, cpus: float, gpus: float) -> int:

@@ -28,7 +28,7 @@ import optuna
 
 from fairfront.errors import ConfigError
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "study_names", "grouped_writes"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "require_existing", "study_names", "grouped_writes"]
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -43,21 +43,25 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # noqa: ARG00
     cursor.close()
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for ``url``; creates the folder of a SQLite file.
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for ``url``; creates the folder and file of a new SQLite database.
+
+    ``create=False`` (reading or continuing a study) refuses a SQLite file that does not exist
+    rather than leaving an empty database behind (:func:`require_existing`).
 
     Raises:
-        ConfigError: the URL is malformed, its database driver is not installed, or the server
-            cannot be reached.
+        ConfigError: the URL is malformed, its database driver is not installed, the server
+            cannot be reached, or (``create=False``) the SQLite file does not exist.
     """
     if "://" not in url:
         raise ConfigError("--storage", url, "a SQLAlchemy URL such as sqlite:///studies/fairfront.db or "
                           "postgresql://user:password@host/db")
+    path = _sqlite_path(url)
+    if not create:
+        require_existing(url)
+    elif path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     sqlite = url.startswith("sqlite")
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     try:
         storage = _create_rdb_storage(url, kwargs)
@@ -78,6 +82,43 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # connections opened before the listener get the pragmas too
     return storage
+
+
+def require_existing(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist, creating nothing.
+
+    Opening one would create the folder and an empty database: a mistyped path would then look
+    like a storage without the study. A path after ``sqlite:///`` is relative to the current
+    folder; an absolute one takes four slashes, the usual slip the message points out.
+
+    Raises:
+        ConfigError: the SQLite database does not exist.
+    """
+    path = _sqlite_path(url)
+    if path is None or path.is_file():
+        return
+    hint = ""
+    if not path.is_absolute():  # three slashes
+        hint = (f" (a path after sqlite:/// is relative to the current folder, here {path.absolute()}; an absolute "
+                f"path takes four slashes: sqlite:////{path.as_posix()})")
+    raise ConfigError("--storage", message=f"the SQLite database {path} does not exist{hint}; give the storage that "
+                      "holds the study, or create a study with fairfront run")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None (another database, in memory, or not a URL SQLAlchemy reads)."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(url).database
+    except (ArgumentError, ValueError):
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
 
 
 _SCHEMA_RACE = ("alembic_version", "already exists", "UNIQUE constraint failed", "duplicate key")

@@ -5,7 +5,10 @@ training-set logits drive distillation; the validation/test logits are the dense
 compression-specific bias measures) are computed once, stored under
 ``studies/cache/<fingerprint>/`` and loaded again by any study with the same fingerprint. The
 fingerprint covers the model, the data settings, the teacher's training settings, the seed and the
-``[bias]`` settings, so changing any of them can never reuse a stale teacher.
+``[bias]`` settings, so changing any of them can never reuse a stale teacher. Every cached file's
+SHA-256 is kept in the entry's manifest and checked on each load, so a truncated or altered file (a
+full disk, a bad copy, a flipped bit) is prepared again rather than crashing or silently changing
+the teacher every trial compresses.
 
 With ``[bias]`` settings (:mod:`fairfront.objectives.measures.bias_settings`) the preparation also trains
 the dense population (:mod:`fairfront.objectives.training.population`: ``dense_population`` extra models,
@@ -59,7 +62,8 @@ from fairfront.objectives.training.masked_lm import (
 from fairfront.objectives.training.models import ModelSpec, classifier_from_state, load_tokenizer, new_classifier
 from fairfront.objectives.training.population import POPULATION_SPLITS, DensePopulation, train_population
 
-__all__ = ["PrepareSpec", "Prepared", "prepare", "load_cached", "CACHE_FORMAT"]
+__all__ = ["PrepareSpec", "Prepared", "prepare", "cached", "load_cached", "store", "CorruptCache", "verify",
+           "CACHE_FORMAT", "MANIFEST"]
 
 CACHE_FORMAT = 3
 """Layout version of a cached prepared study; part of the fingerprint, and checked when a cache is read.
@@ -68,6 +72,20 @@ CACHE_FORMAT = 3
 3: the task (``classification`` / ``masked_lm``), the tokenizer (``tokenizer/``), the masked-LM head
    (``mlm_head.safetensors``) and the dense model's intrinsic scores (``meta.json``) are stored.
 """
+
+MANIFEST = "manifest.json"
+"""The SHA-256 of every other file of a cached prepared study, written last (the folder is renamed into
+place whole), checked on every load."""
+
+
+class CorruptCache(DataError):
+    """A cached prepared study that cannot be trusted: a file is missing, truncated or altered, it has no
+    checksums (written by an older version), or another layout. It is prepared again, never used."""
+
+    def __init__(self, folder: Path, reason: str, file: str | None = None):
+        self.folder = Path(folder)
+        self.file = file
+        super().__init__(f"prepared-study cache {folder}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -146,9 +164,9 @@ def prepare(spec: PrepareSpec, cache_root: Path, *, log: Callable[[str], None] =
     """Load the prepared study from the cache, or compute and store it."""
     fingerprint = spec.fingerprint()
     folder = Path(cache_root) / fingerprint
-    if (folder / "meta.json").is_file():
-        log(f"prepared study found in cache {folder}")
-        return load_cached(folder)
+    found = cached(folder, log=log)
+    if found is not None:
+        return found
     prepared = compute(spec, log=log, device=device)
     store(prepared, folder)
     log(f"prepared study cached in {folder}")
@@ -336,6 +354,7 @@ def store(prepared: Prepared, folder: Path) -> None:
         np.savez(tmp / "splits.npz", **arrays)
         meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        _write_manifest(tmp)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -348,16 +367,85 @@ def _ragged(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [ids[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def load_cached(folder: Path) -> Prepared:
-    """Read a prepared study written by :func:`store`.
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    """The checksum of every file in ``folder`` (flushed to disk first), in :data:`MANIFEST`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in files:
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    checksums = {p.relative_to(folder).as_posix(): _sha256(p) for p in files}
+    manifest = folder / MANIFEST
+    manifest.write_text(json.dumps({"format": CACHE_FORMAT, "sha256": checksums}, indent=1, sort_keys=True))
+    with open(manifest, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def verify(folder: Path) -> dict:
+    """Check a cached prepared study against its manifest; returns its ``meta.json``.
 
     Raises:
-        DataError: The cache was written in another layout (:data:`CACHE_FORMAT`).
+        CorruptCache: a file is missing or its bytes are not those written, the manifest is
+            missing (an older version wrote no checksums), or the layout is another one.
     """
-    meta = json.loads((Path(folder) / "meta.json").read_text())
-    if meta.get("format", 1) != CACHE_FORMAT:
-        raise DataError(f"prepared-study cache {folder} has layout {meta.get('format', 1)}, this version reads "
-                        f"{CACHE_FORMAT}; delete the folder to prepare the study again")
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptCache(folder, f"meta.json cannot be read ({type(err).__name__})", "meta.json") from None
+    if not isinstance(meta, dict) or meta.get("format", 1) != CACHE_FORMAT:
+        layout = meta.get("format", 1) if isinstance(meta, dict) else "unknown"
+        raise CorruptCache(folder, f"has layout {layout}, this version reads {CACHE_FORMAT}", "meta.json")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        checksums = manifest["sha256"]
+        if not isinstance(checksums, dict) or "meta.json" not in checksums:
+            raise ValueError(MANIFEST)
+    except FileNotFoundError:
+        raise CorruptCache(folder, f"has no {MANIFEST} (written without checksums)", MANIFEST) from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CorruptCache(folder, f"{MANIFEST} cannot be read ({type(err).__name__})", MANIFEST) from None
+    for name, expected in sorted(checksums.items()):
+        path = folder / name
+        if not path.is_file():
+            raise CorruptCache(folder, f"{name} is missing", name)
+        if _sha256(path) != expected:
+            raise CorruptCache(folder, f"{name} is corrupt (its SHA-256 differs from the one stored)", name)
+    return meta
+
+
+def cached(folder: Path, *, log: Callable[[str], None] = print) -> Prepared | None:
+    """The prepared study cached in ``folder`` if it is there and intact, else None.
+
+    A corrupt or untrusted entry is reported in one warning line naming the file and left for the
+    caller to prepare again (:func:`store` replaces the folder).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    try:
+        prepared = load_cached(folder)
+    except CorruptCache as err:
+        log(f"warning: {err}; preparing the study again")
+        return None
+    log(f"prepared study found in cache {folder}")
+    return prepared
+
+
+def load_cached(folder: Path) -> Prepared:
+    """Read a prepared study written by :func:`store`, after checking every file's SHA-256.
+
+    Raises:
+        CorruptCache: (a :class:`DataError`) the cache cannot be trusted (:func:`verify`).
+    """
+    meta = verify(folder)
     arrays = np.load(Path(folder) / "splits.npz")
     splits, logits = {}, {}
     task = meta.get("task", "classification")
