@@ -141,6 +141,9 @@ def _run(args: argparse.Namespace) -> int:
     except (LeaseHeld, LeaseLost) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 3
+    except driver.StorageFault as err:  # disk full, I/O error, read-only, a deleted database file
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     _log("")
     _log(f"Pareto front of {study.study_name!r} ({len(study.best_trials)} non-dominated trials):")
     _log(report.front_table(study))
