@@ -4,7 +4,9 @@ Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``vali
 ``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
 written to storage. An interrupted run (Ctrl-C, SIGTERM) exits with 130 after recording its
 in-flight trials for ``resume``; more failed trials than ``max_failed_trials`` exit with 1; a study
-that another live driver is running exits with 3, naming that driver.
+that another live driver is running exits with 3, naming that driver, and so does a driver that
+lost its lease while it was stopped; a storage fault (disk full, I/O error, read-only, a deleted
+SQLite file) exits with 1 and one line.
 """
 
 from __future__ import annotations
@@ -155,6 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     except (LeaseHeld, LeaseLost) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 3
+    except driver.StorageFault as err:  # disk full, I/O error, read-only, a deleted database file
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     _log("")
     _log(f"Pareto front of {study.study_name!r} ({len(study.best_trials)} non-dominated trials):")
     _log(report.front_table(study))

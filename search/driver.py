@@ -26,6 +26,13 @@ read is served from an exact in-memory mirror, which only the lease makes safe (
 study), and a trial costs three transactions: its creation, its sampled parameters (committed
 before it is submitted), and its result (attributes, report artifact, values and state together).
 
+Every write of the driver checks, in its own transaction, that it still holds the lease
+(fencing): a driver stopped past the lease's stale age and taken over writes nothing when it
+wakes, and stops with ``LeaseLost`` (exit status 3). A full disk, an I/O error or a database that
+refuses writes ends the run with one :class:`~fairfront.search.storage_faults.StorageFault` line;
+what was committed is kept, and so is a deleted SQLite database file noticed (results written
+into it are gone).
+
 Trials a driver left RUNNING (even when it was killed with SIGKILL) are marked FAIL and their
 parameters enqueued again when the next driver takes the study over
 (:func:`~fairfront.search.recovery.recover_interrupted`), so ``resume`` re-runs exactly the
@@ -38,29 +45,33 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 
 from fairfront import jsonsafe
-from fairfront.errors import ConfigError
+from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.training.prepare import Prepared, cached, store
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import faults
 from fairfront.search.attrs import N_TRIALS_ATTR, REASON_ATTR, RETRY_OF_ATTR, STUDY_FILE_ATTR
 from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.executor import Executor
-from fairfront.search.lease import DriverLease, check_free, read_lease
+from fairfront.search.lease import DriverLease, LeaseHeld, LeaseLost, check_free, read_lease
 from fairfront.search.options import LoopStats, RunOptions
 from fairfront.search.ray_executor import RayExecutor
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.samplers import build_sampler
 from fairfront.search.scheduler import Interrupted, Scheduler, TooManyFailures
 from fairfront.search.storage import open_storage, study_names
+from fairfront.search.storage_faults import StorageFault, storage_fault
 from fairfront.search.studyfile import StudyFile, parse_study_text
 
 __all__ = ["RunOptions", "LoopStats", "run_study", "resume_study", "load_study", "recover_interrupted",
-           "TooManyFailures", "Interrupted", "STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR"]
+           "TooManyFailures", "Interrupted", "StorageFault", "STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR",
+           "RETRY_OF_ATTR"]
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -88,8 +99,32 @@ def _executor(options: RunOptions) -> Executor:
     return faults.inject_from_env(executor, options.trial_fn)
 
 
+@contextmanager
+def _storage_faults(url: str, study_name: str) -> Iterator[None]:
+    """A full disk, an I/O error or a read-only database leaves as one :class:`StorageFault` line."""
+    try:
+        yield
+    except (ConfigError, DataError, LeaseHeld, LeaseLost, Interrupted, TooManyFailures, StorageFault):
+        raise
+    except Exception as err:
+        fault = storage_fault(err, url=url, study_name=study_name)
+        if fault is None:
+            raise
+        raise fault from err
+
+
 def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
-    """Create the study named in ``sf`` and run it to ``n_trials`` COMPLETE trials."""
+    """Create the study named in ``sf`` and run it to ``n_trials`` COMPLETE trials.
+
+    Raises:
+        StorageFault: the storage is full, failing or read-only (one line; what was committed is kept).
+        LeaseLost: another driver took the study over while this one was stopped; nothing was written.
+    """
+    with _storage_faults(options.storage, sf.study.name):
+        return _run_study(sf, options)
+
+
+def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     if options.n_trials is not None:
         sf = sf.with_trials(options.n_trials)
     storage = open_storage(options.storage)
@@ -116,7 +151,7 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     study.set_user_attr("fairfront.prepared", prepared.fingerprint)
     lease = DriverLease(study, command="run", ray_address=_ray_address(options), stale_after_s=options.lease_stale_s)
     lease.acquire()
-    _refresh_mirror(study)
+    _hold(study, lease)
     log(f"study {sf.study.name!r} created in {options.storage}")
     try:
         return _schedule(study, sf, executor, prepared, options, lease)
@@ -142,7 +177,12 @@ def _check_new(sf: StudyFile, storage: optuna.storages.BaseStorage, options: Run
 
 
 def resume_study(name: str, options: RunOptions) -> optuna.Study:
-    """Continue a study after an interruption, from what its storage holds."""
+    """Continue a study after an interruption, from what its storage holds (raises as :func:`run_study`)."""
+    with _storage_faults(options.storage, name):
+        return _resume_study(name, options)
+
+
+def _resume_study(name: str, options: RunOptions) -> optuna.Study:
     study = load_study(name, options.storage, driver=options.mirror)
     text = study.user_attrs.get(STUDY_FILE_ATTR)
     if text is None:
@@ -157,7 +197,7 @@ def resume_study(name: str, options: RunOptions) -> optuna.Study:
     lease = DriverLease(study, command="resume", ray_address=_ray_address(options),
                         stale_after_s=options.lease_stale_s)
     previous = lease.acquire()
-    _refresh_mirror(study)
+    _hold(study, lease)
     try:
         if previous is not None:
             log(f"took the study over from a driver that is gone ({previous.stale_reason(options.lease_stale_s)}): "
@@ -184,9 +224,10 @@ def _schedule(study: optuna.Study, sf: StudyFile, executor: Executor, prepared: 
     return Scheduler(study, sf, executor, options, lease, prepared=prepared, write_report=write_report).run()
 
 
-def _refresh_mirror(study: optuna.Study) -> None:
-    """Under the lease, the driver's mirror of the trials is (re)read from the database from here on."""
+def _hold(study: optuna.Study, lease: DriverLease) -> None:
+    """Under the lease: every write of the driver's storage checks it (fencing), and the mirror is re-read."""
     if isinstance(study._storage, DriverStorage):
+        study._storage.fence(study._study_id, lease.info.id, study.study_name)
         study._storage.refresh(study._study_id)
 
 

@@ -40,11 +40,23 @@ is rebuilt from the database (with a warning). Optuna's own storage contract sui
 this class, and after each of its tests every trial read must equal what the database holds
 (``tests/test_storage_contract.py``).
 
+**Fencing.** Once the driver holds the lease it calls :meth:`DriverStorage.fence`; from then on
+every write transaction of this storage (a trial's creation, its grouped writes, Optuna's own
+writes passed through, study attributes) begins with the lease check of
+:func:`~fairfront.search.lease.check_holder`, in the same transaction. A driver that was paused
+past the lease's stale threshold and taken over therefore writes nothing when it wakes: its first
+write raises :class:`~fairfront.search.lease.LeaseLost` and changes nothing, and the driver stops.
+
+**A deleted database file.** SQLite keeps writing into a database file that was deleted while it
+was open, and the results vanish with the last handle. The driver's storage notes the file's
+identity (device and inode) when it is created and checks it as every transaction begins
+(:func:`~fairfront.search.storage_faults.watch_sqlite_file`): a deleted or replaced file stops
+the driver with :class:`~fairfront.search.storage_faults.StorageFault`.
+
 What would break it: a second writer to the same study while a driver runs, e.g. someone telling
-or enqueueing trials from optuna-dashboard or a notebook, or a driver that was paused past the
-lease's stale threshold and writes once more before its heartbeat notices it lost the lease. The
-database stays correct in those cases (every write still goes there), but this driver would not
-see the other writer's changes to trials it already mirrors until it is restarted. Readers
+or enqueueing trials from optuna-dashboard or a notebook. The database stays correct then (every
+write still goes there), but this driver would not see the other writer's changes to trials it
+already mirrors until it is restarted. Readers
 (``fairfront status``/``front``, the dashboard) do not use this class: they keep the plain storage
 and always see the database.
 
@@ -60,7 +72,7 @@ import datetime
 import json
 import logging
 import threading
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,6 +82,10 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.orm import Session
+
+from fairfront.search.lease import check_holder
+from fairfront.search.storage_faults import watch_sqlite_file
 
 __all__ = ["DriverStorage"]
 
@@ -122,6 +138,8 @@ class DriverStorage(BaseStorage):
         self._names: dict[int, str] = {}
         self._pending: list[tuple[Any, ...]] = []  # (kind, trial_id, ...) writes queued by a grouped block
         self._grouping: tuple[int, int] | None = None  # (thread id, depth) of an open grouped_params block
+        self._fence: tuple[int, str, str] | None = None  # (study id, lease id, study name) every write checks
+        watch_sqlite_file(backend.engine)
 
     @property
     def backend(self) -> RDBStorage:
@@ -136,12 +154,38 @@ class DriverStorage(BaseStorage):
         """
         state = self.__dict__.copy()
         del state["_lock"]
-        state.update(_mirrors={}, _trial_index={}, _pending=[], _grouping=None)
+        state.update(_mirrors={}, _trial_index={}, _pending=[], _grouping=None, _fence=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+
+    # ---- fencing: every write checks the lease in its own transaction --------------------------
+
+    def fence(self, study_id: int, lease_id: str, study_name: str) -> None:
+        """From now on every write transaction first checks that lease ``lease_id`` still holds ``study_id``."""
+        with self._lock:
+            self._fence = (study_id, lease_id, study_name)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """A session whose transaction has passed the fencing check (if fenced); committed when the block ends.
+
+        Optuna's own writes called inside the block run in this same transaction: they open the
+        same thread-local session, and their commit is the commit of the checked transaction.
+        """
+        with _create_scoped_session(self._backend.scoped_session) as session:
+            if self._fence is not None:
+                check_holder(session.connection(), *self._fence)
+            yield session
+
+    def _through(self, write: Callable[[], Any]) -> Any:
+        """An Optuna storage write, in a fenced transaction once the driver holds the lease."""
+        if self._fence is None:
+            return write()
+        with self._transaction():
+            return write()
 
     # ---- the mirror --------------------------------------------------------------------------
 
@@ -188,13 +232,13 @@ class DriverStorage(BaseStorage):
             found = self._mirrored(trial_id)
             if found is None:
                 try:
-                    return write(None)
+                    return self._through(lambda: write(None))
                 finally:
                     self._forget_all()
             mirror, trial = found
             study_id = self._trial_index[trial_id][0]
             try:
-                result = write(mirror)
+                result = self._through(lambda: write(mirror))
                 if update is None:
                     self._forget(study_id)
                 else:
@@ -302,7 +346,7 @@ class DriverStorage(BaseStorage):
         pending, self._pending = self._pending, []
         trials = _models.TrialModel.__table__
         try:
-            with _create_scoped_session(self._backend.scoped_session) as session:
+            with self._transaction() as session:
                 conn = session.connection()
                 touched = list(dict.fromkeys(op[1] for op in pending))
                 rows: dict[int, Any] = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.state)
@@ -366,13 +410,13 @@ class DriverStorage(BaseStorage):
             self._forget(study_id)
             self._directions.pop(study_id, None)
             self._names.pop(study_id, None)
-        self._backend.delete_study(study_id)
+        self._through(lambda: self._backend.delete_study(study_id))
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_user_attr(study_id, key, value)
+        self._through(lambda: self._backend.set_study_user_attr(study_id, key, value))
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_system_attr(study_id, key, value)
+        self._through(lambda: self._backend.set_study_system_attr(study_id, key, value))
 
     def get_study_id_from_name(self, study_name: str) -> int:
         return self._backend.get_study_id_from_name(study_name)
@@ -412,7 +456,8 @@ class DriverStorage(BaseStorage):
                 if template_trial is None:
                     trial = self._insert_running_trial(study_id)
                 else:  # enqueued or added trials: rare; read back exactly what the database made of the template
-                    trial = self._backend.get_trial(self._backend.create_new_trial(study_id, template_trial))
+                    trial = self._backend.get_trial(self._through(
+                        lambda: self._backend.create_new_trial(study_id, template_trial)))
             except BaseException:
                 self._forget(study_id)
                 raise
@@ -435,7 +480,7 @@ class DriverStorage(BaseStorage):
         trials) is set, as Optuna does; the start time is read back as the database stored it.
         """
         trials, studies = _models.TrialModel.__table__, _models.StudyModel.__table__
-        with _create_scoped_session(self._backend.scoped_session) as session:
+        with self._transaction() as session:
             conn = session.connection()
             if conn.execute(sqlalchemy.select(studies.c.study_id).where(studies.c.study_id == study_id)
                             .with_for_update()).first() is None:

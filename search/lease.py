@@ -18,9 +18,17 @@ lease is *stale*:
 
 A stale lease is taken over: the new driver writes its own lease, waits :data:`SETTLE_S`, reads
 the lease back and refuses if another driver's write landed meanwhile (two drivers starting in
-the same instant: exactly one wins). It then recovers the old driver's RUNNING trials. A driver
-whose heartbeat finds another driver's lease (it was paused for longer than the stale threshold
-and was taken over) stops at once without writing anything more.
+the same instant: exactly one wins). It then recovers the old driver's RUNNING trials.
+
+**Fencing.** A driver paused past the stale threshold (SIGSTOP, a hung machine, a long network
+cut) and taken over must not write when it wakes, whatever it was doing: telling a result,
+timing a trial out, recording its trials after SIGTERM. So every write transaction of a driver
+that holds the lease begins by locking the lease's row and comparing the stored lease id with its
+own (:func:`check_holder`, the fencing token): SQLite takes its write lock there, PostgreSQL
+locks the row, so no takeover can commit between the check and the write. A stale driver's
+write changes nothing and raises :class:`LeaseLost`; the driver then stops (exit status 3). The
+heartbeat and the release are such compare-and-set writes too, so a woken driver never
+overwrites its successor's lease.
 
 Heartbeats compare wall-clock times across machines, so the hosts' clocks should agree to within
 a few seconds (NTP); the 60 s threshold leaves room for that.
@@ -34,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -42,9 +51,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage
+from optuna.storages._rdb import models as _models
+from optuna.storages._rdb.storage import _create_scoped_session
 
 __all__ = ["LEASE_ATTR", "HEARTBEAT_S", "STALE_AFTER_S", "DEAD_GRACE_S", "SETTLE_S", "LeaseInfo", "LeaseHeld",
-           "LeaseLost", "DriverLease", "read_lease", "check_free"]
+           "LeaseLost", "DriverLease", "read_lease", "check_free", "check_holder"]
 
 LEASE_ATTR = "fairfront.driver_lease"
 HEARTBEAT_S = 1.0
@@ -146,7 +159,47 @@ class LeaseHeld(RuntimeError):
 
 
 class LeaseLost(RuntimeError):
-    """This driver's lease was taken over by another driver; it must stop writing."""
+    """This driver's lease was taken over by another driver; the write that found out changed nothing."""
+
+    def __init__(self, study_name: str, holder: LeaseInfo | None):
+        self.study_name = study_name
+        self.holder = holder
+        who = holder.describe() if holder is not None and not holder.released else (
+            "nobody (the lease was released or removed)")
+        super().__init__(f"this driver lost the study's lease to {who}; nothing was written after the takeover "
+                         f"(study {study_name!r}: this driver was stopped or cut off from the storage for longer "
+                         "than the lease's stale age, and the other driver carries on)")
+
+
+def _locked_lease(conn: sqlalchemy.Connection, study_id: int) -> LeaseInfo | None:
+    """The stored lease, its row locked until the transaction ends."""
+    attrs = _models.StudySystemAttributeModel.__table__
+    where = sqlalchemy.and_(attrs.c.study_id == study_id, attrs.c.key == LEASE_ATTR)
+    select = sqlalchemy.select(attrs.c.value_json).where(where)
+    if conn.dialect.name == "sqlite":
+        # pysqlite begins a transaction at the first write, and SQLite locks the database, not rows:
+        # a write that changes nothing takes the write lock before the lease is read
+        conn.execute(sqlalchemy.update(attrs).where(where).values(value_json=attrs.c.value_json))
+    else:
+        select = select.with_for_update()
+    text = conn.execute(select).scalar_one_or_none()
+    return LeaseInfo.from_attr(json.loads(text)) if text is not None else None
+
+
+def check_holder(conn: sqlalchemy.Connection, study_id: int, lease_id: str, study_name: str) -> LeaseInfo:
+    """The fencing check, first in a write transaction: the stored lease is still ``lease_id``'s.
+
+    The lease's row stays locked until the transaction ends, so no other driver can take the study
+    over between this check and the transaction's commit.
+
+    Raises:
+        LeaseLost: another driver holds the study (or the lease was released or removed); the
+            caller's transaction must write nothing.
+    """
+    holder = _locked_lease(conn, study_id)
+    if holder is None or holder.id != lease_id or holder.released:
+        raise LeaseLost(study_name, holder)
+    return holder
 
 
 def read_lease(study: optuna.Study) -> LeaseInfo | None:
@@ -229,14 +282,11 @@ class DriverLease:
         """
         if not self.held or (not force and time.monotonic() - self._last_beat < HEARTBEAT_S):
             return
-        current = read_lease(self.study)
-        if current is None or current.id != self.info.id:
+        try:
+            self.info = self._write_if_held(_beat(self.info))
+        except LeaseLost:
             self.held = False
-            who = current.describe() if current is not None else "nobody (the lease was removed)"
-            raise LeaseLost(f"another driver took study {self.study.study_name!r} over ({who}); this driver "
-                            "stops without writing more")
-        self.info = _beat(self.info)
-        self._write(self.info)
+            raise
         self._last_beat = time.monotonic()
 
     def release(self) -> None:
@@ -244,9 +294,28 @@ class DriverLease:
         if not self.held:
             return
         self.held = False
-        current = read_lease(self.study)
-        if current is not None and current.id == self.info.id:
-            self._write(LeaseInfo(**{**asdict(self.info), "heartbeat": time.time(), "released": True}))
+        try:
+            self._write_if_held(LeaseInfo(**{**asdict(self.info), "heartbeat": time.time(), "released": True}))
+        except LeaseLost:  # not ours any more: the newcomer's lease stays as it is
+            pass
+
+    def _write_if_held(self, info: LeaseInfo) -> LeaseInfo:
+        """Write ``info`` as the lease only while the stored lease is still this driver's (compare and set)."""
+        storage = getattr(self.study._storage, "backend", self.study._storage)
+        if not isinstance(storage, RDBStorage):  # no transactions to fence with (in-memory storage: one process)
+            current = read_lease(self.study)
+            if current is None or current.id != self.info.id:
+                raise LeaseLost(self.study.study_name, current)
+            self._write(info)
+            return info
+        attrs = _models.StudySystemAttributeModel.__table__
+        with _create_scoped_session(storage.scoped_session) as session:
+            conn = session.connection()
+            check_holder(conn, self.study._study_id, self.info.id, self.study.study_name)
+            conn.execute(sqlalchemy.update(attrs).where(attrs.c.study_id == self.study._study_id,
+                                                        attrs.c.key == LEASE_ATTR)
+                         .values(value_json=json.dumps(asdict(info))))
+        return info
 
 
 def _beat(info: LeaseInfo) -> LeaseInfo:

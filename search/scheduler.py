@@ -10,7 +10,12 @@ Failures never crash the study; only more than ``max_failed_trials`` of them in 
 (:class:`TooManyFailures`). Ctrl-C and SIGTERM record the results that already arrived, cancel
 the in-flight trials and recover them for ``resume`` before the loop stops (:class:`Interrupted`);
 a second Ctrl-C stops at once. A driver whose lease was taken over cancels its trials and writes
-nothing more.
+nothing more: every write checks the lease in its own transaction (:mod:`fairfront.search.lease`,
+fencing), so whichever write comes first after a takeover — a result, a timeout, the recording
+of in-flight trials after SIGTERM — changes nothing and stops the loop with ``LeaseLost``. When the
+storage itself fails (disk full, I/O error, read-only), the in-flight trials are recorded for
+``resume`` if the storage still takes that write; otherwise they stay RUNNING and ``resume``
+recovers them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from fairfront.search.options import RunOptions
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
 from fairfront.search.storage import grouped_writes
+from fairfront.search.storage_faults import storage_fault
 from fairfront.search.studyfile import StudyFile
 
 __all__ = ["Scheduler", "Flight", "TooManyFailures", "Interrupted", "ReportWriter"]
@@ -239,12 +245,22 @@ class Scheduler:
         self._signal = signal.Signals(signum).name
 
     def _stop(self, err: BaseException) -> None:
-        """Leave the study resumable: keep what arrived (on a signal), cancel the rest and recover it."""
-        if isinstance(err, Interrupted):
-            self._record_arrived()
-        self._cancel_in_flight()
+        """Leave the study resumable: keep what arrived (on a signal), cancel the rest and recover it.
+
+        Raises ``LeaseLost`` when the study was taken over meanwhile (nothing is written then).
+        """
+        try:
+            if isinstance(err, Interrupted):
+                self._record_arrived()
+        finally:
+            self._cancel_in_flight()
         why = f"interrupted by {err}" if isinstance(err, Interrupted) else f"driver stopped ({type(err).__name__})"
-        n = recover_interrupted(self.study, reason=f"{why}: enqueued again for resume")
+        try:
+            n = recover_interrupted(self.study, reason=f"{why}: enqueued again for resume")
+        except Exception as failed:
+            if isinstance(failed, LeaseLost) or storage_fault(err, url="") is None:
+                raise
+            return  # the storage refuses writes: the trials stay RUNNING, and resume recovers them
         if n:
             self.log(f"{why}: {n} in-flight trial(s) recorded for resume (fairfront resume {self.study.study_name})")
 
@@ -256,6 +272,8 @@ class Scheduler:
                     flight = self.in_flight.pop(ticket)
                     self._tell_complete(flight, result, self.study.metric_names or [])
                     self.log(f"trial {flight.trial.number} COMPLETE (arrived while stopping)")
+        except LeaseLost:  # taken over: this driver writes nothing more
+            raise
         except Exception:  # noqa: BLE001 - best effort; whatever is left is recovered for resume
             pass
 
