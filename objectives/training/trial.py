@@ -38,7 +38,7 @@ from fairfront.spaces.family import FamilyTrial, TrialContext
 from fairfront.spaces.imbalance import cross_entropy
 from fairfront.spaces.space import CompressionConfig
 
-__all__ = ["TrialSpec", "TrialOutcome", "run_trial"]
+__all__ = ["TrialSpec", "TrialOutcome", "Compressed", "compress", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -73,27 +73,11 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
     """Compress, train and measure; raises on failure (the driver records the reason)."""
     started = time.perf_counter()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if threads and device.type == "cpu":
-        torch.set_num_threads(threads)
-    torch.manual_seed(spec.seed)
-    masked = prepared.task == "masked_lm"
-    attrs: dict = {"compression": json_safe(spec.compression.as_dict())}
-    if masked:
-        attrs["task"] = "masked_lm"
-    ctx = _context(prepared, spec, attrs, device)
-    runs = _start(spec.compression, ctx)
-    for run in runs:
-        run.prepare(ctx)
-    if masked:
-        for run in runs:
-            run.without_training(ctx)
-    else:
-        _train(prepared, spec, ctx, runs)
+    compressed = compress(prepared, spec, device=device, threads=threads)
     compress_seconds = time.perf_counter() - started
-    for run in runs:
-        run.convert(ctx)
-    model, eval_device = ctx.model, ctx.eval_device
-    if masked:
+    model, eval_device = compressed.convert()
+    attrs = compressed.attrs
+    if prepared.task == "masked_lm":
         return _measure_masked_lm(prepared, spec, model, attrs, device=device, eval_device=eval_device,
                                   threads=threads, started=started, compress_seconds=compress_seconds)
 
@@ -116,6 +100,59 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
                              total_s=time.perf_counter() - started, device=device.type,
                              torch_threads=torch.get_num_threads(), pid=os.getpid())
     return _outcome(report, spec, hint=" (is every group present with positive examples?)")
+
+
+@dataclass
+class Compressed:
+    """A trial's model after surgery and training, before any family converts it (int8).
+
+    What :func:`run_trial` measures once :meth:`convert` has run, and what an export writes as is.
+    """
+
+    context: TrialContext
+    runs: list[FamilyTrial]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.context.model
+
+    @property
+    def attrs(self) -> dict:
+        """What the families recorded so far (the trial's ``compression`` and its notes)."""
+        return self.context.attrs
+
+    def convert(self) -> tuple[torch.nn.Module, torch.device]:
+        """Let every family convert the model; the model that is measured and the device it runs on."""
+        for run in self.runs:
+            run.convert(self.context)
+        return self.context.model, self.context.eval_device
+
+
+def compress(prepared: Prepared, spec: TrialSpec, *, device: torch.device | None = None,
+             threads: int | None = None) -> Compressed:
+    """A copy of the teacher compressed and trained as ``spec`` says, with the trial's seed; nothing measured.
+
+    :func:`run_trial` starts with this, so a trial's model can be made again from its stored
+    parameters and seed (``fairfront export``) with the same numbers.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+    torch.manual_seed(spec.seed)
+    masked = prepared.task == "masked_lm"
+    attrs: dict = {"compression": json_safe(spec.compression.as_dict())}
+    if masked:
+        attrs["task"] = "masked_lm"
+    ctx = _context(prepared, spec, attrs, device)
+    runs = _start(spec.compression, ctx)
+    for run in runs:
+        run.prepare(ctx)
+    if masked:
+        for run in runs:
+            run.without_training(ctx)
+    else:
+        _train(prepared, spec, ctx, runs)
+    return Compressed(ctx, runs)
 
 
 def _context(prepared: Prepared, spec: TrialSpec, attrs: dict, device: torch.device) -> TrialContext:
