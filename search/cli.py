@@ -7,6 +7,9 @@ in-flight trials for ``resume``; more failed trials than ``max_failed_trials`` e
 that another live driver is running exits with 3, naming that driver, and so does a driver that
 lost its lease while it was stopped; a storage fault (disk full, I/O error, read-only, a deleted
 SQLite file) exits with 1 and one line.
+
+``export NAME --trial N --out DIR`` writes one trial's model as a transformers folder
+(:mod:`fairfront.search.export`).
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_arg(p)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
 
+    _export_parser(sub)
+
     p = sub.add_parser("validate", help="check a study file without running it")
     p.add_argument("study_file", type=Path)
 
@@ -103,6 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write one trial's compressed model as a transformers folder",
+                       description="Make a COMPLETE trial's compressed model again (the teacher from the prepared "
+                       "cache, the trial's parameters and seed) and write a folder that transformers' "
+                       "AutoModelForSequenceClassification and AutoTokenizer load without fairfront, with a "
+                       "model card.")
+    p.add_argument("study", help="the study name")
+    p.add_argument("--trial", type=_trial_number, required=True, metavar="N", help="the trial's number")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write (new, or empty)")
+    _storage_arg(p)
+    p.add_argument("--cache-dir", type=Path, default=Path("studies/cache"),
+                   help="where prepared studies are cached (default: studies/cache)")
+
+
+def _trial_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: expected a trial number >= 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -113,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        return _export(args)
     if args.command == "validate":
         from fairfront.search.studyfile import load_study_file
 
@@ -194,6 +225,15 @@ def _show(args: argparse.Namespace) -> int:
         print(pd.DataFrame(rows).to_csv(index=False), end="")
     else:
         print(report.front_table(study))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fairfront.search.export import export_trial
+    from fairfront.search.storage import require_existing
+
+    require_existing(args.storage)  # a wrong path creates no empty database
+    export_trial(args.study, args.trial, args.out, storage=args.storage, cache_dir=args.cache_dir, log=_log)
     return 0
 
 
