@@ -211,9 +211,17 @@ def _prepared(sf: StudyFile, study: optuna.Study, cache_dir: Path, log: Callable
     if found is not None:
         return found
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # the CPUs `run` gives its preparation task (floating point depends on the thread count)
+    threads = max(1, min(os.cpu_count() or 1, round(sf.execution.cpus_per_trial * sf.execution.parallel)))
     log(f"the prepared study is not in {cache_dir}: preparing it again in this process (data, dense teacher, "
-        f"teacher logits) on {device.type}")
-    prepared = compute(spec, device=device, log=log)
+        f"teacher logits) on {device.type}" + (f" with {threads} torch threads" if device.type == "cpu" else ""))
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        prepared = compute(spec, device=device, log=log)
+    finally:
+        torch.set_num_threads(before)
     store(prepared, folder)
     log(f"prepared study cached in {folder}")
     return prepared
