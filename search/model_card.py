@@ -45,8 +45,9 @@ def model_card(*, study: optuna.Study, sf: StudyFile, trial: FrozenTrial, prepar
              f"Texts are truncated at {sf.model.max_length} tokens, as in the study.", ""]
     if int8:
         lines += ["**Int8 trial.** The study measured this trial after post-training dynamic int8 quantization "
-                  "(`torch.ao.quantization.quantize_dynamic`, linear layers). These are its float weights from "
-                  "before that step; quantize them the same way to get the measured model. The float weights' "
+                  "(`torch.ao.quantization.quantize_dynamic` on every `nn.Linear`, per-channel weight scales). These "
+                  "are its float weights from before that step; quantize them the same way to get the measured "
+                  "model. The float weights' "
                   "own validation accuracy is shown below.", ""]
     lines += _objectives(study, sf, trial, fairness, accuracy, int8)
     lines += _groups(fairness)
