@@ -333,9 +333,11 @@ def _sections(study: optuna.Study, objs: Sequence[Objective], points: Sequence[_
         note = "Grey: dominated trials. " + _interval_note(points)
         sections.append(_Section(f"{objs[y].name} against {objs[x].name}", note,
                                  _projection(points, objs, x, y, teacher)))
-    sections[0].note += " " + _teacher_note(teacher)
+    if sections:
+        sections[0].note += " " + _teacher_note(teacher)
     sections += _front_3d(points, objs)
-    sections.append(_hypervolume(study, points, objs))
+    if len(objs) > 1:  # Optuna's hypervolume is for multi-objective studies (every fairfront study is one)
+        sections.append(_hypervolume(study, points, objs))
     sections.append(_group_bars(study))
     sections.append(_family_section(points, objs))
     table = front_frame(study).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}", border=0)
