@@ -1,7 +1,7 @@
 """The ``fairfront`` command line.
 
-Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``validate FILE`` and
-``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
+Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``report NAME``,
+``validate FILE`` and ``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
 written to storage. An interrupted run (Ctrl-C, SIGTERM) exits with 130 after recording its
 in-flight trials for ``resume``; more failed trials than ``max_failed_trials`` exit with 1; a study
 that another live driver is running exits with 3, naming that driver, and so does a driver that
@@ -20,10 +20,13 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from fairfront import __version__
 from fairfront.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import optuna
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -66,6 +69,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+FRONT_FORMATS = ("table", "csv", "json", "parquet")
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="the study as one self-contained HTML file of plots",
+                       description="Write one HTML file (plotly.js embedded: it opens offline) with the front in "
+                       "2-D and 3-D, the hypervolume history, per-group rates and bias against size per "
+                       "compression family. Reads the storage; writes nothing to it.")
+    p.add_argument("study", help="the study name")
+    _storage_arg(p)
+    p.add_argument("--out", type=Path, default=None, help="the HTML file (default: studies/reports/NAME.html)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fairfront", description="Trace the accuracy-size-bias Pareto front of "
                                      "compressed NLP models.")
@@ -89,10 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="the study name")
     _storage_arg(p)
 
-    p = sub.add_parser("front", help="the Pareto front as a table")
+    p = sub.add_parser("front", help="the Pareto front as a table, CSV, JSON or Parquet")
     p.add_argument("study", help="the study name")
     _storage_arg(p)
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--format", choices=FRONT_FORMATS, default="table",
+                   help="output format: table (text), or every column (test-split values, intervals, parameters) "
+                   "as csv, json or parquet (parquet needs --out)")
+    p.add_argument("--out", type=Path, default=None, help="write to this file instead of standard output")
+    _report_parser(sub)
 
     _export_parser(sub)
 
@@ -151,7 +171,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{args.study_file}: valid study {sf.study.name!r} ({sf.study.n_trials} trials, "
               f"sampler {sf.study.sampler}, objectives {', '.join(sf.objectives.names)})")
         return 0
-    if args.command in ("resume", "status", "front"):
+    if args.command == "front" and args.format == "parquet" and args.out is None:
+        raise ConfigError("--out", message="--format parquet writes a binary file: give --out FILE.parquet (the other "
+                          "formats print to standard output without it)")
+    if args.command in ("resume", "status", "front", "report"):
         from fairfront.search.storage import require_existing
 
         require_existing(args.storage)  # before anything is opened: a wrong path creates no empty database
@@ -159,6 +182,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command in ("status", "front"):
         return _show(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "dashboard":
         return _dashboard(args)
     raise AssertionError(args.command)
@@ -201,8 +226,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    import json
-
     from fairfront.search import driver, report
 
     study = driver.load_study(args.study, args.storage)
@@ -215,16 +238,44 @@ def _show(args: argparse.Namespace) -> int:
             gone = holder.stale_reason()
             print(f"driver: {holder.describe()}" + (f" (gone: {gone})" if gone else ""))
         return 0
-    names = study.metric_names or []
-    rows = [{"trial": t.number, **dict(zip(names, t.values)), **t.params} for t in study.best_trials]
-    if args.format == "json":
-        print(json.dumps(rows, indent=1))
-    elif args.format == "csv":
-        import pandas as pd
+    return _front(study, args)
 
-        print(pd.DataFrame(rows).to_csv(index=False), end="")
-    else:
-        print(report.front_table(study))
+
+def _front(study: optuna.Study, args: argparse.Namespace) -> int:
+    """The front in ``--format``, printed, or written to ``--out`` (then the file's path is printed)."""
+    from fairfront.search import report
+
+    if args.out is None:
+        print(report.front_text(study, args.format), end="")
+        return 0
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.format == "parquet":
+            from fairfront.search.front_data import front_frame
+
+            front_frame(study).to_parquet(args.out, index=False)
+        else:
+            args.out.write_text(report.front_text(study, args.format), encoding="utf-8")
+    except OSError as err:
+        raise ConfigError("--out", message=f"cannot write {args.out}: {err.strerror or err}") from None
+    print(args.out)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Write the study's HTML report; its path is the last line printed."""
+    import re
+
+    from fairfront.search import driver
+    from fairfront.search.report_html import write_report
+
+    study = driver.load_study(args.study, args.storage)
+    out = args.out or Path("studies/reports") / (re.sub(r"[^A-Za-z0-9._-]", "_", args.study) + ".html")
+    try:
+        write_report(study, out, storage=args.storage)
+    except OSError as err:
+        raise ConfigError("--out", message=f"cannot write {out}: {err.strerror or err}") from None
+    print(out)
     return 0
 
 
