@@ -190,7 +190,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fairfront.search import driver, report
+    from fairfront.search import driver, hints, report
     from fairfront.search.lease import LeaseHeld, LeaseLost
     from fairfront.search.studyfile import load_study_file
 
@@ -221,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
     _log(report.front_table(study))
     _log("")
     _log(f"storage:   {args.storage}")
-    _log(f"dashboard: fairfront dashboard --storage {args.storage}")
+    _log(f"dashboard: {hints.command('dashboard', storage=args.storage, artifact_dir=args.artifact_dir)}")
     return 0
 
 

@@ -59,6 +59,7 @@ from fairfront.search import faults
 from fairfront.search.attrs import N_TRIALS_ATTR, REASON_ATTR, RETRY_OF_ATTR, STUDY_FILE_ATTR
 from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.executor import Executor
+from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseLost, check_free, read_lease
 from fairfront.search.options import LoopStats, RunOptions
 from fairfront.search.ray_executor import RayExecutor
@@ -100,14 +101,14 @@ def _executor(options: RunOptions) -> Executor:
 
 
 @contextmanager
-def _storage_faults(url: str, study_name: str) -> Iterator[None]:
+def _storage_faults(options: RunOptions, study_name: str) -> Iterator[None]:
     """A full disk, an I/O error or a read-only database leaves as one :class:`StorageFault` line."""
     try:
         yield
     except (ConfigError, DataError, LeaseHeld, LeaseLost, Interrupted, TooManyFailures, StorageFault):
         raise
     except Exception as err:
-        fault = storage_fault(err, url=url, study_name=study_name)
+        fault = storage_fault(err, url=options.storage, resume=resume_command(study_name, options))
         if fault is None:
             raise
         raise fault from err
@@ -120,7 +121,7 @@ def run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
         StorageFault: the storage is full, failing or read-only (one line; what was committed is kept).
         LeaseLost: another driver took the study over while this one was stopped; nothing was written.
     """
-    with _storage_faults(options.storage, sf.study.name):
+    with _storage_faults(options, sf.study.name):
         return _run_study(sf, options)
 
 
@@ -173,12 +174,12 @@ def _check_new(sf: StudyFile, storage: optuna.storages.BaseStorage, options: Run
     running = (f"; a driver is running it now ({holder.describe()})" if holder is not None
                and holder.stale_reason(options.lease_stale_s) is None else "")
     raise ConfigError("study.name", sf.study.name, f"a new study name (it exists in {options.storage}"
-                      f"{running}; continue it with: fairfront resume {sf.study.name})")
+                      f"{running}; continue it with: {resume_command(sf.study.name, options)})")
 
 
 def resume_study(name: str, options: RunOptions) -> optuna.Study:
     """Continue a study after an interruption, from what its storage holds (raises as :func:`run_study`)."""
-    with _storage_faults(options.storage, name):
+    with _storage_faults(options, name):
         return _resume_study(name, options)
 
 

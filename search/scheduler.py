@@ -38,6 +38,7 @@ from fairfront.search.attrs import REASON_ATTR
 from fairfront.search.capacity import CapacityWatch
 from fairfront.search.executor import Executor, Ticket, TrialError
 from fairfront.search.front import ParetoFront
+from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseLost
 from fairfront.search.options import RunOptions
 from fairfront.search.recovery import recover_interrupted
@@ -89,6 +90,7 @@ class Scheduler:
         self.study, self.sf, self.executor, self.lease = study, sf, executor, lease
         self.prepared, self.trial_fn, self.write_report = prepared, options.trial_fn, write_report
         self.log, self.stats = options.log, options.stats
+        self.resume_hint = resume_command(study.study_name, options)
         self.ex = ex = sf.execution
         self.target = sf.study.n_trials
         self.max_failed = ex.max_failed_trials if ex.max_failed_trials is not None else max(3, self.target)
@@ -262,7 +264,7 @@ class Scheduler:
                 raise
             return  # the storage refuses writes: the trials stay RUNNING, and resume recovers them
         if n:
-            self.log(f"{why}: {n} in-flight trial(s) recorded for resume (fairfront resume {self.study.study_name})")
+            self.log(f"{why}: {n} in-flight trial(s) recorded for resume ({self.resume_hint})")
 
     def _record_arrived(self) -> None:
         """On Ctrl-C/SIGTERM, keep the COMPLETE results that already arrived instead of re-running them."""

@@ -85,10 +85,12 @@ def _first_line(e: BaseException) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
-def storage_fault(err: BaseException, *, url: str, study_name: str | None = None) -> StorageFault | None:
+def storage_fault(err: BaseException, *, url: str, study_name: str | None = None,
+                  resume: str | None = None) -> StorageFault | None:
     """The one-line :class:`StorageFault` behind ``err``, or None when ``err`` is not a storage fault.
 
-    ``url`` (its password hidden) and ``study_name`` go into the message; a :class:`StorageFault`
+    ``url`` (its password hidden) and ``resume`` (the command that continues the study, with the
+    user's options; else ``fairfront resume study_name``) go into the message; a :class:`StorageFault`
     already raised (a deleted database file) is returned as it is.
     """
     chain = _chain(err)
@@ -107,7 +109,7 @@ def storage_fault(err: BaseException, *, url: str, study_name: str | None = None
         return None
     kind, e = found
     cause, action = _CAUSES[kind]
-    then = f"fairfront resume {study_name}" if study_name else "the same command again"
+    then = resume or (f"fairfront resume {study_name}" if study_name else "the same command again")
     return StorageFault(f"{cause} ({_redact(url)}: {_first_line(e)}); what was committed is kept: {action}, "
                         f"then continue with: {then}")
 
