@@ -206,7 +206,9 @@ def test_sigterm_to_the_cli_records_in_flight_trials_for_resume(tmp_path, cache_
             proc.wait()
     out = log.read_text()
     assert proc.returncode == 130, out[-3000:]
-    assert "interrupted by SIGTERM: 2 in-flight trial(s) recorded for resume (fairfront resume sigterm)" in out
+    # the hint works as printed: it names the storage and the cache folder this run used
+    assert ("interrupted by SIGTERM: 2 in-flight trial(s) recorded for resume (fairfront resume sigterm "
+            f"--storage sqlite:///studies/fairfront.db --cache-dir {cache_dir})") in out
     done, in_flight = state
     _check_recorded(optuna.load_study(study_name=name, storage=storage), done, in_flight, "SIGTERM")
 
