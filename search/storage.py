@@ -28,7 +28,7 @@ import optuna
 
 from fairfront.errors import ConfigError
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "require_existing", "study_names", "grouped_writes"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "require_existing", "study_names", "grouped_writes", "redact_url"]
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -69,12 +69,12 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
         missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__
         name = (getattr(missing, "name", None) or "").split(".")[0]
         package = _DRIVERS.get(name, name or "the database driver")
-        raise ConfigError("--storage", _redact(url), f"a URL whose database driver is installed (pip install "
+        raise ConfigError("--storage", redact_url(url), f"a URL whose database driver is installed (pip install "
                           f"{package})") from None
     except Exception as err:  # noqa: BLE001 - SQLAlchemy's many connection errors: one line for the user
         if type(err).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(err, (OSError, ValueError)):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError("--storage", message=f"cannot open {_redact(url)}: {first[:300]}") from None
+            raise ConfigError("--storage", message=f"cannot open {redact_url(url)}: {first[:300]}") from None
         raise
     if sqlite:
         from sqlalchemy import event
@@ -148,7 +148,7 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL with its password hidden (error messages end up in logs)."""
     scheme, sep, rest = url.partition("://")
     if "@" in rest and ":" in rest.split("@", 1)[0]:

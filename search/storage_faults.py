@@ -21,6 +21,8 @@ from typing import Any
 
 import sqlalchemy
 
+from fairfront.search.storage import redact_url
+
 __all__ = ["StorageFault", "storage_fault", "watch_sqlite_file"]
 
 FULL, IO, READ_ONLY = "full", "io", "read-only"
@@ -110,16 +112,8 @@ def storage_fault(err: BaseException, *, url: str, study_name: str | None = None
     kind, e = found
     cause, action = _CAUSES[kind]
     then = resume or (f"fairfront resume {study_name}" if study_name else "the same command again")
-    return StorageFault(f"{cause} ({_redact(url)}: {_first_line(e)}); what was committed is kept: {action}, "
+    return StorageFault(f"{cause} ({redact_url(url)}: {_first_line(e)}); what was committed is kept: {action}, "
                         f"then continue with: {then}")
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _sqlite_path(url: sqlalchemy.engine.URL) -> Path | None:
