@@ -129,3 +129,33 @@ def local_ray(request):
         request.config.add_cleanup(ray.shutdown)
     ray.cloudpickle.register_pickle_by_value(request.module)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL server's URL; skips the test where none is set up (a fresh clone)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a local PostgreSQL server and sets it)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """A storage URL per backend: a new SQLite file, or the shared PostgreSQL database left as it was found."""
+    import optuna
+
+    from fairfront.search.storage import open_storage
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studies' / 'fairfront.db'}"
+        return
+    url = postgres_url()
+    storage = open_storage(url)
+    before = {s.study_name for s in storage.get_all_studies()}
+    yield url
+    for s in storage.get_all_studies():
+        if s.study_name not in before:
+            optuna.delete_study(study_name=s.study_name, storage=storage)

@@ -35,9 +35,8 @@ from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.lease import DEAD_GRACE_S, read_lease
 from fairfront.search.storage import open_storage
 
-from conftest import FAIRFRONT, cli_env, tiny_study_text
+from conftest import FAIRFRONT, cli_env, noop_trial, tiny_study_text
 
-POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
 STALE_S = DEAD_GRACE_S + 1.0  # the shortest stale age a lease allows, plus a margin
 TIMEOUT_S = 4  # shorter than the stale driver stays frozen
 
@@ -50,23 +49,7 @@ GATE = threading.Event()
 
 def gated_trial(prepared, spec, *, device=None, threads=None) -> TrialOutcome:
     GATE.wait(timeout=300)  # the newcomer's trials stay in flight until the stale driver has woken and exited
-    x = (spec.seed * 0.6180339887) % 1.0
-    return TrialOutcome([x, 1000.0 * (1.0 - x) + 1.0, abs(0.5 - x)], {})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'studies' / 'fairfront.db'}"
-        return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a local PostgreSQL server and sets it)")
-    yield url
-    storage = open_storage(url)
-    for s in storage.get_all_studies():
-        if s.study_name.startswith("fence-"):
-            optuna.delete_study(study_name=s.study_name, storage=storage)
+    return noop_trial(prepared, spec)
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

@@ -35,32 +35,8 @@ from fairfront.search.studyfile import parse_study_text
 
 from conftest import failing_on_odd_seeds, noop_trial, placeholder_prepared, tiny_study_text
 
-POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
-
-
-
-
-
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.usefixtures("local_ray")]
-
-
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'studies' / 'fairfront.db'}"
-        return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a local PostgreSQL server and sets it)")
-    storage = open_storage(url)
-    before = {s.study_name for s in storage.get_all_studies()}
-    yield url
-    for s in storage.get_all_studies():  # leave the shared database as it was
-        if s.study_name not in before:
-            optuna.delete_study(study_name=s.study_name, storage=storage)
 
 
 class TestStorageContract:

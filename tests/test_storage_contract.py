@@ -21,7 +21,6 @@ studies that other tests keep in the same database are never touched.
 
 from __future__ import annotations
 
-import os
 import pickle
 import uuid
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.storage import open_storage
 
-POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
+from conftest import postgres_url
 
 _KEPT_TABLES = {"version_info", "alembic_version"}
 """The schema's version: emptying it would make the next storage refuse the database."""
@@ -59,9 +58,7 @@ def database(request, tmp_path_factory) -> Iterator[RDBStorage]:
         yield storage
         storage.engine.dispose()
         return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a local PostgreSQL server and sets it)")
+    url = postgres_url()
     schema = f"contract_{uuid.uuid4().hex[:12]}"
     admin = sqlalchemy.create_engine(url)
     with admin.begin() as conn:

@@ -10,7 +10,6 @@ build them.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
 
@@ -27,9 +26,7 @@ from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.storage_faults import StorageFault, storage_fault
 from fairfront.search.studyfile import parse_study_text
 
-from conftest import tiny_study_text
-
-POSTGRES_ENV = "FAIRFRONT_TEST_POSTGRES_URL"
+from conftest import postgres_url, tiny_study_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -106,9 +103,7 @@ def test_sqlite_full_io_and_read_only_errors_name_their_cause(tmp_path) -> None:
 
 
 def test_postgresql_read_only_and_disk_full_name_their_cause() -> None:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a local PostgreSQL server and sets it)")
+    url = postgres_url()
     engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with pytest.raises(sqlalchemy.exc.InternalError) as refused:  # the server's own read-only error
         with engine.begin() as conn:
