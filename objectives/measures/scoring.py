@@ -154,7 +154,7 @@ def add_intrinsic(report: TrialReport, prepared: Prepared, model: torch.nn.Modul
 
     settings = prepared.intrinsic
     scores = score_halves(model_for, prepared.tokenizer, prepared.intrinsic_halves, limit=settings.get("limit"),
-                          batch_size=settings.get("batch_size", 64), device=device)
+                          batch_size=settings.get("batch_size", 64), device=device, bf16=settings.get("bf16", False))
     report.intrinsic = {name: json_safe({**parts, "dense": prepared.intrinsic_dense.get(name)})
                         for name, parts in scores.items()}
     for half in HALVES:

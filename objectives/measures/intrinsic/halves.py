@@ -129,7 +129,8 @@ def load_halves(names: Sequence[str], *, data_dir: str | os.PathLike[str] | None
 
 
 def score_halves(model_for: Any, tokenizer: Any, halves: dict[str, dict[str, list]], *, limit: int | None = None,
-                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, dict[str, dict]]:
+                 batch_size: int = 64, device: str | torch.device | None = None,
+                 bf16: bool = False) -> dict[str, dict[str, dict]]:
     """Score each benchmark on both halves: ``{name: {"validation": result, "test": result}}``.
 
     Args:
@@ -139,13 +140,16 @@ def score_halves(model_for: Any, tokenizer: Any, halves: dict[str, dict[str, lis
         tokenizer: the model's tokenizer.
         halves: from :func:`load_halves`.
         limit: the first ``limit`` items of each half (see each evaluator's ``limit``).
+        bf16: bf16 autocast where ``device`` is CUDA (``[bias] intrinsic_bf16``); float32 elsewhere
+            and by default.
     """
+    bf16 = bool(bf16) and device is not None and torch.device(device).type == "cuda"
     get = model_for if callable(model_for) and not isinstance(model_for, torch.nn.Module) else (lambda _: model_for)
     out: dict[str, dict[str, dict]] = {}
     for name, parts in halves.items():
         model = get(INTRINSIC_BENCHMARKS[name].needs)
         out[name] = {half: evaluate_intrinsic(name, model, tokenizer, items=parts[half], limit=limit,
-                                              batch_size=batch_size, device=device) for half in HALVES}
+                                              batch_size=batch_size, device=device, bf16=bf16) for half in HALVES}
     return out
 
 
