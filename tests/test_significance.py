@@ -21,6 +21,7 @@ from fairfront.objectives.measures.significance import (
     paired_differences,
     permutation_gap_test,
 )
+from fairfront.objectives.training.population import forgetting_measures
 from fairfront.objectives.training.prepare import compute
 from fairfront.objectives.training.trial import run_trial
 from fairfront.search.studyfile import parse_study_text
@@ -158,7 +159,12 @@ def test_welch_across_seed_populations_flags_the_forgotten_class() -> None:
         right = rng.random((n_models, len(y))) < 0.9 - np.asarray(loss)[y][None, :]
         return np.where(right, y[None, :], (y[None, :] + 1) % 3)
 
-    report = population_disparate_impact(y, population(5, (0, 0, 0)), population(5, (0.2, 0.02, 0.02)), by=y)
+    dense, compressed = population(5, (0, 0, 0)), population(5, (0.2, 0.02, 0.02))
+    report = population_disparate_impact(y, dense, compressed, by=y)
+    seeds = forgetting_measures(y, compressed, dense=dense[0], population=dense)["disparate_impact"]
+    assert seeds["population"] == report  # what a trial's forgetting report holds with several compressed seeds
+    one = forgetting_measures(y, compressed[0], dense=dense[0], population=dense)["disparate_impact"]
+    assert "population" not in one
     levels = report["levels"]
     assert levels["0"]["significant"] and levels["0"]["difference"] < 0
     # normalized by overall accuracy, the classes that kept their recall rise relative to the model
