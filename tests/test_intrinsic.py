@@ -21,7 +21,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizer
 
+from fairfront._config import Table
 from fairfront.errors import ConfigError, DataError
+from fairfront.objectives.measures.bias_settings import BiasSettings
 from fairfront.objectives.measures.intrinsic import (
     INTRINSIC_BENCHMARKS,
     CrowsPair,
@@ -44,6 +46,7 @@ from fairfront.objectives.measures.intrinsic import (
     winobias_summary,
 )
 from fairfront.objectives.measures.intrinsic.crows_pairs import shared_token_spans, tokenizer_lowercases
+from fairfront.objectives.measures.intrinsic.mlm_scoring import autocast_dtype
 from fairfront.objectives.measures.intrinsic.stereoset import (
     default_insertion_prefix,
     filler_word,
@@ -252,6 +255,29 @@ class TestEngine:
         with pytest.raises(ValueError, match="only allowed on CUDA"):
             score_masked_tokens(mlm, [MaskedTokenQuery((2, 4, 3), 1, 5)], bf16=True)
         assert score_masked_tokens(mlm, []).shape == (0,)
+
+    def test_scoring_is_float32_unless_bf16_is_asked_for(self, mlm):
+        # bf16 rounding flips close comparisons, so no device turns it on by itself
+        for device in ("cuda", "cpu"):
+            assert autocast_dtype(torch.device(device)) is None
+            assert autocast_dtype(torch.device(device), bf16=None) is None
+        assert autocast_dtype(torch.device("cuda"), bf16=True) is torch.bfloat16
+        seen: list[torch.dtype] = []
+        hook = mlm.bert.encoder.register_forward_hook(lambda m, a, out: seen.append(out[0].dtype))
+        try:
+            score_masked_tokens(mlm, [MaskedTokenQuery((2, 4, 3), 1, 5)])
+        finally:
+            hook.remove()
+        assert seen == [torch.float32]
+
+    def test_the_bf16_key_is_validated_and_off_by_default(self, tmp_path):
+        default = BiasSettings.from_table(Table({"intrinsic": ["crows_pairs"]}, "bias"), base_dir=tmp_path)
+        assert default.intrinsic_bf16 is False and "bf16" not in default.identity()["intrinsic"]
+        asked = BiasSettings.from_table(Table({"intrinsic": ["crows_pairs"], "intrinsic_bf16": True}, "bias"),
+                                        base_dir=tmp_path)
+        assert asked.intrinsic_bf16 is True and asked.identity()["intrinsic"]["bf16"] is True
+        with pytest.raises(ConfigError, match=r"^bias.intrinsic_bf16 = 'yes' is not allowed: expected true or false$"):
+            BiasSettings.from_table(Table({"intrinsic_bf16": "yes"}, "bias"), base_dir=tmp_path)
 
     def test_encoder_without_head_is_refused(self, tok):
         torch.manual_seed(0)

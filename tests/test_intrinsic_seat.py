@@ -196,3 +196,24 @@ class TestEncoders:
             assert -2.0 <= r["effect_size"] <= 2.0  # |d| is bounded by about 2 for equal-size sets
             assert 0.0 < r["p_value"] <= 1.0
         assert result["headline"]["bias"] == pytest.approx(result["mean_abs_effect_size"])
+
+
+def test_no_seat_sentence_is_in_both_halves_of_a_study() -> None:
+    # the WEAT 6-8 word lists as distributed with SEAT, which the package ships; WEAT-7 and WEAT-8 share 11 words
+    from fairfront.objectives.measures.intrinsic.halves import load_halves, seat_word_halves
+
+    halves = load_halves(["seat"])["seat"]
+    sentences = {half: {s for test in tests for key in ("targ1", "targ2", "attr1", "attr2")
+                        for s in getattr(test, key).examples} for half, tests in halves.items()}
+    assert sentences["validation"] and sentences["test"]
+    assert not sentences["validation"] & sentences["test"]
+    shared = set(WEAT_WORD_LISTS["weat7"]["attr1"][1]) & set(WEAT_WORD_LISTS["weat8"]["attr1"][1])
+    for word in shared:  # a shared word's sentences sit in the same half in both tests
+        weat7, weat8 = ({h for h, tests in halves.items() if f"This is {word}." in tests[i].attr1.examples}
+                        for i in (1, 2))
+        assert weat7 == weat8 == {seat_word_halves()[word]}
+    for v, t in zip(halves["validation"], halves["test"]):  # every concept keeps words in both halves
+        assert all(getattr(v, k).examples and getattr(t, k).examples for k in ("targ1", "targ2", "attr1", "attr2"))
+    with pytest.raises(ValueError, match="every word of targ2 is in one half"):
+        seat_word_halves({"one": {"targ1": ("X", ("a", "b")), "targ2": ("Y", ("a",)),
+                                  "attr1": ("A", ("c", "d")), "attr2": ("B", ("e", "f"))}})

@@ -20,7 +20,9 @@ Two measures need more than the dense teacher's predictions, and both are built 
   on a fixed validation half (objective values) and test half (user attributes); see
   :mod:`fairfront.objectives.measures.intrinsic.halves`. ``intrinsic_limit = N`` scores only the first N
   items of each half; ``intrinsic_data_dir`` is the data root (default: the datasets' folder
-  lookup); ``intrinsic_batch_size`` the sequences per forward pass. Each benchmark listed is also
+  lookup); ``intrinsic_batch_size`` the sequences per forward pass; ``intrinsic_bf16 = true``
+  scores them under bf16 autocast on CUDA (default ``false``: float32, since bf16 rounding flips
+  close comparisons such as a CrowS-Pairs pair's). Each benchmark listed is also
   a bias objective under its own name; naming one in ``[objectives] bias`` without listing it
   here is refused (as for ``cie_fraction``), never added silently.
 
@@ -97,6 +99,7 @@ class BiasSettings:
         intrinsic_limit: Items per benchmark half (None: all).
         intrinsic_data_dir: The benchmarks' data root (None: the default lookup).
         intrinsic_batch_size: Sequences per forward pass when scoring them.
+        intrinsic_bf16: Score them under bf16 autocast on CUDA (False: float32 everywhere).
     """
 
     dense_population: int = 0
@@ -105,6 +108,7 @@ class BiasSettings:
     intrinsic_limit: int | None = None
     intrinsic_data_dir: str | None = None
     intrinsic_batch_size: int = 64
+    intrinsic_bf16: bool = False
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path, data_dir: str | os.PathLike[str] | None = None) -> BiasSettings:
@@ -129,6 +133,7 @@ class BiasSettings:
         limit = t.integer("intrinsic_limit", None, low=1)
         intrinsic_dir = t.string("intrinsic_data_dir", None)
         batch = t.integer("intrinsic_batch_size", 64, low=1, high=4096)
+        bf16 = t.boolean("intrinsic_bf16", False)
         t.done()
         if intrinsic_dir is not None:
             folder = Path(intrinsic_dir).expanduser()
@@ -145,7 +150,7 @@ class BiasSettings:
                                   f"{swap.name!r})")
             seen[swap.name] = given
         return cls(dense_population=n, counterfactual=lists, intrinsic=intrinsic, intrinsic_limit=limit,
-                   intrinsic_data_dir=intrinsic_dir, intrinsic_batch_size=batch)
+                   intrinsic_data_dir=intrinsic_dir, intrinsic_batch_size=batch, intrinsic_bf16=bf16)
 
     @property
     def population_size(self) -> int:
@@ -165,6 +170,8 @@ class BiasSettings:
                                 "data_dir": self.intrinsic_data_dir, "batch_size": self.intrinsic_batch_size,
                                 "content": {name: _benchmark_digest(name, self.intrinsic_data_dir)
                                             for name in self.intrinsic}}
+            if self.intrinsic_bf16:  # only when set, so studies prepared before the key keep their fingerprint
+                out["intrinsic"]["bf16"] = True
         return out
 
 

@@ -12,7 +12,10 @@ groups. This module measures both on a classifier's predictions.
   are on them and which classes and groups they come from.
 * :func:`disparate_impact`: per class (recall) or per group (accuracy), how much the
   compressed model lost relative to the dense one, normalised by the overall change, and
-  whether a level lost significantly more than the rest.
+  whether a level lost significantly more than the rest (a paired, exact test on the examples).
+* :func:`population_disparate_impact`: with several compressed and several dense models
+  (seeds), Hooker et al.'s Welch t-test of each level's normalized recall across the two
+  populations.
 
 Predictions are integer class ids; a *population* is a 2-D array ``[n_models, n_examples]``
 (several dense or compressed models, e.g. different seeds), and a 1-D array is one model.
@@ -35,12 +38,14 @@ from scipy import stats
 
 from fairfront.jsonsafe import finite_or_none
 from fairfront.objectives.measures.group_fairness import _name
+from fairfront.objectives.measures.significance import CORRECTIONS, adjust_p_values, mcnemar_exact
 
 __all__ = [
     "cie_report",
     "compression_identified_exemplars",
     "disparate_impact",
     "modal_predictions",
+    "population_disparate_impact",
 ]
 
 
@@ -188,18 +193,25 @@ def cie_report(y_true: Any, dense_population: Any, compressed: Any, *, sensitive
     return report
 
 
-def _adjust(p_values: np.ndarray, correction: str) -> np.ndarray:
-    if len(p_values) == 0:
-        return p_values
-    if correction == "bonferroni":
-        return np.minimum(p_values * len(p_values), 1.0)
-    return stats.false_discovery_control(p_values, method="bh")
+def _relative(before: float, after: float) -> float:
+    return (after - before) / before if before > 0 else math.nan
+
+
+def _check_test_options(alpha: float, correction: str) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1 (exclusive), got {alpha!r}")
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be 'bh' or 'bonferroni', got {correction!r}")
+
+
+def _correction_name(correction: str) -> str:
+    return "benjamini_hochberg" if correction == "bh" else "bonferroni"
 
 
 def disparate_impact(y_true: Any, dense_pred: Any, compressed_pred: Any, *, by: Any, alpha: float = 0.05,
                      correction: Literal["bh", "bonferroni"] = "bh",
                      level_names: Sequence[str] | Mapping[Any, str] | None = None) -> dict[str, Any]:
-    """Which classes or groups the compressed model lost disproportionately.
+    """Which classes or groups the compressed model lost disproportionately, by a paired test.
 
     For every level of ``by`` (pass ``y_true`` for per-class recall, or the group labels for
     per-group accuracy) the accuracy of the dense and the compressed model on that level's
@@ -212,16 +224,21 @@ def disparate_impact(y_true: Any, dense_pred: Any, compressed_pred: Any, *, by: 
     the level lost more (a difference rather than a quotient, which would blow up when the
     overall accuracy barely changes).
 
-    **Significance.** Each level is tested against the rest of the examples with a one-sided
-    Fisher exact test on the 2x2 table of correct predictions ``[[compressed correct in the
-    level, dense correct in the level], [compressed correct elsewhere, dense correct
-    elsewhere]]``. The alternative is that the level keeps a smaller share of its dense-correct
-    count than the rest does, i.e. that its relative change is worse than the others'. The two
-    models score the same examples, so their correct counts are positively correlated and the
-    test is conservative: a flag is strong evidence. p-values are adjusted across levels with
-    Benjamini-Hochberg (``correction="bh"``, false-discovery rate ``alpha``, the default, since
-    a task may have many classes) or Bonferroni (``"bonferroni"``, family-wise error
-    ``alpha``); a level is ``significant`` when its adjusted p-value is at most ``alpha``.
+    **Significance (paired).** Both models score the same examples, so the test conditions on
+    the discordant pairs, as McNemar's (1947) test does. A *loss* is an example the dense model
+    got right and the compressed model got wrong. With ``D`` dense-correct examples overall
+    (``D_l`` in the level) and ``L`` losses overall (``L_l`` in the level), the null hypothesis
+    "a dense-correct example is as likely to be lost in this level as in the pooled other
+    levels" makes ``L_l`` hypergeometric: ``L`` losses drawn without replacement from ``D``
+    examples of which ``D_l`` are in the level. The one-sided p-value is
+    ``P(X >= L_l), X ~ Hypergeometric(D, D_l, L)``: small when the level loses a larger share of
+    the dense model's correct examples than the rest does (the exact conditional test of the
+    2x2 table ``[[L_l, D_l - L_l], [L - L_l, (D - D_l) - (L - L_l)]]`` of dense-correct examples).
+    Each level also reports ``mcnemar_p``, the exact McNemar test of its own losses against its
+    gains (did the level lose accuracy at all). p-values are adjusted across levels with
+    Benjamini-Hochberg (``correction="bh"``, false-discovery rate ``alpha``, the default) or
+    Bonferroni (``"bonferroni"``, family-wise error ``alpha``); a level is ``significant`` when
+    its adjusted p-value is at most ``alpha``.
 
     Args:
         y_true: True class ids.
@@ -234,58 +251,103 @@ def disparate_impact(y_true: Any, dense_pred: Any, compressed_pred: Any, *, by: 
 
     Returns:
         JSON-ready dict (undefined values are ``None``): ``overall`` (``n``,
-        ``dense_accuracy``, ``compressed_accuracy``, ``relative_change``), ``test``,
-        ``correction``, ``alpha``, and ``levels``: per level ``n``, ``dense_accuracy``,
-        ``compressed_accuracy``, ``relative_change``, ``normalized_change``, ``p_value``,
-        ``p_adjusted`` and ``significant``.
+        ``dense_accuracy``, ``compressed_accuracy``, ``relative_change``, ``losses``,
+        ``gains``), ``test``, ``correction``, ``alpha``, and ``levels``: per level ``n``,
+        ``dense_accuracy``, ``compressed_accuracy``, ``relative_change``,
+        ``normalized_change``, ``losses``, ``gains``, ``loss_rate`` (losses per dense-correct
+        example), ``p_value``, ``p_adjusted``, ``significant`` and ``mcnemar_p``.
     """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be between 0 and 1 (exclusive), got {alpha!r}")
-    if correction not in ("bh", "bonferroni"):
-        raise ValueError(f"correction must be 'bh' or 'bonferroni', got {correction!r}")
+    _check_test_options(alpha, correction)
     y = np.asarray(y_true)
     if y.ndim != 1 or len(y) == 0:
         raise ValueError(f"y_true must be a non-empty 1-D array, got shape {y.shape}")
     n = len(y)
-    dense = _labels("dense_pred", dense_pred, n)
-    comp = _labels("compressed_pred", compressed_pred, n)
+    dense_ok = _labels("dense_pred", dense_pred, n) == y
+    comp_ok = _labels("compressed_pred", compressed_pred, n) == y
     levels = _labels("by", np.asarray(by), n)
-    dense_ok, comp_ok = dense == y, comp == y
-
-    def relative(before: float, after: float) -> float:
-        return (after - before) / before if before > 0 else math.nan
-
-    overall_dense, overall_comp = float(dense_ok.mean()), float(comp_ok.mean())
-    overall_change = relative(overall_dense, overall_comp)
-    rows, p_values = [], []
-    total_dense, total_comp = int(dense_ok.sum()), int(comp_ok.sum())
-    for level in np.unique(levels):
-        member = levels == level
-        d_in, c_in = int(dense_ok[member].sum()), int(comp_ok[member].sum())
-        table = [[c_in, d_in], [total_comp - c_in, total_dense - d_in]]
-        p = float(stats.fisher_exact(table, alternative="less").pvalue)
-        acc_d, acc_c = d_in / member.sum(), c_in / member.sum()
-        change = relative(acc_d, acc_c)
-        rows.append((level, int(member.sum()), acc_d, acc_c, change, change - overall_change))
-        p_values.append(p)
-    adjusted = _adjust(np.asarray(p_values), correction)
-    out_levels = {}
-    for (level, count, acc_d, acc_c, change, normalized), p, p_adj in zip(rows, p_values, adjusted):
-        out_levels[_name(level, level_names)] = {
-            "n": count,
-            "dense_accuracy": acc_d,
-            "compressed_accuracy": acc_c,
-            "relative_change": finite_or_none(change),
-            "normalized_change": finite_or_none(normalized),
-            "p_value": p,
-            "p_adjusted": float(p_adj),
-            "significant": bool(p_adj <= alpha),
-        }
+    overall_change = _relative(float(dense_ok.mean()), float(comp_ok.mean()))
+    rows = {_name(level, level_names): _paired_level(levels == level, dense_ok, comp_ok, overall_change)
+            for level in np.unique(levels)}
+    adjusted = adjust_p_values(np.asarray([row["p_value"] for row in rows.values()]), correction)
+    out_levels = {key: {**row, "p_adjusted": float(p_adj), "significant": bool(p_adj <= alpha)}
+                  for (key, row), p_adj in zip(rows.items(), adjusted)}
     return {
-        "overall": {"n": n, "dense_accuracy": overall_dense, "compressed_accuracy": overall_comp,
-                    "relative_change": finite_or_none(overall_change)},
-        "test": "fisher_exact_one_sided",
-        "correction": "benjamini_hochberg" if correction == "bh" else "bonferroni",
+        "overall": {"n": n, "dense_accuracy": float(dense_ok.mean()), "compressed_accuracy": float(comp_ok.mean()),
+                    "relative_change": finite_or_none(overall_change), "losses": int((dense_ok & ~comp_ok).sum()),
+                    "gains": int((~dense_ok & comp_ok).sum())},
+        "test": "paired_exact_loss_share",
+        "correction": _correction_name(correction),
         "alpha": float(alpha),
         "levels": out_levels,
     }
+
+
+def _paired_level(member: np.ndarray, dense_ok: np.ndarray, comp_ok: np.ndarray, overall_change: float) -> dict:
+    """One level's changes and its paired tests (see :func:`disparate_impact`)."""
+    lost, gained = dense_ok & ~comp_ok, ~dense_ok & comp_ok
+    d_in, l_in, g_in = int(dense_ok[member].sum()), int(lost[member].sum()), int(gained[member].sum())
+    acc_d, acc_c = float(dense_ok[member].mean()), float(comp_ok[member].mean())
+    change = _relative(acc_d, acc_c)
+    return {"n": int(member.sum()), "dense_accuracy": acc_d, "compressed_accuracy": acc_c,
+            "relative_change": finite_or_none(change), "normalized_change": finite_or_none(change - overall_change),
+            "losses": l_in, "gains": g_in, "loss_rate": finite_or_none(l_in / d_in) if d_in else None,
+            "p_value": float(stats.hypergeom.sf(l_in - 1, int(dense_ok.sum()), d_in, int(lost.sum()))),
+            "mcnemar_p": mcnemar_exact(l_in, g_in, "greater")}
+
+
+def population_disparate_impact(y_true: Any, dense_population: Any, compressed_population: Any, *, by: Any,
+                                alpha: float = 0.05, correction: Literal["bh", "bonferroni"] = "bh",
+                                level_names: Sequence[str] | Mapping[Any, str] | None = None) -> dict[str, Any]:
+    """Hooker et al.'s (2019) population test: which levels do compressed models lose, across seeds.
+
+    Each model ``m`` of either population gets, per level ``l``, its normalized recall
+    ``r_ml = acc_m(level l) / acc_m(all examples)``. Welch's two-sided t-test (unequal
+    variances) compares the compressed population's ``r_ml`` with the dense population's; a
+    level whose normalized recall fell (``difference < 0``) with a small adjusted p-value is one
+    compression forgets more than the model as a whole. Needs at least two models in each
+    population (seeds, scored on the same examples).
+
+    Returns:
+        JSON-ready dict: ``test`` (``"welch_t"``), ``correction``, ``alpha``, ``n_dense_models``,
+        ``n_compressed_models`` and ``levels``: per level ``n``, ``dense_normalized_recall`` and
+        ``compressed_normalized_recall`` (population means), ``difference``, ``t``, ``p_value``,
+        ``p_adjusted`` and ``significant`` (undefined values ``None``, never significant).
+    """
+    _check_test_options(alpha, correction)
+    dense = _population("dense_population", dense_population)
+    comp = _population("compressed_population", compressed_population)
+    if dense.shape[0] < 2 or comp.shape[0] < 2:
+        raise ValueError(f"Welch's test needs at least two models per population, got {dense.shape[0]} dense and "
+                         f"{comp.shape[0]} compressed")
+    if dense.shape[1] != comp.shape[1]:
+        raise ValueError(f"dense_population has {dense.shape[1]} examples but compressed_population has "
+                         f"{comp.shape[1]}; both must score the same examples")
+    y = _labels("y_true", y_true, dense.shape[1])
+    levels = _labels("by", np.asarray(by), len(y))
+
+    def normalized(pop: np.ndarray, member: np.ndarray) -> np.ndarray:
+        correct = pop == y[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return correct[:, member].mean(axis=1) / correct.mean(axis=1)
+
+    rows = []
+    for level in np.unique(levels):
+        member = levels == level
+        r_dense, r_comp = normalized(dense, member), normalized(comp, member)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result = stats.ttest_ind(r_comp, r_dense, equal_var=False)
+        rows.append((level, int(member.sum()), r_dense, r_comp, float(result.statistic), float(result.pvalue)))
+    p_values = np.asarray([row[5] for row in rows])
+    adjusted = np.full(len(rows), np.nan)
+    defined = np.isfinite(p_values)
+    adjusted[defined] = adjust_p_values(p_values[defined], correction)
+    out_levels = {}
+    for (level, count, r_dense, r_comp, t, p), p_adj in zip(rows, adjusted):
+        out_levels[_name(level, level_names)] = {
+            "n": count, "dense_normalized_recall": finite_or_none(float(np.mean(r_dense))),
+            "compressed_normalized_recall": finite_or_none(float(np.mean(r_comp))),
+            "difference": finite_or_none(float(np.mean(r_comp) - np.mean(r_dense))),
+            "t": finite_or_none(t), "p_value": finite_or_none(p), "p_adjusted": finite_or_none(float(p_adj)),
+            "significant": bool(np.isfinite(p_adj) and p_adj <= alpha)}
+    return {"test": "welch_t", "correction": _correction_name(correction), "alpha": float(alpha),
+            "n_dense_models": int(dense.shape[0]), "n_compressed_models": int(comp.shape[0]), "levels": out_levels}

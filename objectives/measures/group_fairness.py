@@ -187,11 +187,16 @@ def _confusion(enc: _Encoded, index: np.ndarray | None = None) -> np.ndarray:
     if index is None:
         counts = np.bincount(cell, weights=enc.w, minlength=size)
         return counts.astype(float).reshape(n_groups, k, k)
-    b = index.shape[0]
-    flat = (cell[index] + (np.arange(b, dtype=np.int64) * size)[:, None]).ravel()
-    weights = None if enc.w is None else enc.w[index].ravel()
-    counts = np.bincount(flat, weights=weights, minlength=b * size)
-    return counts.astype(float).reshape(b, n_groups, k, k)
+    weights = None if enc.w is None else enc.w[index]
+    return _batched_counts(cell[index], size, weights).reshape(index.shape[0], n_groups, k, k)
+
+
+def _batched_counts(cells: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Counts of each of ``size`` cells in every row of ``cells`` (B, n): shape (B, size), as floats."""
+    b = cells.shape[0]
+    flat = (cells + (np.arange(b, dtype=np.int64) * size)[:, None]).ravel()
+    counts = np.bincount(flat, weights=None if weights is None else weights.ravel(), minlength=b * size)
+    return counts.astype(float).reshape(b, size)
 
 
 def _stats(confusion: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ classes here document it::
     size                 every size measure of the compressed model, plus params
     latency_ms           {batch size: median CPU ms} (absent when the trial did not measure it)
     validation, test     SplitScores: accuracy, n, agreement_with_dense, bias, fairness,
-                         forgetting, counterfactual
+                         forgetting, counterfactual, gap_test, vs_dense
     intrinsic            {benchmark: {"validation", "test", "dense"}} with [bias] intrinsic
     intrinsic_s          seconds spent on the intrinsic benchmarks
     timings              Timings: train_s or compress_s, eval_s, total_s, device, torch_threads, pid
@@ -73,6 +73,15 @@ class SplitScores:
         forgetting: Compression identified exemplars (with a dense population) and disparate
             impact against the dense teacher.
         counterfactual: Counterfactual term-swap measures, per list and pooled (``all``).
+        gap_test: Is each group bias measure larger than chance? A permutation test of the group
+            labels within each true class: ``{"test", "n_permutations", "seed", "p_value": {name: p}}``
+            (:func:`~fairfront.objectives.measures.significance.permutation_gap_test`); only where
+            some example has a group. Stored trials from before it have none.
+        vs_dense: Compressed minus dense teacher on the same examples, signed: accuracy (all
+            examples) and each group bias measure (grouped examples), each ``{"a", "b",
+            "difference", "ci", "p_value"}`` under ``measures``, with a paired bootstrap interval
+            and a randomization p-value
+            (:func:`~fairfront.objectives.measures.significance.paired_differences`).
     """
 
     accuracy: dict[str, float | None] | None = None
@@ -82,6 +91,8 @@ class SplitScores:
     fairness: dict[str, Any] | None = None
     forgetting: dict[str, Any] | None = None
     counterfactual: dict[str, Any] | None = None
+    gap_test: dict[str, Any] | None = None
+    vs_dense: dict[str, Any] | None = None
 
     def to_attrs(self) -> dict[str, Any]:
         return _json_record(_without_none({f.name: getattr(self, f.name) for f in fields(self)}))

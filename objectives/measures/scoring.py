@@ -21,8 +21,9 @@ import torch
 from fairfront.jsonsafe import finite_or_none, json_safe
 from fairfront.objectives.measures import group_fairness, size
 from fairfront.objectives.measures.counterfactual_sets import counterfactual_measures
-from fairfront.objectives.measures.registry import MEASURES, MeasureInputs, measures
+from fairfront.objectives.measures.registry import MEASURES, MeasureInputs, measures, names
 from fairfront.objectives.measures.report import SplitScores, TrialReport
+from fairfront.objectives.measures.significance import PERMUTATIONS, paired_differences, permutation_gap_test
 from fairfront.objectives.training.population import forgetting_measures
 
 if TYPE_CHECKING:
@@ -67,8 +68,10 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         groups: Group id per example, ``-1`` for none.
         bias_objectives: The study's bias objectives (a counterfactual one must be defined on
             the validation split).
-        bootstrap_resamples: Resamples for the group measures' confidence intervals.
-        seed: Bootstrap seed.
+        bootstrap_resamples: Resamples for the group measures' confidence intervals and for the
+            paired comparison with the dense teacher (``vs_dense``); 0 leaves out the intervals,
+            ``vs_dense`` and the permutation tests of the gaps (``gap_test``).
+        seed: Seed of the resamples and permutations.
         logits: The model's logits on the split; needed only when the study has counterfactual sets.
         swapped_logits: Its logits on each prepared counterfactual set of the split, likewise.
 
@@ -86,8 +89,14 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         out["fairness"] = group_fairness.fairness_report(
             y_grouped, pred_grouped, sensitive_features=group_names, class_names=list(prepared.label_names),
             n_resamples=bootstrap_resamples, seed=seed)
+        if bootstrap_resamples > 0:
+            out["gap_test"] = permutation_gap_test(y_grouped, pred_grouped, sensitive_features=group_names,
+                                                   measures=names(kind="bias", needs="groups"),
+                                                   n_permutations=PERMUTATIONS, seed=seed)
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
+    if bootstrap_resamples > 0:
+        out["vs_dense"] = _versus_dense(inputs, dense, n_resamples=bootstrap_resamples, seed=seed)
     population = prepared.population_predictions(split)
     out["forgetting"] = inputs.forgetting = forgetting_measures(
         y, pred, dense=dense, population=population, groups=groups, class_names=list(prepared.label_names),
@@ -108,6 +117,20 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
             raise ValueError(f"{wanted[0]} is undefined: no validation text contains a term of the swap lists "
                              f"{', '.join(s.list_name for s in sets)}")
     return SplitScores(**json_safe(out))
+
+
+def _versus_dense(inputs: MeasureInputs, dense: np.ndarray, *, n_resamples: int, seed: int) -> dict:
+    """Compressed minus dense teacher on the same examples: accuracy on all, the group measures on the grouped."""
+    y, pred = inputs.need("y_true"), inputs.need("y_pred")
+    result = paired_differences(y, pred, dense, n_resamples=n_resamples, seed=seed)
+    if inputs.has_groups:
+        keep = inputs.need("group_ids") >= 0
+        _, _, group_names = inputs.grouped
+        gaps = paired_differences(y[keep], pred[keep], dense[keep], sensitive_features=group_names,
+                                  measures=names(kind="bias", needs="groups"), n_resamples=n_resamples, seed=seed)
+        result["measures"].update(gaps["measures"])
+        result["n_grouped"] = gaps["n"]
+    return result
 
 
 def add_intrinsic(report: TrialReport, prepared: Prepared, model: torch.nn.Module, *, device: torch.device) -> None:
@@ -131,7 +154,7 @@ def add_intrinsic(report: TrialReport, prepared: Prepared, model: torch.nn.Modul
 
     settings = prepared.intrinsic
     scores = score_halves(model_for, prepared.tokenizer, prepared.intrinsic_halves, limit=settings.get("limit"),
-                          batch_size=settings.get("batch_size", 64), device=device)
+                          batch_size=settings.get("batch_size", 64), device=device, bf16=settings.get("bf16", False))
     report.intrinsic = {name: json_safe({**parts, "dense": prepared.intrinsic_dense.get(name)})
                         for name, parts in scores.items()}
     for half in HALVES:

@@ -15,7 +15,10 @@ and test predictions are kept. Each trial then reports (:func:`forgetting_measur
 * ``cie``: :func:`~fairfront.objectives.measures.forgetting.cie_report` of the trial's model against the
   population (CIE fraction, accuracy on CIEs and on the rest, class and group make-up);
 * ``disparate_impact``: :func:`~fairfront.objectives.measures.forgetting.disparate_impact` per class and
-  per group against the dense teacher (which levels lost significantly more than the rest).
+  per group against the dense teacher (which levels lost significantly more than the rest), and,
+  given several compressed models (seeds) and a population,
+  :func:`~fairfront.objectives.measures.forgetting.population_disparate_impact` per class
+  (``population``: Hooker et al.'s Welch test across the two populations).
 
 Example:
     >>> import numpy as np
@@ -34,7 +37,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fairfront.objectives.measures.forgetting import cie_report, disparate_impact
+from fairfront.objectives.measures.forgetting import (
+    cie_report,
+    disparate_impact,
+    modal_predictions,
+    population_disparate_impact,
+)
 
 __all__ = ["DensePopulation", "member_seeds", "train_population", "forgetting_measures", "POPULATION_SPLITS"]
 
@@ -115,7 +123,9 @@ def forgetting_measures(y_true: np.ndarray, compressed: np.ndarray, *, dense: np
 
     Args:
         y_true: True class ids.
-        compressed: The compressed model's predictions.
+        compressed: The compressed model's predictions, or ``[n_models, n_examples]`` for several
+            compressed models (seeds): then disparate impact against ``dense`` uses their modal
+            prediction, and with a population of two or more the Welch test is added.
         dense: The dense teacher's predictions (the disparate-impact reference).
         population: Dense predictions ``[n_members, n_examples]``; without it no ``cie`` entry.
         groups: Group id per example, ``-1`` for none; disparate impact by group uses the
@@ -124,11 +134,13 @@ def forgetting_measures(y_true: np.ndarray, compressed: np.ndarray, *, dense: np
         alpha: Significance level of the disparate-impact tests (Benjamini-Hochberg).
 
     Returns:
-        ``{"cie": ..., "disparate_impact": {"class": ..., "group": ...}}`` (``cie`` only with a
-        population, ``group`` only when some example has a group).
+        ``{"cie": ..., "disparate_impact": {"class": ..., "group": ..., "population": ...}}`` (``cie``
+        only with a population, ``group`` only when some example has a group, ``population`` only
+        with several compressed models and a population of two or more).
     """
     y = np.asarray(y_true)
-    pred = np.asarray(compressed)
+    compressed_population = np.asarray(compressed)
+    pred = modal_predictions(compressed_population) if compressed_population.ndim == 2 else compressed_population
     out: dict = {}
     names = None
     if groups is not None:
@@ -136,12 +148,16 @@ def forgetting_measures(y_true: np.ndarray, compressed: np.ndarray, *, dense: np
         names = dict(enumerate(group_names or ()))
         names[-1] = "(none)"
     if population is not None:
-        out["cie"] = cie_report(y, population, pred, sensitive_features=groups, class_names=class_names,
-                                group_names=names)
+        out["cie"] = cie_report(y, population, compressed_population, sensitive_features=groups,
+                                class_names=class_names, group_names=names)
     impact = {"class": disparate_impact(y, dense, pred, by=y, alpha=alpha, level_names=class_names)}
     if groups is not None and (groups >= 0).any():
         keep = groups >= 0
         impact["group"] = disparate_impact(y[keep], np.asarray(dense)[keep], pred[keep], by=groups[keep],
                                            alpha=alpha, level_names=list(group_names or ()))
+    if population is not None and len(population) > 1 and compressed_population.ndim == 2 \
+            and len(compressed_population) > 1:
+        impact["population"] = population_disparate_impact(y, population, compressed_population, by=y, alpha=alpha,
+                                                           level_names=class_names)
     out["disparate_impact"] = impact
     return out

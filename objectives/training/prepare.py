@@ -128,7 +128,7 @@ class Prepared:
     tokenizer: Any = None
     """The model's tokenizer, kept only where trials score intrinsic benchmarks (else None)."""
     intrinsic: dict = field(default_factory=dict)
-    """``{"names", "limit", "data_dir", "batch_size"}`` of ``[bias] intrinsic`` (empty: none)."""
+    """``{"names", "limit", "data_dir", "batch_size", "bf16"}`` of ``[bias] intrinsic`` (empty: none)."""
     intrinsic_halves: dict[str, dict[str, list]] = field(default_factory=dict)
     intrinsic_dense: dict[str, dict[str, dict]] = field(default_factory=dict)
     """The dense model's results ``{benchmark: {"validation": ..., "test": ...}}``."""
@@ -269,7 +269,7 @@ def _intrinsic_setup(spec: PrepareSpec, log: Callable[[str], None]):
     from fairfront.objectives.measures.intrinsic.halves import load_halves
 
     settings = {"names": list(b.intrinsic), "limit": b.intrinsic_limit, "data_dir": b.intrinsic_data_dir,
-                "batch_size": b.intrinsic_batch_size}
+                "batch_size": b.intrinsic_batch_size, "bf16": b.intrinsic_bf16}
     halves = load_halves(b.intrinsic, data_dir=b.intrinsic_data_dir)
     log("intrinsic benchmarks: " + "; ".join(f"{n} validation {len(h['validation'])}, test {len(h['test'])}"
                                              for n, h in halves.items())
@@ -289,7 +289,8 @@ def _score_dense(halves: dict, encoder: torch.nn.Module, mlm: torch.nn.Module | 
 
     started = time.perf_counter()
     scores = score_halves(lambda needs: mlm if needs == "masked_lm" else encoder, tokenizer, halves,
-                          limit=intrinsic["limit"], batch_size=intrinsic["batch_size"], device=device)
+                          limit=intrinsic["limit"], batch_size=intrinsic["batch_size"], device=device,
+                          bf16=intrinsic.get("bf16", False))
     shown = ", ".join(f"{n} {v:.3f}" if v is not None else f"{n} undefined"
                       for n, v in headline_biases(scores, "validation").items())
     log(f"dense intrinsic bias (validation half, |headline - ideal|): {shown} "

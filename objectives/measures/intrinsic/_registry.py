@@ -66,7 +66,7 @@ def _lookup(result: dict[str, Any], path: str) -> Any:
 def evaluate_intrinsic(name: str, model: torch.nn.Module, tokenizer: Any, *,
                        data_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
                        limit: int | None = None, device: str | torch.device | None = None,
-                       items: Sequence[Any] | None = None) -> dict[str, Any]:
+                       items: Sequence[Any] | None = None, bf16: bool = False) -> dict[str, Any]:
     """Run one intrinsic benchmark on a model and return its JSON-serialisable result.
 
     Args:
@@ -83,6 +83,7 @@ def evaluate_intrinsic(name: str, model: torch.nn.Module, tokenizer: Any, *,
         items: score exactly these items instead of loading the data (``limit`` then applies to
             them): StereoSet clusters, CrowS-Pairs pairs, WinoBias sentences, or SEAT tests (see
             :mod:`fairfront.objectives.measures.intrinsic.halves` for the validation/test halves).
+        bf16: bf16 autocast (CUDA only); the default scores in float32.
 
     Returns:
         The benchmark's result plus ``"headline"`` (``{"key", "value", "ideal", "bias"}``, where
@@ -99,7 +100,7 @@ def evaluate_intrinsic(name: str, model: torch.nn.Module, tokenizer: Any, *,
     if name not in INTRINSIC_BENCHMARKS:
         raise ConfigError("intrinsic benchmark", name, "one of: " + ", ".join(INTRINSIC_BENCHMARKS))
     spec = INTRINSIC_BENCHMARKS[name]
-    common = {"limit": limit, "batch_size": batch_size, "device": device}
+    common = {"limit": limit, "batch_size": batch_size, "device": device, "bf16": bf16}
     subset = None if items is None else list(items)
     if name == "stereoset":
         result = stereoset.evaluate_stereoset(model, tokenizer, data_dir=data_dir, clusters=subset, **common)

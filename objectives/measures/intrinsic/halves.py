@@ -8,8 +8,9 @@ deterministically, into a ``validation`` half (the trial's objective values) and
 - ``crows_pairs``: pairs, stratified by ``bias_type``;
 - ``winobias``: the official ``dev`` files are the validation half, the ``test`` files the test
   half (the dataset already ships the split);
-- ``seat``: per built-in test (WEAT 6-8), the *words* of every concept are split, so no word's
-  bleached sentences appear in both halves.
+- ``seat``: the *words* are split, once for all built-in tests (WEAT 6-8): a word is in the same
+  half in every test that uses it (:func:`seat_word_halves`), so no bleached sentence appears in
+  both halves.
 
 The permutation uses :data:`SPLIT_SEED`, fixed and independent of the study seed, so every
 trial and every study sees the same halves. A half keeps the permuted order, so
@@ -35,7 +36,8 @@ from fairfront.objectives.measures.intrinsic.seat import WEAT_WORD_LISTS, SeatSe
 from fairfront.objectives.measures.intrinsic.stereoset import load_stereoset
 from fairfront.objectives.measures.intrinsic.winobias import load_winobias
 
-__all__ = ["HALVES", "SPLIT_SEED", "split_indices", "load_halves", "score_halves", "headline_biases"]
+__all__ = ["HALVES", "SPLIT_SEED", "split_indices", "seat_word_halves", "load_halves", "score_halves",
+           "headline_biases"]
 
 HALVES = ("validation", "test")
 SPLIT_SEED = 20_200_513
@@ -61,17 +63,43 @@ def _split(items: Sequence[Any], strata: Sequence[str]) -> dict[str, list[Any]]:
     return {half: [items[i] for i in idx] for half, idx in split_indices(strata).items()}
 
 
+def seat_word_halves(word_lists: dict[str, dict[str, tuple[str, Sequence[str]]]] = WEAT_WORD_LISTS) -> dict[str, str]:
+    """The half of every SEAT word, one for all tests: a word shared by two tests is in the same half in both.
+
+    Tests share words (WEAT-7 and WEAT-8 share eleven), so splitting each test on its own would
+    put the same sentences in both halves. Concepts are visited in order; a word already placed
+    keeps its half, and the concept's new words (in a :data:`SPLIT_SEED` permutation) go to the
+    half that has fewer of the concept's words so far (validation on a tie).
+
+    Raises:
+        ValueError: a concept's words would all fall into one half.
+    """
+    rng = np.random.default_rng(SPLIT_SEED)
+    placed: dict[str, str] = {}
+    for name, lists in word_lists.items():
+        for key in _SEAT_KEYS:
+            words = list(dict.fromkeys(lists[key][1]))
+            counts = {half: sum(placed.get(w) == half for w in words) for half in HALVES}
+            fresh = [w for w in words if w not in placed]
+            for i in rng.permutation(len(fresh)):
+                half = "validation" if counts["validation"] <= counts["test"] else "test"
+                placed[fresh[i]] = half
+                counts[half] += 1
+            if min(counts.values()) == 0:
+                raise ValueError(f"SEAT test {name!r}: every word of {key} is in one half; a concept needs words "
+                                 "in both")
+    return placed
+
+
 def _seat_halves() -> dict[str, list[SeatTest]]:
+    half_of = seat_word_halves()
     out: dict[str, list[SeatTest]] = {half: [] for half in HALVES}
-    for n, (name, lists) in enumerate(WEAT_WORD_LISTS.items()):
-        sets: dict[str, dict[str, SeatSet]] = {half: {} for half in HALVES}
-        for k, key in enumerate(_SEAT_KEYS):
-            category, words = lists[key]
-            idx = split_indices(["w"] * len(words), seed=SPLIT_SEED + 10 * n + k)
-            for half in HALVES:
-                sets[half][key] = SeatSet(category=category, examples=bleach([words[i] for i in idx[half]]))
+    for name, lists in WEAT_WORD_LISTS.items():
         for half in HALVES:
-            out[half].append(SeatTest(name=name, **sets[half]))
+            sets = {key: SeatSet(category=lists[key][0],
+                                 examples=bleach([w for w in lists[key][1] if half_of[w] == half]))
+                    for key in _SEAT_KEYS}
+            out[half].append(SeatTest(name=name, **sets))
     return out
 
 
@@ -101,7 +129,8 @@ def load_halves(names: Sequence[str], *, data_dir: str | os.PathLike[str] | None
 
 
 def score_halves(model_for: Any, tokenizer: Any, halves: dict[str, dict[str, list]], *, limit: int | None = None,
-                 batch_size: int = 64, device: str | torch.device | None = None) -> dict[str, dict[str, dict]]:
+                 batch_size: int = 64, device: str | torch.device | None = None,
+                 bf16: bool = False) -> dict[str, dict[str, dict]]:
     """Score each benchmark on both halves: ``{name: {"validation": result, "test": result}}``.
 
     Args:
@@ -111,13 +140,16 @@ def score_halves(model_for: Any, tokenizer: Any, halves: dict[str, dict[str, lis
         tokenizer: the model's tokenizer.
         halves: from :func:`load_halves`.
         limit: the first ``limit`` items of each half (see each evaluator's ``limit``).
+        bf16: bf16 autocast where ``device`` is CUDA (``[bias] intrinsic_bf16``); float32 elsewhere
+            and by default.
     """
+    bf16 = bool(bf16) and device is not None and torch.device(device).type == "cuda"
     get = model_for if callable(model_for) and not isinstance(model_for, torch.nn.Module) else (lambda _: model_for)
     out: dict[str, dict[str, dict]] = {}
     for name, parts in halves.items():
         model = get(INTRINSIC_BENCHMARKS[name].needs)
         out[name] = {half: evaluate_intrinsic(name, model, tokenizer, items=parts[half], limit=limit,
-                                              batch_size=batch_size, device=device) for half in HALVES}
+                                              batch_size=batch_size, device=device, bf16=bf16) for half in HALVES}
     return out
 
 

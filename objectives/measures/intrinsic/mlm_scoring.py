@@ -12,8 +12,10 @@ slow, so this module collects all the questions a benchmark needs as a flat list
    stays small,
 3. the vocabulary projection (the masked-LM head, as expensive as the whole encoder for a small
    model) is applied only at the positions asked about, not at every position,
-4. everything runs under ``torch.inference_mode`` on the model's device, with bf16 autocast on
-   CUDA only (CPU stays float32).
+4. everything runs under ``torch.inference_mode`` on the model's device, in float32 unless bf16
+   autocast is asked for (``bf16=True``, CUDA only): bf16 rounding flips close comparisons (on
+   CPU, emulated bf16 changed 73 of 200 CrowS-Pairs outcomes), so a benchmark's default numbers
+   are float32 on every device.
 
 The answers equal those of the one-sequence-per-forward computation up to float rounding
 (a few 1e-6 relative in float32): padding is masked out of attention and the head is applied
@@ -51,6 +53,7 @@ __all__ = [
     "resolve_device",
     "check_masked_lm",
     "inference_context",
+    "autocast_dtype",
     "OUTPUTS",
 ]
 
@@ -99,20 +102,27 @@ def check_masked_lm(model: torch.nn.Module, tokenizer: Any | None = None) -> Non
         raise ValueError(f"{type(tokenizer).__name__} has no mask token; the masked-LM benchmarks need one")
 
 
-@contextlib.contextmanager
-def inference_context(device: torch.device, bf16: bool | None = None) -> Iterator[None]:
-    """``torch.inference_mode`` plus bf16 autocast on CUDA (``bf16=None``: on iff CUDA).
+def autocast_dtype(device: torch.device, bf16: bool | None = None) -> torch.dtype | None:
+    """The autocast dtype of scoring on ``device``: None (float32) unless ``bf16`` is True.
 
     Raises:
         ValueError: ``bf16=True`` on a device other than CUDA (CPU scoring stays float32 so that
             it matches the reference exactly).
     """
-    use_bf16 = device.type == "cuda" if bf16 is None else bool(bf16)
-    if use_bf16 and device.type != "cuda":
-        raise ValueError(f"bf16=True is only allowed on CUDA, got device {device}; use bf16=None or False")
+    if not bf16:
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"bf16=True is only allowed on CUDA, got device {device}; use bf16=False")
+    return torch.bfloat16
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device, bf16: bool | None = None) -> Iterator[None]:
+    """``torch.inference_mode``, in float32 unless ``bf16=True`` (bf16 autocast on CUDA, :func:`autocast_dtype`)."""
+    dtype = autocast_dtype(device, bf16)
     with torch.inference_mode():
-        if use_bf16:
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        if dtype is not None:
+            with torch.autocast(device_type="cuda", dtype=dtype):
                 yield
         else:
             yield
@@ -273,7 +283,7 @@ def score_masked_tokens(model: torch.nn.Module, queries: Sequence[MaskedTokenQue
         device: where to run; None uses the model's device. A given device moves the model.
         pad_token_id: the padding id; None takes ``model.config.pad_token_id`` (else 0). It never
             affects a score: padding is excluded from attention.
-        bf16: bf16 autocast; None means on for CUDA, off elsewhere.
+        bf16: bf16 autocast (CUDA only); False or None (the default) scores in float32.
         head_at_masks_only: apply the masked-LM head only at the queried positions (same numbers,
             about half the work for a small model). Turn off for a model whose head is not
             position-wise.
