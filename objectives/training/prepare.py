@@ -65,12 +65,14 @@ from fairfront.objectives.training.population import POPULATION_SPLITS, DensePop
 __all__ = ["PrepareSpec", "Prepared", "prepare", "cached", "load_cached", "store", "CorruptCache", "verify",
            "CACHE_FORMAT", "MANIFEST"]
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 """Layout version of a cached prepared study; part of the fingerprint, and checked when a cache is read.
 
 2: the dense population and the counterfactual sets (``[bias]``) are stored.
 3: the task (``classification`` / ``masked_lm``), the tokenizer (``tokenizer/``), the masked-LM head
    (``mlm_head.safetensors``) and the dense model's intrinsic scores (``meta.json``) are stored.
+4: SEAT halves are split by word across every test (no sentence in both halves) and the dense
+   model's intrinsic scores are float32 unless ``[bias] intrinsic_bf16`` asks for bf16.
 """
 
 MANIFEST = "manifest.json"
