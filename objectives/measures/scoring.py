@@ -76,7 +76,8 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         ValueError: A counterfactual bias objective is undefined on the validation split (no
             text contains a term of the swap lists).
     """
-    inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=groups, group_names=prepared.group_names)
+    inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=groups, group_names=prepared.group_names,
+                           positive=prepared.positive_index)
     dense = prepared.dense_predictions(split)
     out: dict = {"accuracy": {m.name: m.compute(inputs) for m in measures(kind="accuracy", needs="")},
                  "n": int(len(y)), "agreement_with_dense": float((dense == pred).mean())}
@@ -85,7 +86,7 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         y_grouped, pred_grouped, group_names = inputs.grouped
         out["fairness"] = group_fairness.fairness_report(
             y_grouped, pred_grouped, sensitive_features=group_names, class_names=list(prepared.label_names),
-            n_resamples=bootstrap_resamples, seed=seed)
+            n_resamples=bootstrap_resamples, seed=seed, pos_label=prepared.positive_index)
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
     population = prepared.population_predictions(split)
