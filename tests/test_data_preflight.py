@@ -290,3 +290,9 @@ def test_a_real_run_measures_the_named_positive_class(tmp_path, cache_dir) -> No
     for group in ("women", "muslims"):
         assert rates["not_hate"][group]["tpr"] == pytest.approx(1.0 - rates["hate"][group]["fpr"])
         assert rates["not_hate"][group]["fpr"] == pytest.approx(1.0 - rates["hate"][group]["tpr"])
+
+
+def test_whole_number_labels_written_as_floats_are_one_class_each(tmp_path) -> None:
+    (tmp_path / "f.csv").write_text("text,label\n" + "".join(f"t{i},{float(i % 2)}\n" for i in range(40)))
+    data = load_task(DataSpec(source="file", path=str(tmp_path / "f.csv")))
+    assert data.label_names == ("0", "1") and data.positive_label == "1"

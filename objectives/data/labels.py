@@ -22,7 +22,7 @@ import pandas as pd
 from fairfront.errors import DataError
 from fairfront.objectives.data.datasets import TextDataset
 
-__all__ = ["POSITIVE_NAMES", "bin_labels", "check_numeric_labels", "with_positive", "bin_names"]
+__all__ = ["POSITIVE_NAMES", "bin_labels", "integral_labels", "with_positive", "bin_names"]
 
 POSITIVE_NAMES: tuple[str, ...] = ("1", "true", "yes", "positive")
 """Label names taken as the positive class of a binary task by default (case-insensitive), in this order."""
@@ -39,21 +39,20 @@ def _as_numbers(labels: pd.Series) -> pd.Series | None:
     return None if bool(numbers.isna().any()) else numbers.astype(float)
 
 
-def check_numeric_labels(labels: pd.Series, *, origin: str, column: str, where: Callable[[int], str]) -> None:
-    """Refuse a label column of fractions (a score, not classes): one line naming the first such row.
+def integral_labels(labels: pd.Series, *, origin: str, column: str,
+                    where: Callable[[int], str]) -> pd.Series | None:
+    """Numeric labels as whole-number class names (``"1.0"`` -> ``"1"``); None when not all are numbers.
 
-    Args:
-        labels: The label of each row, as read (strings), in file order.
-        origin: The file's name, for the message.
-        column: The label column's name.
-        where: A 0-based row's place in the file, as the user finds it (``"line 7"``).
+    Raises:
+        DataError: some label is a fraction (a score, not a class): one line naming the first such
+            row (``where`` gives a 0-based row's place in the file, e.g. ``"line 7"``).
     """
     numbers = _as_numbers(labels)
-    if numbers is None:
-        return
+    if numbers is None or len(numbers) == 0:
+        return None
     fractional = (numbers != numbers.round()).to_numpy()
     if not fractional.any():
-        return
+        return pd.Series(numbers.round().astype(np.int64).astype(str).to_numpy(), index=labels.index, dtype="string")
     first = int(np.flatnonzero(fractional)[0])
     distinct = numbers.nunique()
     raise DataError(f"{origin}: label column {column!r} holds fractions ({int(fractional.sum())} row(s), first: "

@@ -91,8 +91,12 @@ def _check_groups(data: TextDataset, spec: DataSpec, group_objectives: Sequence[
     origin, name = spec.origin, group_objectives[0]
     if not data.has_groups:
         column = spec.group_column
-        why = (f"group column {column!r} is empty in all {len(data.frame)} rows" if column
-               else "the data has no group column (set [data] group_column)")
+        if column:
+            why = f"group column {column!r} is empty in all {len(data.frame)} rows"
+        elif spec.source in ("file", "hf"):
+            why = "the data has no group column (set [data] group_column)"
+        else:
+            why = "this dataset has no group column with these [data.options]"
         raise DataError(f"{origin}: bias objective {name!r} compares groups, but {why}")
     part = data.part("validation")
     grouped = part[part["group"].notna()]

@@ -155,20 +155,27 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
 
 def _numeric_labels(raw: pd.DataFrame, origin: str, column: str, label_bins: Sequence[float] | None,
                     where: Callable[[int], str]) -> pd.DataFrame:
-    """Bin numeric labels by ``label_bins``, or refuse fractional ones (empty labels are refused later)."""
-    from fairfront.objectives.data.labels import bin_labels, check_numeric_labels
+    """Numeric labels as classes: binned by ``label_bins``, whole numbers as ``"1"`` (not ``"1.0"``),
+    fractions refused (empty labels are left for :func:`build_dataset` to refuse)."""
+    from fairfront.objectives.data.labels import bin_labels, integral_labels
 
     labels = string_column(raw[column])
-    present = labels.notna() & (labels.str.strip() != "")
+    mask = (labels.notna() & (labels.str.strip() != "")).fillna(False).to_numpy(dtype=bool)
+    kept = labels[mask]
+
+    def locate(i: int) -> str:
+        return where(int(kept.index[i]))
+
     if label_bins is None:
-        check_numeric_labels(labels[present.fillna(False)], origin=origin, column=column,
-                             where=lambda i: where(int(labels.index[present.fillna(False)][i])))
+        classes = integral_labels(kept, origin=origin, column=column, where=locate)
+    else:
+        classes = bin_labels(kept, label_bins, origin=origin, column=column, where=locate)
+    if classes is None:
         return raw
-    kept = labels[present.fillna(False)]
-    binned = bin_labels(kept, label_bins, origin=origin, column=column,
-                        where=lambda i: where(int(kept.index[i])))
+    values = labels.astype(object).to_numpy(copy=True)
+    values[mask] = classes.to_numpy(dtype=object)
     out = raw.reset_index(drop=True).copy()
-    out[column] = labels.where(~present.fillna(False), binned.reindex(labels.index))
+    out[column] = pd.Series(values, dtype="string")
     return out
 
 
