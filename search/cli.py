@@ -27,7 +27,11 @@ from fairfront import __version__
 from fairfront.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
+
+    from fairfront.search.studyfile import StudyFile
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -209,6 +213,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _checked_data_log(sf: StudyFile) -> Callable[[str], None]:
+    """Check the study's data (one ``error:`` line before a study or cache exists); the log to run with.
+
+    The data's ``classes:`` line is printed with the run's first line, so a run refused later (an
+    existing study, a held lease) still prints nothing but its error.
+    """
+    if sf.data is None:
+        return _log
+    from fairfront.objectives.data.preflight import preflight
+
+    pending = [preflight(sf.data, sf.objectives.bias).classes_line]
+
+    def log(message: str) -> None:
+        while pending:
+            _log(pending.pop())
+        _log(message)
+
+    return log
+
+
 def _run(args: argparse.Namespace) -> int:
     from fairfront.search import driver, hints, report
     from fairfront.search.lease import LeaseHeld, LeaseLost
@@ -219,10 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             sf = load_study_file(args.study_file)
-            if sf.data is not None:  # the data's problems are one line before a study or cache exists
-                from fairfront.objectives.data.preflight import preflight
-
-                _log(preflight(sf.data, sf.objectives.bias).classes_line)
+            options.log = _checked_data_log(sf)
             study = driver.run_study(sf, options)
         else:
             study = driver.resume_study(args.study, options)
