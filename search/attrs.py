@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR"]
+__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "CLASSES_ATTR", "classes_line"]
 
 STUDY_FILE_ATTR = "fairfront.study_file"
 """Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
@@ -15,3 +15,16 @@ REASON_ATTR = "fail_reason"
 
 RETRY_OF_ATTR = "fairfront.retry_of"
 """Trial attribute of an enqueued re-run: the number of the interrupted trial it runs again."""
+
+CLASSES_ATTR = "fairfront.classes"
+"""Study attribute: ``{"names": [class names by id], "positive": the positive class of a binary task, or None}``.
+Studies made before it lack it; their binary measures are about class id 1."""
+
+
+def classes_line(classes: object) -> str | None:
+    """One line naming a study's classes and positive class, from :data:`CLASSES_ATTR` (None when absent)."""
+    if not isinstance(classes, dict) or not isinstance(classes.get("names"), list):
+        return None
+    names = ", ".join(repr(str(n)) for n in classes["names"])
+    positive = classes.get("positive")
+    return f"classes: {names}" + (f"; positive class: {positive!r}" if positive is not None else "")

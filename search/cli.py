@@ -18,6 +18,7 @@ import argparse
 import errno
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -26,7 +27,11 @@ from fairfront import __version__
 from fairfront.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
+
+    from fairfront.search.studyfile import StudyFile
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -157,20 +162,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        print(f"error: {_one_line(err)}", file=sys.stderr, flush=True)
         return 2
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _one_line(err: Exception) -> str:
+    """The error's first line, without terminal colour codes (an error raised in a Ray task may carry both)."""
+    text = _ANSI.sub("", str(err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Check the study file and read its data (in-process, no Ray): the summary, or one ``error:`` line."""
+    from fairfront.objectives.data.preflight import preflight
+    from fairfront.search.studyfile import load_study_file
+
+    sf = load_study_file(args.study_file)
+    found = None if sf.data is None else preflight(sf.data, sf.objectives.bias)
+    print(f"{args.study_file}: valid study {sf.study.name!r} ({sf.study.n_trials} trials, "
+          f"sampler {sf.study.sampler}, objectives {', '.join(sf.objectives.names)})")
+    if found is not None:
+        print(found.classes_line)
+        print("\n".join(found.lines))
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
     if args.command == "validate":
-        from fairfront.search.studyfile import load_study_file
-
-        sf = load_study_file(args.study_file)
-        print(f"{args.study_file}: valid study {sf.study.name!r} ({sf.study.n_trials} trials, "
-              f"sampler {sf.study.sampler}, objectives {', '.join(sf.objectives.names)})")
-        return 0
+        return _validate(args)
     if args.command == "front" and args.format == "parquet" and args.out is None:
         raise ConfigError("--out", message="--format parquet writes a binary file: give --out FILE.parquet (the other "
                           "formats print to standard output without it)")
@@ -189,6 +213,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _checked_data_log(sf: StudyFile) -> Callable[[str], None]:
+    """Check the study's data (one ``error:`` line before a study or cache exists); the log to run with.
+
+    The data's ``classes:`` line is printed with the run's first line, so a run refused later (an
+    existing study, a held lease) still prints nothing but its error.
+    """
+    if sf.data is None:
+        return _log
+    from fairfront.objectives.data.preflight import preflight
+
+    pending = [preflight(sf.data, sf.objectives.bias).classes_line]
+
+    def log(message: str) -> None:
+        while pending:
+            _log(pending.pop())
+        _log(message)
+
+    return log
+
+
 def _run(args: argparse.Namespace) -> int:
     from fairfront.search import driver, hints, report
     from fairfront.search.lease import LeaseHeld, LeaseLost
@@ -199,6 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             sf = load_study_file(args.study_file)
+            options.log = _checked_data_log(sf)
             study = driver.run_study(sf, options)
         else:
             study = driver.resume_study(args.study, options)
@@ -218,6 +263,11 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     _log("")
     _log(f"Pareto front of {study.study_name!r} ({len(study.best_trials)} non-dominated trials):")
+    from fairfront.search.attrs import CLASSES_ATTR, classes_line
+
+    header = classes_line(study.user_attrs.get(CLASSES_ATTR))
+    if header:
+        _log(header)
     _log(report.front_table(study))
     _log("")
     _log(f"storage:   {args.storage}")

@@ -56,7 +56,7 @@ from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.training.prepare import Prepared, cached, store
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import faults
-from fairfront.search.attrs import N_TRIALS_ATTR, REASON_ATTR, RETRY_OF_ATTR, STUDY_FILE_ATTR
+from fairfront.search.attrs import CLASSES_ATTR, N_TRIALS_ATTR, REASON_ATTR, RETRY_OF_ATTR, STUDY_FILE_ATTR
 from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.executor import Executor
 from fairfront.search.hints import resume_command
@@ -150,6 +150,9 @@ def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     study.set_metric_names(sf.objectives.names)
     study.set_user_attr("fairfront.data", prepared.data_name)
     study.set_user_attr("fairfront.prepared", prepared.fingerprint)
+    positive = prepared.positive_index
+    study.set_user_attr(CLASSES_ATTR, {"names": list(prepared.label_names),
+                                       "positive": None if positive is None else prepared.label_names[positive]})
     lease = DriverLease(study, command="run", ray_address=_ray_address(options), stale_after_s=options.lease_stale_s)
     lease.acquire()
     _hold(study, lease)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from fairfront.errors import ConfigError
+from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.training.prepare import Prepared, PrepareSpec, compute
 from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search.executor import Finished, Handle, TrialError, TrialFunction, run_attempt, trial_error
@@ -196,8 +196,18 @@ def classify_ray_error(err: BaseException) -> TrialError:
 
 
 def prepare_remote(spec: PrepareSpec, *, cpus: float, gpus: float) -> Prepared:
-    """Compute the prepared study in a Ray task (on a GPU node when the trials use GPUs)."""
-    return ray.get(_prepare_task.options(num_cpus=cpus, num_gpus=gpus).remote(spec))
+    """Compute the prepared study in a Ray task (on a GPU node when the trials use GPUs).
+
+    A bad study file or bad data found in the task is raised here as the user's own error (one
+    line), not as Ray's wrapper, whose text is the remote traceback with terminal colour codes.
+    """
+    try:
+        return ray.get(_prepare_task.options(num_cpus=cpus, num_gpus=gpus).remote(spec))
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, (ConfigError, DataError)):
+            raise cause.with_traceback(None) from None
+        raise
 
 
 def _device_and_threads():

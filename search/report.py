@@ -64,7 +64,10 @@ def front_text(study: optuna.Study, fmt: str) -> str:
     """The front as ``fmt`` (``table``, ``csv`` or ``json``); CSV and JSON hold every column of
     :func:`~fairfront.search.front_data.front_frame`, JSON as one record per trial (null where absent)."""
     if fmt == "table":
-        return front_table(study) + "\n"
+        from fairfront.search.attrs import CLASSES_ATTR, classes_line
+
+        header = classes_line(study.user_attrs.get(CLASSES_ATTR))
+        return (header + "\n" if header else "") + front_table(study) + "\n"
     from fairfront.search.front_data import front_frame
 
     frame = front_frame(study)

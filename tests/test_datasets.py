@@ -426,7 +426,7 @@ def test_load_table_refuses_missing_files_values_and_splits(tmp_path):
         load_table(tmp_path / "absent.csv", text_column="t", label_column="l")
     path = tmp_path / "holes.csv"
     pd.DataFrame({"t": ["a", "b", "c"], "l": ["x", None, "y"]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="1 row.*no label.*data row 2"):
+    with pytest.raises(DataError, match="1 row.*empty label.*line 3"):
         load_table(path, text_column="t", label_column="l")
     path = tmp_path / "splits.csv"
     pd.DataFrame({"t": ["a", "b"], "l": ["x", "y"], "s": ["train", "holdout"]}).to_csv(path, index=False)

@@ -77,6 +77,23 @@ def test_a_planted_tpr_gap_is_found_and_the_p_value_is_seeded() -> None:
     assert again == first
 
 
+
+def test_the_gap_tests_are_about_the_positive_class_they_are_given() -> None:
+    rng = np.random.default_rng(7)
+    y, pred, groups = _no_gap_data(rng, 600)
+    missed = (groups == "a") & (y == 0) & (rng.random(len(y)) < 0.3)  # a gap in class 0's recall only
+    pred = np.where(missed, 1, pred)
+
+    def p_value(**kw):
+        test = permutation_gap_test(y, pred, sensitive_features=groups, measures=["tpr_gap"], **kw)
+        return test["p_value"]["tpr_gap"]
+
+    assert p_value(pos_label=0) < 0.01 < 0.05 < p_value()  # class 1's recall has no gap
+    paired = paired_differences(y, pred, y, sensitive_features=groups, measures=["tpr_gap"], pos_label=0,
+                                n_resamples=50)["measures"]["tpr_gap"]
+    assert paired["a"] == pytest.approx(group_fairness.equal_opportunity_difference(
+        y, pred, sensitive_features=groups, pos_label=0))
+
 def test_benjamini_hochberg_matches_a_hand_computed_case() -> None:
     # sorted p: 0.01, 0.03, 0.04, 0.2 -> p*m/rank: 0.04, 0.06, 0.0533, 0.2 -> running min from the top
     adjusted = benjamini_hochberg([0.04, 0.01, 0.2, 0.03])

@@ -24,6 +24,7 @@ import pandas as pd
 from fairfront._config import Table
 from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.data import datasets as ds
+from fairfront.objectives.data.labels import with_positive
 from fairfront.objectives.data.synthetic import CITATION as SYNTHETIC_CITATION
 from fairfront.objectives.data.synthetic import make_occupation_bios
 
@@ -50,6 +51,11 @@ class DataSpec:
     max_train: int | None = None
     max_eval: int | None = None
     seed: int = 0
+    positive_label: str | None = None
+    label_bins: tuple[float, ...] | None = None
+    sep: str | None = None
+    encoding: str | None = None
+    quote: str | None = None
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path) -> DataSpec:
@@ -58,7 +64,8 @@ class DataSpec:
         source = t.string("source", choices=allowed)
         kw: dict = {"source": source, "seed": t.integer("seed", 0, low=0),
                     "max_train": t.integer("max_train", None, low=10),
-                    "max_eval": t.integer("max_eval", None, low=10)}
+                    "max_eval": t.integer("max_eval", None, low=10),
+                    "positive_label": _label_value(t, "positive_label")}
         if source == SYNTHETIC:
             kw["n_examples"] = t.integer("n_examples", 3000, low=50, high=1_000_000)
             kw["ambiguous_fraction"] = t.number("ambiguous_fraction", 0.25, low=0.0, high=1.0)
@@ -76,6 +83,8 @@ class DataSpec:
             kw["label_column"] = t.string("label_column")
             kw["group_column"] = t.string("group_column", None)
             kw["split_column"] = t.string("split_column", None)
+            if source == "file":
+                kw.update(_reader_keys(t))
         else:
             options = t.table("options")
             allowed = ds.DATASETS[source].options
@@ -90,17 +99,31 @@ class DataSpec:
             spec._check_columns(t)
         return spec
 
+    @property
+    def origin(self) -> str:
+        """How messages name the data: the file's name, the dataset's name, or the source."""
+        if self.source == "file" and self.path:
+            return Path(self.path).name
+        return self.name or self.source
+
+    @property
+    def read_options(self) -> ds.ReadOptions:
+        return ds.ReadOptions(sep=self.sep, encoding=self.encoding, quote=self.quote)
+
     def _check_columns(self, t: Table) -> None:
         """Refuse a study file whose columns are not in the data file (read the header only)."""
         try:
-            header = _read_header(Path(self.path))
+            header = _read_header(Path(self.path), self.read_options)
         except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
-            raise ConfigError(t.key("path"), self.path, f"a readable CSV/TSV/JSONL/Parquet file ({err})") from None
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            hint = "; set [data] encoding" if isinstance(err, UnicodeDecodeError) else ""
+            raise ConfigError(t.key("path"), self.path,
+                              f"a readable CSV/TSV/JSONL/Parquet file ({first}{hint})") from None
         for key in ("text_column", "label_column", "group_column", "split_column"):
             column = getattr(self, key)
             if column is not None and column not in header:
                 raise ConfigError(t.key(key), column, "a column of " + Path(self.path).name + ": "
-                                  + ", ".join(map(str, header)))
+                                  + ", ".join(map(str, header)) + ds.delimiter_hint(header))
 
     @property
     def citation(self) -> str:
@@ -125,23 +148,50 @@ class DataSpec:
         return out
 
 
-def _read_header(path: Path) -> list[str]:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return list(pd.read_csv(path, nrows=5).columns)
-    if suffix == ".tsv":
-        return list(pd.read_csv(path, sep="\t", nrows=5).columns)
-    if suffix in (".jsonl", ".json"):
-        return list(pd.read_json(path, lines=suffix == ".jsonl").columns)
-    if suffix == ".parquet":
+def _label_value(t: Table, key: str) -> str | None:
+    """A class name as the study file writes it: a string, or an integer / boolean label (``1``, ``true``)."""
+    present, value = t._raw(key, None)
+    if not present:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int)):
+        return str(value)
+    raise ConfigError(t.key(key), value, "a class name (a string, or an integer label such as 1)")
+
+
+def _reader_keys(t: Table) -> dict:
+    """``sep``, ``encoding``, ``quote`` (CSV / TSV) and ``label_bins`` of a ``source = "file"`` table."""
+    kw: dict = {"sep": t.string("sep", None), "encoding": t.string("encoding", None), "quote": t.string("quote", None)}
+    problem = ds.ReadOptions(**kw).problem()
+    if problem is not None:
+        raise ConfigError(t.key(problem[0]), kw[problem[0]], problem[1])
+    present, bins = t._raw("label_bins", None)
+    if present:
+        ok = isinstance(bins, list) and bins and all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                     and b == b for b in bins)
+        if not ok or list(bins) != sorted(set(bins)):
+            raise ConfigError(t.key("label_bins"), bins, "a non-empty list of increasing numbers (thresholds), "
+                              "e.g. [0.5]")
+        kw["label_bins"] = tuple(float(b) for b in bins)
+    return kw
+
+
+def _read_header(path: Path, read: ds.ReadOptions) -> list[str]:
+    fmt = ds.file_format(path)
+    if fmt in ("csv", "tsv"):
+        return list(pd.read_csv(path, nrows=5, dtype=str, **read.csv_kwargs(fmt)).columns)
+    if fmt in ("jsonl", "json"):
+        return list(pd.read_json(path, lines=fmt == "jsonl").columns)
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
-    raise ValueError(f"unsupported file type {suffix!r}; allowed: .csv .tsv .jsonl .json .parquet")
+    raise ValueError(f"unsupported file type {path.suffix!r}; allowed: .csv .tsv .jsonl .json .parquet")
 
 
 def load_task(spec: DataSpec) -> ds.TextDataset:
-    """Read the data named by ``spec`` with train / validation / test splits."""
+    """Read the data named by ``spec`` with train / validation / test splits and its positive class."""
     if spec.source == SYNTHETIC:
         frame = make_occupation_bios(spec.n_examples, seed=spec.seed, ambiguous_fraction=spec.ambiguous_fraction)
         frame = ds.stratified_split(frame, seed=spec.seed)
@@ -149,29 +199,52 @@ def load_task(spec: DataSpec) -> ds.TextDataset:
                               group_names=tuple(sorted(frame["group"].unique())), citation=SYNTHETIC_CITATION)
     elif spec.source == "file":
         data = ds.load_table(spec.path, text_column=spec.text_column, label_column=spec.label_column,
-                             group_column=spec.group_column, split_column=spec.split_column, seed=spec.seed)
+                             group_column=spec.group_column, split_column=spec.split_column, seed=spec.seed,
+                             read=spec.read_options, label_bins=spec.label_bins)
     elif spec.source == "hf":
         data = ds.load_hf(spec.name, text_column=spec.text_column, label_column=spec.label_column,
                           group_column=spec.group_column, seed=spec.seed)
     else:
         data = ds.load_builtin(spec.source, seed=spec.seed, **spec.options)
+    data = with_positive(data, spec.positive_label, declared=spec.source in ds.DATASETS, origin=spec.origin)
     return _limit(data, spec)
 
 
 def _limit(data: ds.TextDataset, spec: DataSpec) -> ds.TextDataset:
-    """Deterministic, stratified subsample of each split (for CPU-sized studies)."""
+    """Deterministic, stratified subsample of exactly ``max_train`` / ``max_eval`` rows of each split.
+
+    Strata are label x group, rows without a group forming their own stratum (they are kept in
+    proportion: they train the model and count for accuracy, and are left out of group measures only).
+    """
     if spec.max_train is None and spec.max_eval is None:
         return data
     parts = []
     for split, part in data.frame.groupby("split", sort=False):
         cap = spec.max_train if split == "train" else spec.max_eval
         if cap is not None and len(part) > cap:
-            strata = part["label"].astype(str) + "|" + part["group"].astype(str)
-            part = part.groupby(strata, group_keys=False).sample(frac=cap / len(part), random_state=spec.seed)
+            part = part.iloc[np.sort(stratified_pick(part, cap, seed=spec.seed))]
         parts.append(part)
     frame = pd.concat(parts).sort_index()
-    return ds.TextDataset(name=data.name, frame=frame, label_names=data.label_names, group_names=data.group_names,
-                          citation=data.citation, group_is_proxy=data.group_is_proxy)
+    return dataclasses.replace(data, frame=frame)
+
+
+def stratified_pick(part: pd.DataFrame, k: int, *, seed: int) -> np.ndarray:
+    """Positions of exactly ``k`` rows of ``part``, spread over its label x group strata in proportion.
+
+    Each row gets a key ``(rank within its stratum + u) / stratum size`` with ``u`` random and the
+    rank a random order; the ``k`` smallest keys are taken, so every stratum gets its share up to one row.
+    """
+    strata = part["label"].astype("string").fillna("") + "\x1f" + part["group"].astype("string").fillna("\x00")
+    codes, _ = pd.factorize(strata.to_numpy(dtype=object))
+    rng = np.random.default_rng(seed)
+    u = rng.random(len(part))
+    order = np.lexsort((u, codes))
+    ranks = np.empty(len(part))
+    sizes = np.bincount(codes)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    ranks[order] = np.arange(len(part)) - starts[codes[order]]
+    keys = (ranks + rng.random(len(part))) / sizes[codes]
+    return np.argsort(keys, kind="stable")[:k]
 
 
 @dataclass

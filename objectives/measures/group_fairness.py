@@ -539,29 +539,42 @@ def accuracy_difference(y_true: Any, y_pred: Any, *, sensitive_features: Any, sa
 # --------------------------------------------------------------------------------------------
 
 
-def _tpr_gap_kernel(stats, classes):
-    if _positive_index(classes, None) is not None:
-        return _k_equal_opportunity(stats, classes)
+def _tpr_gap_kernel(stats, classes, *, pos_label=None):
+    if _positive_index(classes, pos_label) is not None:
+        return _k_equal_opportunity(stats, classes, pos_label=pos_label)
     return _k_tpr_gap_classes(stats, classes, class_agg="rms")
 
 
-def _tpr_gap_max_kernel(stats, classes):
+def _tpr_gap_max_kernel(stats, classes, *, pos_label=None):
     return _k_tpr_gap_classes(stats, classes, class_agg="max")
 
 
-def _worst_group_error_kernel(stats, classes):
+def _worst_group_error_kernel(stats, classes, *, pos_label=None):
     return 1.0 - _k_worst_group_accuracy(stats, classes)
+
+
+_tpr_gap_rms_kernel = functools.partial(_k_tpr_gap_classes, class_agg="rms")
+
+
+def _ignoring_positive(kernel: Callable) -> Callable:
+    """A kernel that does not depend on which class is positive, callable with ``pos_label`` like the others."""
+    def wrapped(stats, classes, *, pos_label=None):
+        return kernel(stats, classes)
+
+    return wrapped
 
 
 @dataclass(frozen=True)
 class BiasMeasure:
     """One entry of :data:`BIAS_MEASURES`: a bias measure where lower is fairer.
 
-    Calling it computes the measure: ``measure(y_true, y_pred, sensitive_features=g)``.
+    Calling it computes the measure: ``measure(y_true, y_pred, sensitive_features=g)``; for a
+    binary task ``pos_label`` names the positive class (default: class ``1``), which the TPR /
+    FPR / selection-rate measures are about. Every ``kernel`` takes ``(stats, classes, *, pos_label=None)``.
 
     Attributes:
         name: The name a study file uses.
-        fn: ``(y_true, y_pred, *, sensitive_features, sample_weight=None) -> float``.
+        fn: ``(y_true, y_pred, *, sensitive_features, sample_weight=None, pos_label=None) -> float``.
         description: One line saying what is measured.
         citation: Where the measure comes from.
     """
@@ -572,13 +585,16 @@ class BiasMeasure:
     citation: str
     kernel: Callable[..., np.ndarray] | None = field(repr=False, compare=False, default=None)
 
-    def __call__(self, y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_weight: Any = None) -> float:
-        return self.fn(y_true, y_pred, sensitive_features=sensitive_features, sample_weight=sample_weight)
+    def __call__(self, y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_weight: Any = None,
+                 pos_label: Any = None) -> float:
+        return self.fn(y_true, y_pred, sensitive_features=sensitive_features, sample_weight=sample_weight,
+                       pos_label=pos_label)
 
 
 def _measure(name: str, kernel: Callable, description: str, citation: str) -> BiasMeasure:
-    def fn(y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_weight: Any = None) -> float:
-        return _point(kernel, y_true, y_pred, sensitive_features, sample_weight)
+    def fn(y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_weight: Any = None,
+           pos_label: Any = None) -> float:
+        return _point(kernel, y_true, y_pred, sensitive_features, sample_weight, pos_label)
 
     fn.__name__ = name
     fn.__doc__ = f"{description} ({citation}). Lower is fairer."
@@ -587,9 +603,10 @@ def _measure(name: str, kernel: Callable, description: str, citation: str) -> Bi
 
 BIAS_MEASURES: dict[str, BiasMeasure] = {m.name: m for m in [
     _measure("tpr_gap", _tpr_gap_kernel,
-             "TPR spread across groups: of class 1 for binary labels, RMS over classes (= tpr_gap_rms) otherwise",
+             "TPR spread across groups: of the positive class for binary labels, RMS over classes (= tpr_gap_rms) "
+             "otherwise",
              "Hardt, Price & Srebro 2016; De-Arteaga et al. 2019"),
-    _measure("tpr_gap_rms", functools.partial(_k_tpr_gap_classes, class_agg="rms"),
+    _measure("tpr_gap_rms", _ignoring_positive(_tpr_gap_rms_kernel),
              "root mean square over classes of the per-class TPR spread across groups",
              "De-Arteaga et al. 2019; Ravfogel et al. 2020"),
     _measure("tpr_gap_max", _tpr_gap_max_kernel,
@@ -604,7 +621,7 @@ BIAS_MEASURES: dict[str, BiasMeasure] = {m.name: m for m in [
     _measure("worst_group_error", _worst_group_error_kernel,
              "1 - the lowest accuracy of any group",
              "Sagawa et al. 2020"),
-    _measure("accuracy_gap", _k_accuracy_difference,
+    _measure("accuracy_gap", _ignoring_positive(_k_accuracy_difference),
              "highest minus lowest group accuracy",
              "Hooker et al. 2020"),
 ]}
@@ -761,7 +778,8 @@ def _name(value: Any, names: Sequence[str] | Mapping[Any, str] | None) -> str:
 def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
                     class_names: Sequence[str] | Mapping[Any, str] | None = None,
                     group_names: Sequence[str] | Mapping[Any, str] | None = None,
-                    n_resamples: int = 200, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+                    n_resamples: int = 200, seed: int = 0, confidence: float = 0.95,
+                    pos_label: Any = None) -> dict[str, Any]:
     """Every registered bias measure with its bootstrap interval, and the per-group rates.
 
     The result goes into an Optuna trial's user attributes, so it is plain JSON (``nan``
@@ -777,6 +795,7 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         n_resamples: Bootstrap resamples for the intervals; 0 leaves the intervals out.
         seed: Bootstrap seed.
         confidence: Coverage of the intervals.
+        pos_label: The positive class of a binary task (a value of ``y_true``; default ``1``).
 
     Returns:
         A dict with ``n``, ``classes``, ``groups``, ``positive_class`` (binary tasks, else
@@ -787,20 +806,22 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         -> ``n``, ``tpr``, ``fpr``, ``selection_rate``).
     """
     _check_bootstrap(n_resamples, confidence, minimum=0)
-    enc = _encode(y_true, y_pred, sensitive_features)
+    enc = _encode(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
     frame = _frame_from(enc)
     groups, classes, stats = _stats_from_frame(frame)
     group_keys = [_name(g, group_names) for g in groups]
     class_keys = [_name(c, class_names) for c in classes]
-    pos = _positive_index(classes, None)
+    pos = _positive_index(classes, pos_label)
 
-    measures = {name: finite_or_none(m.kernel(stats, classes)) for name, m in BIAS_MEASURES.items()}
+    measures = {name: finite_or_none(m.kernel(stats, classes, pos_label=pos_label))
+                for name, m in BIAS_MEASURES.items()}
     ci: dict[str, list[float | None]] = {}
     if n_resamples > 0:
         index = _resample_index(enc, n_resamples, np.random.default_rng(seed), True)
         boot = _stats(_confusion(enc, index))
         for name, m in BIAS_MEASURES.items():
-            lo, hi = _percentile_interval(np.asarray(m.kernel(boot, classes), dtype=float), confidence)
+            lo, hi = _percentile_interval(np.asarray(m.kernel(boot, classes, pos_label=pos_label), dtype=float),
+                                          confidence)
             ci[name] = [finite_or_none(lo), finite_or_none(hi)]
 
     n_per_group = np.bincount(enc.g, minlength=len(groups))

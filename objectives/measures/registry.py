@@ -64,6 +64,8 @@ class MeasureInputs:
         y_pred: The compressed model's predicted class ids.
         group_ids: Each example's group id, ``-1`` for an example without a group.
         group_names: Names of the groups, by id.
+        positive: The positive class id of a binary task (what TPR / FPR / selection rates are
+            about); None means class 1 for binary labels, one-vs-rest classes otherwise.
         forgetting: The split's forgetting report (with ``cie`` when the study has a dense
             population; see :func:`~fairfront.objectives.training.population.forgetting_measures`).
         counterfactual: The split's counterfactual report (pooled over lists under ``all``).
@@ -77,6 +79,7 @@ class MeasureInputs:
     y_pred: np.ndarray | None = None
     group_ids: np.ndarray | None = None
     group_names: Sequence[str] = ()
+    positive: int | None = None
     forgetting: dict[str, Any] | None = None
     counterfactual: dict[str, Any] | None = None
     intrinsic: dict[str, Any] | None = None
@@ -156,7 +159,7 @@ def _predictions(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[Mea
 def _group_measure(m: group_fairness.BiasMeasure) -> Measure:
     def compute(inputs: MeasureInputs) -> float:
         y, p, g = inputs.grouped
-        return float(m.fn(y, p, sensitive_features=g))
+        return float(m.fn(y, p, sensitive_features=g, pos_label=inputs.positive))
 
     return Measure(m.name, "bias", m.description, m.citation, compute, needs=("groups",), task="classification")
 

@@ -79,7 +79,8 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         ValueError: A counterfactual bias objective is undefined on the validation split (no
             text contains a term of the swap lists).
     """
-    inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=groups, group_names=prepared.group_names)
+    inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=groups, group_names=prepared.group_names,
+                           positive=prepared.positive_index)
     dense = prepared.dense_predictions(split)
     out: dict = {"accuracy": {m.name: m.compute(inputs) for m in measures(kind="accuracy", needs="")},
                  "n": int(len(y)), "agreement_with_dense": float((dense == pred).mean())}
@@ -88,11 +89,12 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         y_grouped, pred_grouped, group_names = inputs.grouped
         out["fairness"] = group_fairness.fairness_report(
             y_grouped, pred_grouped, sensitive_features=group_names, class_names=list(prepared.label_names),
-            n_resamples=bootstrap_resamples, seed=seed)
+            n_resamples=bootstrap_resamples, seed=seed, pos_label=prepared.positive_index)
         if bootstrap_resamples > 0:
             out["gap_test"] = permutation_gap_test(y_grouped, pred_grouped, sensitive_features=group_names,
                                                    measures=names(kind="bias", needs="groups"),
-                                                   n_permutations=PERMUTATIONS, seed=seed)
+                                                   n_permutations=PERMUTATIONS, seed=seed,
+                                                   pos_label=prepared.positive_index)
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
     if bootstrap_resamples > 0:
@@ -127,7 +129,8 @@ def _versus_dense(inputs: MeasureInputs, dense: np.ndarray, *, n_resamples: int,
         keep = inputs.need("group_ids") >= 0
         _, _, group_names = inputs.grouped
         gaps = paired_differences(y[keep], pred[keep], dense[keep], sensitive_features=group_names,
-                                  measures=names(kind="bias", needs="groups"), n_resamples=n_resamples, seed=seed)
+                                  measures=names(kind="bias", needs="groups"), n_resamples=n_resamples, seed=seed,
+                                  pos_label=inputs.positive)
         result["measures"].update(gaps["measures"])
         result["n_grouped"] = gaps["n"]
     return result

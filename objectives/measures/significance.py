@@ -54,7 +54,8 @@ CORRECTIONS = ("bh", "bonferroni")
 _CHUNK = 100
 """Permutations or resamples evaluated at once (bounds the memory to ``_CHUNK x n`` integers)."""
 
-Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Kernel = Callable[..., np.ndarray]
+"""A measure's kernel: ``(stats, classes, *, pos_label=None) -> values``."""
 
 
 def benjamini_hochberg(p_values: Any) -> np.ndarray:
@@ -128,20 +129,21 @@ def _kernels(measures: Sequence[str] | None) -> dict[str, Kernel]:
     return out
 
 
-def _accuracy_kernel(stats: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def _accuracy_kernel(stats: np.ndarray, classes: np.ndarray, *, pos_label: Any = None) -> np.ndarray:
     """Accuracy over all groups, from (..., G, K, 4) statistics."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return stats[..., 0].sum(axis=(-2, -1)) / _group_total(stats).sum(axis=-1)
 
 
 def _evaluate(kernels: dict[str, Kernel], g: np.ndarray, t: np.ndarray, p: np.ndarray, n_groups: int,
-              classes: np.ndarray) -> dict[str, np.ndarray]:
+              classes: np.ndarray, pos_label: Any = None) -> dict[str, np.ndarray]:
     """Every kernel on each row of the (B, n) codes: ``{name: (B,) values}``."""
     k = len(classes)
     cells = (g * k + t) * k + p
     confusion = _batched_counts(cells, n_groups * k * k).reshape(cells.shape[0], n_groups, k, k)
     batch_stats = _stats(confusion)
-    return {name: np.asarray(kernel(batch_stats, classes), dtype=float) for name, kernel in kernels.items()}
+    return {name: np.asarray(kernel(batch_stats, classes, pos_label=pos_label), dtype=float)
+            for name, kernel in kernels.items()}
 
 
 def _at_least(values: np.ndarray, observed: float) -> int:
@@ -154,7 +156,7 @@ def _chunks(total: int) -> list[int]:
 
 
 def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, measures: Sequence[str] | None = None,
-                         n_permutations: int = PERMUTATIONS, seed: int = 0) -> dict[str, Any]:
+                         n_permutations: int = PERMUTATIONS, seed: int = 0, pos_label: Any = None) -> dict[str, Any]:
     """One-sided permutation test of "the gap is larger than chance" for group bias measures.
 
     Within each true class the group labels are shuffled; the measure of each shuffle is a draw
@@ -169,6 +171,7 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
             (default: all of them).
         n_permutations: Shuffles (at least 1).
         seed: Seed of the shuffles; the same seed gives the same p-values.
+        pos_label: The positive class of a binary task (default: class ``1``), as for the measures.
 
     Returns:
         ``{"test": "permutation_within_class", "n_permutations", "seed", "p_value": {name: p}}``;
@@ -177,10 +180,10 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
         raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
     kernels = _kernels(measures)
-    enc = _encode(y_true, y_pred, sensitive_features)
+    enc = _encode(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
     n_groups = len(enc.groups)
     observed = {name: float(v[0]) for name, v in
-                _evaluate(kernels, enc.g[None], enc.t[None], enc.p[None], n_groups, enc.classes).items()}
+                _evaluate(kernels, enc.g[None], enc.t[None], enc.p[None], n_groups, enc.classes, pos_label).items()}
     strata = [np.flatnonzero(enc.t == c) for c in np.unique(enc.t)]
     rng = np.random.default_rng(seed)
     exceed = dict.fromkeys(kernels, 0)
@@ -189,7 +192,7 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
         for members in strata:
             g[:, members] = rng.permuted(g[:, members], axis=1)
         values = _evaluate(kernels, g, np.broadcast_to(enc.t, g.shape), np.broadcast_to(enc.p, g.shape), n_groups,
-                           enc.classes)
+                           enc.classes, pos_label)
         for name in kernels:
             exceed[name] += _at_least(values[name], observed[name])
     p_value = {name: (1 + exceed[name]) / (1 + int(n_permutations)) if np.isfinite(observed[name]) else None
@@ -198,7 +201,7 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
             "p_value": p_value}
 
 
-def _paired_codes(y_true: Any, pred_a: Any, pred_b: Any, sensitive_features: Any):
+def _paired_codes(y_true: Any, pred_a: Any, pred_b: Any, sensitive_features: Any, pos_label: Any = None):
     """Shared encoding of two models' predictions: (enc, a codes (S, n), b codes (S, n))."""
     a, b = np.asarray(pred_a), np.asarray(pred_b)
     a = a[None] if a.ndim == 1 else a
@@ -208,7 +211,8 @@ def _paired_codes(y_true: Any, pred_a: Any, pred_b: Any, sensitive_features: Any
                          f"got {np.asarray(pred_a).shape} and {np.asarray(pred_b).shape}")
     y = np.asarray(y_true)
     groups = np.zeros(len(y), dtype=np.int64) if sensitive_features is None else sensitive_features
-    enc = _encode(y, y, groups, labels=np.union1d(np.unique(a), np.unique(b)))
+    labels = np.union1d(np.unique(a), np.unique(b))
+    enc = _encode(y, y, groups, labels=labels if pos_label is None else np.union1d(labels, [pos_label]))
     if a.shape[1] != len(y):
         raise ValueError(f"the predictions cover {a.shape[1]} examples but y_true has {len(y)}")
     code = lambda pred: np.searchsorted(enc.classes, pred).astype(np.int64)  # noqa: E731
@@ -217,7 +221,7 @@ def _paired_codes(y_true: Any, pred_a: Any, pred_b: Any, sensitive_features: Any
 
 def paired_differences(y_true: Any, pred_a: Any, pred_b: Any, *, sensitive_features: Any = None,
                        measures: Sequence[str] = ("accuracy",), n_resamples: int = 1000, confidence: float = 0.95,
-                       seed: int = 0) -> dict[str, Any]:
+                       seed: int = 0, pos_label: Any = None) -> dict[str, Any]:
     """Signed, paired ``measure(a) - measure(b)`` of two models scored on the same examples (and seeds).
 
     For a compressed model against its dense teacher, or a method against its twin run with the
@@ -241,6 +245,7 @@ def paired_differences(y_true: Any, pred_a: Any, pred_b: Any, *, sensitive_featu
         n_resamples: Bootstrap resamples, and randomization permutations.
         confidence: Coverage of the interval.
         seed: Seed of the resamples and permutations.
+        pos_label: The positive class of a binary task (default: class ``1``), as for the measures.
 
     Returns:
         ``{"n", "n_seeds", "n_resamples", "confidence", "seed", "test": "approximate_randomization",
@@ -259,9 +264,9 @@ def paired_differences(y_true: Any, pred_a: Any, pred_b: Any, *, sensitive_featu
     if sensitive_features is None and any(m != "accuracy" for m in measures):
         raise ValueError("group bias measures need sensitive_features (one group label per example)")
     kernels = _kernels(measures)
-    enc, a, b = _paired_codes(y_true, pred_a, pred_b, sensitive_features)
+    enc, a, b = _paired_codes(y_true, pred_a, pred_b, sensitive_features, pos_label)
     n_seeds, n = a.shape
-    observed = _scored_pairs(kernels, enc, np.arange(n)[None], a[None], b[None])
+    observed = _scored_pairs(kernels, enc, np.arange(n)[None], a[None], b[None], pos_label)
     observed_gap = {name: abs(float((va - vb).mean())) for name, (va, vb) in observed.items()}
     rng = np.random.default_rng(seed)
     boot: dict[str, list[np.ndarray]] = {name: [] for name in kernels}
@@ -270,12 +275,12 @@ def paired_differences(y_true: Any, pred_a: Any, pred_b: Any, *, sensitive_featu
     for size in _chunks(int(n_resamples)):
         index = _resample_index(enc, size, rng, True)
         seeds = rng.integers(0, n_seeds, size=(size, n_seeds))
-        scored = _scored_pairs(kernels, enc, index, a[:, index].swapaxes(0, 1), b[:, index].swapaxes(0, 1))
+        scored = _scored_pairs(kernels, enc, index, a[:, index].swapaxes(0, 1), b[:, index].swapaxes(0, 1), pos_label)
         for name, (va, vb) in scored.items():
             boot[name].append(np.take_along_axis(va - vb, seeds, axis=1).mean(axis=1))
         swap = rng.random((size, n_seeds, n)) < 0.5
         scored = _scored_pairs(kernels, enc, np.broadcast_to(everything, (size, n)), np.where(swap, b[None], a[None]),
-                               np.where(swap, a[None], b[None]))
+                               np.where(swap, a[None], b[None]), pos_label)
         for name, (va, vb) in scored.items():
             exceed[name] += _at_least(np.abs((va - vb).mean(axis=1)), observed_gap[name])
     out_measures: dict[str, dict[str, Any]] = {}
@@ -292,7 +297,7 @@ def paired_differences(y_true: Any, pred_a: Any, pred_b: Any, *, sensitive_featu
 
 
 def _scored_pairs(kernels: dict[str, Kernel], enc: Any, rows: np.ndarray, a: np.ndarray,
-                  b: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                  b: np.ndarray, pos_label: Any = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each measure of both models, ``{name: (a values (B, S), b values (B, S))}``.
 
     ``rows`` (B, n) are the examples of each batch entry (for the groups and true classes);
@@ -302,8 +307,8 @@ def _scored_pairs(kernels: dict[str, Kernel], enc: Any, rows: np.ndarray, a: np.
     n_groups = len(enc.groups)
     out: dict[str, tuple[list, list]] = {name: ([], []) for name in kernels}
     for s in range(a.shape[1]):
-        va = _evaluate(kernels, g, t, a[:, s], n_groups, enc.classes)
-        vb = _evaluate(kernels, g, t, b[:, s], n_groups, enc.classes)
+        va = _evaluate(kernels, g, t, a[:, s], n_groups, enc.classes, pos_label)
+        vb = _evaluate(kernels, g, t, b[:, s], n_groups, enc.classes, pos_label)
         for name in kernels:
             out[name][0].append(va[name])
             out[name][1].append(vb[name])

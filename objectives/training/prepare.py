@@ -136,6 +136,15 @@ class Prepared:
     """The dense model's results ``{benchmark: {"validation": ..., "test": ...}}``."""
     mlm_head: tuple[dict, dict[str, torch.Tensor]] | None = None
     """A classification study's masked-LM head: (masked-LM config dict, head weights)."""
+    positive_label: str | None = None
+    """The positive class of a binary task (``[data] positive_label``); None: class 1, as caches before it."""
+
+    @property
+    def positive_index(self) -> int | None:
+        """The positive class id of a binary task, None for a multi-class one."""
+        if len(self.label_names) != 2:
+            return None
+        return self.label_names.index(self.positive_label) if self.positive_label in self.label_names else 1
 
     def teacher(self) -> torch.nn.Module:
         """A fresh copy of the dense teacher (each trial compresses its own copy); the masked LM in a
@@ -259,7 +268,8 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
                     stats.seconds, population, counterfactuals,
                     tokenizer=tokenizer if intrinsic else None,  # only the intrinsic benchmarks read it in a trial
                     intrinsic=intrinsic,
-                    intrinsic_halves=halves, intrinsic_dense=dense, mlm_head=head)
+                    intrinsic_halves=halves, intrinsic_dense=dense, mlm_head=head,
+                    positive_label=data.positive_label)
 
 
 def _intrinsic_setup(spec: PrepareSpec, log: Callable[[str], None]):
@@ -335,6 +345,7 @@ def store(prepared: Prepared, folder: Path) -> None:
         meta["task"] = prepared.task
         meta["intrinsic"] = prepared.intrinsic
         meta["intrinsic_dense"] = prepared.intrinsic_dense
+        meta["positive_label"] = prepared.positive_label
         if prepared.tokenizer is not None:
             prepared.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         if prepared.mlm_head is not None:
@@ -489,4 +500,5 @@ def load_cached(folder: Path) -> Prepared:
                     tuple(meta["group_names"]), meta["group_is_proxy"], splits, meta["pad_id"], meta["model_config"],
                     state, logits, meta["teacher_seconds"], population, counterfactuals, task=task,
                     tokenizer=tokenizer, intrinsic=intrinsic, intrinsic_halves=halves,
-                    intrinsic_dense=meta.get("intrinsic_dense") or {}, mlm_head=head)
+                    intrinsic_dense=meta.get("intrinsic_dense") or {}, mlm_head=head,
+                    positive_label=meta.get("positive_label"))

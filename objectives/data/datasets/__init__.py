@@ -28,7 +28,15 @@ from fairfront.objectives.data.datasets._hf import load_hf
 from fairfront.objectives.data.datasets._paths import ENV_VAR, content_digest, dataset_folder, default_data_dir
 from fairfront.objectives.data.datasets._registry import DATASETS, DatasetInfo, load_builtin
 from fairfront.objectives.data.datasets._split import stratified_split
-from fairfront.objectives.data.datasets._table import FORMATS, SPLIT_ALIASES, load_table
+from fairfront.objectives.data.datasets._table import (
+    FORMATS,
+    SPLIT_ALIASES,
+    ReadOptions,
+    delimiter_hint,
+    file_format,
+    load_table,
+    row_locator,
+)
 
 __all__ = [
     "DATASETS",
@@ -37,12 +45,16 @@ __all__ = [
     "SPLITS",
     "SPLIT_ALIASES",
     "DatasetInfo",
+    "ReadOptions",
     "TextDataset",
     "content_digest",
     "dataset_folder",
     "default_data_dir",
+    "delimiter_hint",
+    "file_format",
     "load_builtin",
     "load_hf",
     "load_table",
+    "row_locator",
     "stratified_split",
 ]

@@ -41,6 +41,8 @@ class TextDataset:
         citation: The paper to cite for the data (empty for a user's own file).
         group_is_proxy: True when ``group`` was derived from the text (for example an
             identity-term mention flag) rather than annotated, so reports must call it a proxy.
+        positive_label: The positive class of a binary task (a name of ``label_names``), the class
+            the TPR / FPR gaps are about; None until the task sets it (then class 1 is used).
 
     The dataclass compares by identity (``eq=False``): two frames are not meaningfully ``==``.
 
@@ -59,6 +61,7 @@ class TextDataset:
     group_names: tuple[str, ...]
     citation: str
     group_is_proxy: bool = False
+    positive_label: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
@@ -72,6 +75,9 @@ class TextDataset:
         _check_values(self.name, "label", self.frame["label"], self.label_names, allow_na=False)
         _check_values(self.name, "group", self.frame["group"], self.group_names, allow_na=True)
         _check_values(self.name, "split", self.frame["split"], SPLITS, allow_na=False)
+        if self.positive_label is not None and self.positive_label not in self.label_names:
+            raise DataError(f"{self.name}: positive label {self.positive_label!r} is not one of the classes "
+                            f"{', '.join(self.label_names)}")
 
     @property
     def has_groups(self) -> bool:
