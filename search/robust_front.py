@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["oriented", "robust_dominance", "robust_front", "non_dominated", "p_nondominated"]
 
@@ -33,7 +34,7 @@ _BLOCK = 4_000_000
 """Booleans per block of the bootstrap's dominance tensor (draws x candidates x trials x objectives)."""
 
 
-def oriented(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+def oriented(values: npt.ArrayLike, maximize: Sequence[bool]) -> np.ndarray:
     """``values`` with minimised objectives negated, so that larger is better everywhere."""
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or values.shape[1] != len(maximize):
@@ -50,31 +51,31 @@ def _check(values: np.ndarray, se: np.ndarray, z: float) -> None:
         raise ValueError(f"z must be >= 0, got {z}")
 
 
-def robust_dominance(values: np.ndarray, se: np.ndarray, maximize: Sequence[bool], *,
+def robust_dominance(values: npt.ArrayLike, se: npt.ArrayLike, maximize: Sequence[bool], *,
                      z: float = DEFAULT_Z) -> np.ndarray:
     """``D[i, j]``: trial ``i`` robustly dominates trial ``j`` (the rule in the module docstring)."""
     x = oriented(values, maximize)
-    se = np.asarray(se, dtype=float)
-    _check(x, se, z)
+    err = np.asarray(se, dtype=float)
+    _check(x, err, z)
     diff = x[:, None, :] - x[None, :, :]
-    margin = z * np.sqrt(se[:, None, :] ** 2 + se[None, :, :] ** 2)
-    return (diff >= 0).all(axis=2) & (diff > margin).any(axis=2)
+    margin = z * np.sqrt(err[:, None, :] ** 2 + err[None, :, :] ** 2)
+    return np.asarray((diff >= 0).all(axis=2) & (diff > margin).any(axis=2))
 
 
-def robust_front(values: np.ndarray, se: np.ndarray, maximize: Sequence[bool], *,
+def robust_front(values: npt.ArrayLike, se: npt.ArrayLike, maximize: Sequence[bool], *,
                  z: float = DEFAULT_Z) -> np.ndarray:
     """A mask of the trials that no trial robustly dominates."""
-    return ~robust_dominance(values, se, maximize, z=z).any(axis=0)
+    return np.asarray(~robust_dominance(values, se, maximize, z=z).any(axis=0))
 
 
-def non_dominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+def non_dominated(values: npt.ArrayLike, maximize: Sequence[bool]) -> np.ndarray:
     """The plain Pareto front's mask (equal trials are both on it)."""
-    values = np.asarray(values, dtype=float)
-    return robust_front(values, np.zeros_like(values), maximize, z=0.0)
+    array = np.asarray(values, dtype=float)
+    return robust_front(array, np.zeros_like(array), maximize, z=0.0)
 
 
-def p_nondominated(values: np.ndarray, se: np.ndarray, maximize: Sequence[bool], *,
-                   candidates: Sequence[int] | None = None, draws: int = DEFAULT_DRAWS,
+def p_nondominated(values: npt.ArrayLike, se: npt.ArrayLike, maximize: Sequence[bool], *,
+                   candidates: npt.ArrayLike | None = None, draws: int = DEFAULT_DRAWS,
                    seed: int = 0) -> np.ndarray:
     """For each candidate trial, the share of ``draws`` in which no other trial dominates it.
 
@@ -85,8 +86,8 @@ def p_nondominated(values: np.ndarray, se: np.ndarray, maximize: Sequence[bool],
         candidates: Indices of the trials to score (default: every trial); every trial can dominate.
     """
     x = oriented(values, maximize)
-    se = np.asarray(se, dtype=float)
-    _check(x, se, 0.0)
+    err = np.asarray(se, dtype=float)
+    _check(x, err, 0.0)
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     idx = np.arange(len(x)) if candidates is None else np.asarray(candidates, dtype=int)
@@ -96,9 +97,10 @@ def p_nondominated(values: np.ndarray, se: np.ndarray, maximize: Sequence[bool],
     free = np.zeros(len(idx))
     for start in range(0, draws, block):
         k = min(block, draws - start)
-        sample = x[None] + se[None] * rng.standard_normal((k, n, m))
+        sample = x[None] + err[None] * rng.standard_normal((k, n, m))
         them = sample[:, None, :, :]  # [k, 1, n, m]: every trial as a possible dominator
         mine = sample[:, idx, None, :]  # [k, c, 1, m]: the candidates
-        dominated = ((them >= mine).all(axis=3) & (them > mine).any(axis=3)).any(axis=2)
-        free += (~dominated).sum(axis=0)
+        beats = np.logical_and(np.all(them >= mine, axis=3), np.any(them > mine, axis=3))
+        dominated = np.any(beats, axis=2)
+        free += np.logical_not(dominated).sum(axis=0)
     return free / draws
