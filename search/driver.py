@@ -3,7 +3,9 @@
 Only the driver writes to storage, so SQLite stays safe with workers on many nodes. It creates
 (``run``) or loads (``resume``) the study, takes the study's lease, starts the executor that runs
 the trials (Ray tasks by default, :mod:`fairfront.search.ray_executor`), loads or computes the
-prepared study, and hands over to the ask/tell loop (:class:`~fairfront.search.scheduler.Scheduler`):
+prepared study, scores the dense teacher once as the study's reference (study attribute
+``fairfront.teacher``, :mod:`fairfront.objectives.measures.dense_reference`; ``[constraints]``
+compare trials with it), and hands over to the ask/tell loop (:class:`~fairfront.search.scheduler.Scheduler`):
 ask a trial, sample its compression setting from the spaces, submit it, and tell the study each
 result as it arrives. It stops when the study holds the requested number of COMPLETE trials.
 

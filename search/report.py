@@ -71,8 +71,12 @@ def _plain_front(study: optuna.Study) -> list[FrozenTrial]:
 
 def infeasible_note(trials: Sequence[FrozenTrial]) -> str:
     """A line naming the trials that miss a ``[constraints]`` limit; empty where none does."""
-    numbers = [str(t.number) for t in trials if t.constraints and any(v > 0 for v in t.constraints.values())]
-    return f"infeasible (outside [constraints]): trial {', '.join(numbers)}" if numbers else ""
+    return _infeasible_line([t.number for t in trials
+                             if t.constraints and any(v > 0 for v in t.constraints.values())])
+
+
+def _infeasible_line(numbers: Sequence[int]) -> str:
+    return f"infeasible (outside [constraints]): trial {', '.join(map(str, numbers))}" if numbers else ""
 
 
 def front_table(study: optuna.Study, *, with_params: bool = True, feasible_only: bool = True) -> str:
@@ -137,6 +141,8 @@ def robust_table(robust: RobustFront, names: Sequence[str]) -> str:
     lines.append(f"robust front: no other trial is at least as good on every objective and better on one by more "
                  f"than {robust.z:g} * sqrt(se_a^2 + se_b^2); p_nondominated from {robust.draws} draws of "
                  "normal(value, se)")
+    if "feasible" in frame and not frame["feasible"].all():
+        lines.append(_infeasible_line(frame.loc[~frame["feasible"], "trial"].tolist()))
     for name, numbers in robust.unknown_se.items():
         lines.append(f"no standard error stored for {name} of trial {', '.join(map(str, numbers))}: taken as exact")
     return "\n".join(lines)

@@ -163,6 +163,12 @@ def test_robust_front_holds_the_plain_front_with_each_trials_uncertainty(study, 
         assert row["size_se"] == 0.0
         low, high = trial.user_attrs["validation"]["fairness"]["ci"]["tpr_gap"]
         assert row["bias_se"] == pytest.approx((high - low) / (2 * 1.96))
+    infeasible = sorted(set(frame.loc[~frame["feasible"], "trial"]))
+    assert infeasible == sorted(t.number for t in stored.trials if t.number in set(frame["trial"])
+                                and t.user_attrs.get("feasible") is False)
+    if infeasible:
+        assert f"infeasible (outside [constraints]): trial {', '.join(map(str, infeasible))}" in _cli_front(
+            study, capsys, "--robust", "--all")
     table = _cli_front(study, capsys, "--robust", "--z", "0")
     assert "p_nondominated" in table and "than 0 * sqrt(se_a^2 + se_b^2)" in table
 
