@@ -60,8 +60,8 @@ def study(tmp_path_factory, cache_dir):
     for sparsity in (BIG, SMALL):
         stored.enqueue_trial({"pruning.sparsity": sparsity})
     options.n_trials = 4  # the last one sampled by TPE (3 startup trials) over constrained trials
-    resume_study("c", options)
-    return {"storage": storage, "folder": folder, "sf": sf, "cache_dir": cache_dir,
+    driven = resume_study("c", options)
+    return {"storage": storage, "folder": folder, "sf": sf, "cache_dir": cache_dir, "driven": driven,
             "study": optuna.load_study(study_name="c", storage=storage)}
 
 
@@ -122,6 +122,9 @@ def test_every_complete_trial_carries_its_constraint_values_and_feasibility(stud
         assert trial.constraints == pytest.approx({"max_size_ratio": size / teacher_size - MAX_SIZE_RATIO,
                                                    "max_bias.tpr_gap": abs(bias) - MAX_BIAS})
         assert trial.user_attrs["feasible"] == (size / teacher_size <= MAX_SIZE_RATIO and abs(bias) <= MAX_BIAS)
+    # what the driver's sampler read: its in-memory mirror of the storage holds the same values
+    driven = study["driven"].get_trials(states=(TrialState.COMPLETE,))
+    assert [t.constraints for t in driven] == [t.constraints for t in complete]
     by_sparsity = {t.params["pruning.sparsity"]: t for t in complete}
     assert by_sparsity[BIG].user_attrs["feasible"] is False
     assert by_sparsity[SMALL].user_attrs["feasible"] is True
