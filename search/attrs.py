@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "CLASSES_ATTR", "classes_line"]
+__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "CLASSES_ATTR", "classes_line",
+           "TEACHER_ATTR", "FEASIBLE_ATTR"]
 
 STUDY_FILE_ATTR = "fairfront.study_file"
 """Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
@@ -15,6 +16,14 @@ REASON_ATTR = "fail_reason"
 
 RETRY_OF_ATTR = "fairfront.retry_of"
 """Trial attribute of an enqueued re-run: the number of the interrupted trial it runs again."""
+
+TEACHER_ATTR = "fairfront.teacher"
+"""Study attribute: the dense teacher scored as a trial is (``TrialReport.to_attrs()``: ``size``,
+``validation``, ``test``, ...), the reference row of the front and of ``[constraints]``."""
+
+FEASIBLE_ATTR = "feasible"
+"""Trial attribute of a study with ``[constraints]``: whether the trial meets every constraint (its
+constraint values, Optuna's ``constraints:<name>`` system attributes, are all <= 0)."""
 
 CLASSES_ATTR = "fairfront.classes"
 """Study attribute: ``{"names": [class names by id], "positive": the positive class of a binary task, or None}``.

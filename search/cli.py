@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     import optuna
 
+    from fairfront.search.front_data import RobustFront
     from fairfront.search.studyfile import StudyFile
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
@@ -77,6 +78,16 @@ def _positive_int(text: str) -> int:
 FRONT_FORMATS = ("table", "csv", "json", "parquet")
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: expected a finite number >= 0")
+    return value
+
+
 def _report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="the study as one self-contained HTML file of plots",
                        description="Write one HTML file (plotly.js embedded: it opens offline) with the front in "
@@ -117,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format: table (text), or every column (test-split values, intervals, parameters) "
                    "as csv, json or parquet (parquet needs --out)")
     p.add_argument("--out", type=Path, default=None, help="write to this file instead of standard output")
+    p.add_argument("--robust", action="store_true", help="the noise-aware front: trials no other trial beats by "
+                   "more than the measurement uncertainty, each with its probability of being non-dominated")
+    p.add_argument("--z", type=_non_negative, default=1.96, help="with --robust: the margin, in combined standard "
+                   "errors, a difference must exceed (default: 1.96)")
+    p.add_argument("--all", action="store_true", help="in a study with [constraints], every COMPLETE trial "
+                   "competes (default: the feasible front)")
     _report_parser(sub)
 
     _export_parser(sub)
@@ -293,23 +310,39 @@ def _show(args: argparse.Namespace) -> int:
 
 def _front(study: optuna.Study, args: argparse.Namespace) -> int:
     """The front in ``--format``, printed, or written to ``--out`` (then the file's path is printed)."""
-    from fairfront.search import report
+    from fairfront.search.front_data import front_frame, robust_front_frame
 
+    feasible_only = not args.all
+    robust = robust_front_frame(study, z=args.z, feasible_only=feasible_only) if args.robust else None
+    text = _front_text(study, args, robust)
     if args.out is None:
-        print(report.front_text(study, args.format), end="")
+        print(text, end="")
         return 0
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.format == "parquet":
-            from fairfront.search.front_data import front_frame
-
-            front_frame(study).to_parquet(args.out, index=False)
+            frame = robust.frame if robust is not None else front_frame(study, feasible_only=feasible_only)
+            frame.to_parquet(args.out, index=False)
         else:
-            args.out.write_text(report.front_text(study, args.format), encoding="utf-8")
+            args.out.write_text(text, encoding="utf-8")
     except OSError as err:
         raise ConfigError("--out", message=f"cannot write {args.out}: {err.strerror or err}") from None
     print(args.out)
     return 0
+
+
+def _front_text(study: optuna.Study, args: argparse.Namespace, robust: RobustFront | None) -> str:
+    """The front as text in ``--format`` (empty for parquet, which is written from the frame)."""
+    from fairfront.search import report
+    from fairfront.search.front_data import objectives
+
+    if args.format == "parquet":
+        return ""
+    if robust is None:
+        return report.front_text(study, args.format, feasible_only=not args.all)
+    if args.format == "table":
+        return report.robust_table(robust, [o.name for o in objectives(study)]) + "\n"
+    return report.frame_text(robust.frame, args.format)
 
 
 def _report(args: argparse.Namespace) -> int:

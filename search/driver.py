@@ -3,7 +3,9 @@
 Only the driver writes to storage, so SQLite stays safe with workers on many nodes. It creates
 (``run``) or loads (``resume``) the study, takes the study's lease, starts the executor that runs
 the trials (Ray tasks by default, :mod:`fairfront.search.ray_executor`), loads or computes the
-prepared study, and hands over to the ask/tell loop (:class:`~fairfront.search.scheduler.Scheduler`):
+prepared study, scores the dense teacher once as the study's reference (study attribute
+``fairfront.teacher``, :mod:`fairfront.objectives.measures.dense_reference`; ``[constraints]``
+compare trials with it), and hands over to the ask/tell loop (:class:`~fairfront.search.scheduler.Scheduler`):
 ask a trial, sample its compression setting from the spaces, submit it, and tell the study each
 result as it arrives. It stops when the study holds the requested number of COMPLETE trials.
 
@@ -56,7 +58,15 @@ from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.training.prepare import Prepared, cached, store
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import faults
-from fairfront.search.attrs import CLASSES_ATTR, N_TRIALS_ATTR, REASON_ATTR, RETRY_OF_ATTR, STUDY_FILE_ATTR
+from fairfront.search.attrs import (
+    CLASSES_ATTR,
+    N_TRIALS_ATTR,
+    REASON_ATTR,
+    RETRY_OF_ATTR,
+    STUDY_FILE_ATTR,
+    TEACHER_ATTR,
+)
+from fairfront.search.constraints import check_reference, constraint_function
 from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.executor import Executor
 from fairfront.search.hints import resume_command
@@ -135,6 +145,8 @@ def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     executor.start(sf.execution, log)
     # before the study exists: a bad model writes nothing
     prepared = options.prepared or _prepare(sf, options, executor)
+    teacher = _teacher_record(sf, prepared, options)
+    check_reference(sf, teacher)
     try:
         study = optuna.create_study(study_name=sf.study.name,
                                     storage=DriverStorage(storage) if options.mirror else storage,
@@ -153,6 +165,8 @@ def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     positive = prepared.positive_index
     study.set_user_attr(CLASSES_ATTR, {"names": list(prepared.label_names),
                                        "positive": None if positive is None else prepared.label_names[positive]})
+    if teacher is not None:
+        study.set_user_attr(TEACHER_ATTR, teacher)
     lease = DriverLease(study, command="run", ray_address=_ray_address(options), stale_after_s=options.lease_stale_s)
     lease.acquire()
     _hold(study, lease)
@@ -210,6 +224,11 @@ def _resume_study(name: str, options: RunOptions) -> optuna.Study:
             study.set_user_attr(N_TRIALS_ATTR, sf.study.n_trials)
         if not study.metric_names:
             study.set_metric_names(sf.objectives.names)
+        if TEACHER_ATTR not in study.user_attrs:  # a study made before the teacher was scored
+            teacher = _teacher_record(sf, prepared, options)
+            if teacher is not None:
+                study.set_user_attr(TEACHER_ATTR, teacher)
+        check_reference(sf, study.user_attrs.get(TEACHER_ATTR))
         n_recovered = recover_interrupted(study)
         if n_recovered:
             log(f"recovered {n_recovered} interrupted trial(s): marked FAIL and enqueued again")
@@ -225,7 +244,22 @@ def _schedule(study: optuna.Study, sf: StudyFile, executor: Executor, prepared: 
     def write_report(trial: optuna.Trial, outcome: TrialOutcome, names: list[str]) -> None:
         _upload_report(trial, outcome, options, names)
 
-    return Scheduler(study, sf, executor, options, lease, prepared=prepared, write_report=write_report).run()
+    constraints = constraint_function(sf, study.user_attrs.get(TEACHER_ATTR))
+    return Scheduler(study, sf, executor, options, lease, prepared=prepared, write_report=write_report,
+                     constraints=constraints).run()
+
+
+def _teacher_record(sf: StudyFile, prepared: Prepared, options: RunOptions) -> dict | None:
+    """The dense teacher scored as a trial is (``TEACHER_ATTR``); None for a prepared study without a model."""
+    from fairfront.objectives.measures.dense_reference import has_dense_model, score_dense
+
+    if not has_dense_model(prepared):
+        return None
+    report = score_dense(prepared, bootstrap_resamples=sf.study.bootstrap_resamples, seed=sf.study.seed)
+    values = ", ".join(f"{k} {v:.4g}" for k, v in (report.validation.accuracy or {}).items()
+                       if isinstance(v, float)) if "validation" in report.splits else ""
+    options.log("dense teacher scored as the reference" + (f" (validation {values})" if values else ""))
+    return report.to_attrs()
 
 
 def _hold(study: optuna.Study, lease: DriverLease) -> None:

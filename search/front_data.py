@@ -14,24 +14,27 @@ Example:
 
 from __future__ import annotations
 
+import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.search.attrs import STUDY_FILE_ATTR
-from fairfront.search.report import front_trials
+from fairfront.search.report import front_trials, sort_front
 
-__all__ = ["Objective", "objectives", "trial_report", "split_value", "interval", "front_frame"]
+__all__ = ["Objective", "objectives", "trial_report", "split_value", "interval", "front_frame", "standard_error",
+           "RobustFront", "robust_front_frame"]
 
 
 @dataclass(frozen=True)
@@ -143,16 +146,109 @@ def _param_column(trials: list[FrozenTrial], name: str) -> pd.Series:
     return pd.Series(values, name=name, dtype=object if None in values else None)
 
 
-def front_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per front trial, in :func:`~fairfront.search.report.front_trials` order.
+def front_frame(study: optuna.Study, *, feasible_only: bool = True,
+                trials: list[FrozenTrial] | None = None) -> pd.DataFrame:
+    """One row per front trial, in :func:`~fairfront.search.report.front_trials` order (or per one of ``trials``).
 
     Columns: the objective values (validation split), their test-split values, the bias
-    objectives' intervals on both splits, then the parameters.
+    objectives' intervals on both splits, ``feasible`` in a study with ``[constraints]``, then the
+    parameters. ``feasible_only=False`` is the plain front of every COMPLETE trial.
     """
     objs = objectives(study)
-    trials = front_trials(study)
+    trials = front_trials(study, feasible_only=feasible_only) if trials is None else trials
     columns = _columns(objs)
     params = sorted({name for t in trials for name in t.params})
     frame = pd.DataFrame.from_records([_row(t, objs) for t in trials], columns=columns)
     frame = frame.astype({c: float for c in columns if c != "trial"}).astype({"trial": int})
+    if any(t.constraints for t in trials):
+        frame["feasible"] = [all(v <= 0 for v in t.constraints.values()) for t in trials]
     return pd.concat([frame, *(_param_column(trials, p) for p in params)], axis=1)
+
+
+BINOMIAL_MEASURES = ("accuracy", "balanced_accuracy", "macro_f1")
+"""Accuracy measures whose standard error is taken as a proportion's, ``sqrt(p (1 - p) / n)`` (exact for
+accuracy, an approximation for the other two)."""
+
+
+def standard_error(trial: FrozenTrial, objective: Objective, value: float, report: TrialReport) -> float | None:
+    """The standard error of one objective value of ``trial``; None where nothing stored gives one.
+
+    In order: the replicates' standard error (``replicates.se``, trials trained with several seeds);
+    0 for size (measured exactly); for accuracy, the binomial ``sqrt(p (1 - p) / n)`` over the
+    validation split's ``n``; for a bias measure, its bootstrap 95% interval's half-width / 1.96.
+    """
+    replicates = trial.user_attrs.get("replicates")
+    if isinstance(replicates, dict):
+        se = (replicates.get("se") or {}).get(objective.name)
+        if isinstance(se, (int, float)) and math.isfinite(se) and se >= 0:
+            return float(se)
+    if objective.kind == "size":
+        return 0.0
+    if objective.kind == "accuracy" and objective.measure in BINOMIAL_MEASURES:
+        scores = report.splits.get("validation")
+        n = scores.n if scores is not None else None
+        return math.sqrt(value * (1.0 - value) / n) if n and 0.0 <= value <= 1.0 else None
+    if objective.kind == "bias":
+        low, high = interval(report, objective, "validation")
+        if low is not None and high is not None:
+            return (high - low) / (2 * 1.96)
+    return None
+
+
+def _standard_errors(pool: list[FrozenTrial], objs: list[Objective],
+                     values: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
+    """Each value's standard error (0 where unknown), whether it was known, and the unknown ones by objective."""
+    se = np.zeros_like(values)
+    known = np.ones_like(values, dtype=bool)
+    unknown: dict[str, list[int]] = {}
+    for i, trial in enumerate(pool):
+        report = trial_report(trial)
+        for k, o in enumerate(objs):
+            found = standard_error(trial, o, float(values[i, k]), report)
+            if found is None:
+                unknown.setdefault(o.name, []).append(trial.number)
+                known[i, k] = False
+            se[i, k] = found or 0.0
+    return se, known, unknown
+
+
+@dataclass
+class RobustFront:
+    """The robust front as a frame, and which standard errors were unknown (taken as 0, i.e. exact).
+
+    ``frame``: :func:`front_frame`'s columns for the robust-front trials, plus ``<objective>_se``
+    (NaN where unknown), ``pareto`` (also on the plain front) and ``p_nondominated``.
+    """
+
+    frame: pd.DataFrame
+    z: float
+    draws: int
+    unknown_se: dict[str, list[int]] = field(default_factory=dict)
+
+
+def robust_front_frame(study: optuna.Study, *, z: float = 1.96, draws: int = 2000, seed: int = 0,
+                       feasible_only: bool = True) -> RobustFront:
+    """The trials no other trial robustly dominates (:mod:`fairfront.search.robust_front`), in front order."""
+    from fairfront.search.robust_front import non_dominated, p_nondominated, robust_front
+
+    objs = objectives(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pool = [t for t in complete if not feasible_only or all(v <= 0 for v in t.constraints.values())]
+    values = np.array([t.values for t in pool], dtype=float).reshape(len(pool), len(objs))
+    se, known, unknown = _standard_errors(pool, objs, values)
+    maximize = [o.maximize for o in objs]
+    keep = np.flatnonzero(robust_front(values, se, maximize, z=z)) if len(pool) else np.array([], dtype=int)
+    on_pareto = non_dominated(values, maximize) if len(pool) else np.array([], dtype=bool)
+    p: Any = p_nondominated(values, se, maximize, candidates=keep, draws=draws, seed=seed) if len(keep) else []
+    by_number = {pool[i].number: (i, float(pi)) for i, pi in zip(keep, p)}
+    trials = sort_front(study, [pool[i] for i in keep])
+    frame = front_frame(study, trials=trials)
+    rows = [by_number[t.number][0] for t in trials]
+    at = 1 + len(objs)
+    for k, o in enumerate(objs):
+        column = [se[i, k] if known[i, k] else float("nan") for i in rows]
+        frame.insert(at + k, f"{o.name}_se", pd.Series(column, dtype=float))
+    frame.insert(at + len(objs), "pareto", pd.Series([bool(on_pareto[i]) for i in rows], dtype=bool))
+    frame.insert(at + len(objs) + 1, "p_nondominated", pd.Series([by_number[t.number][1] for t in trials],
+                                                                 dtype=float))
+    return RobustFront(frame, z, draws, unknown)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["FRONT_FORMATS", "format_value", "format_values", "front_trials", "front_table", "front_text", "status_text"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fairfront.search.front_data import RobustFront
+
+__all__ = ["FRONT_FORMATS", "format_value", "format_values", "front_trials", "sort_front", "front_table",
+           "front_text", "frame_text", "robust_table", "infeasible_note", "status_text"]
 
 FRONT_FORMATS = ("table", "csv", "json", "parquet")
 """``fairfront front --format``: the text table, or every column (values on both splits, intervals,
@@ -36,41 +43,78 @@ def _params_text(params: dict) -> str:
     return " ".join(parts)
 
 
-def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+def front_trials(study: optuna.Study, *, feasible_only: bool = True) -> list[FrozenTrial]:
     """The non-dominated COMPLETE trials, best first objective first (ties: lower trial number first).
 
-    Every output of ``fairfront front`` lists its rows in this order.
+    In a study with ``[constraints]`` only feasible trials compete (``study.best_trials``);
+    ``feasible_only=False`` gives the plain front of every COMPLETE trial. Every output of
+    ``fairfront front`` lists its rows in this order.
     """
+    return sort_front(study, study.best_trials if feasible_only else _plain_front(study))
+
+
+def sort_front(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """``trials`` in front order: best first objective first, ties by trial number."""
     signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-    return sorted(study.best_trials, key=lambda t: (signs[0] * t.values[0], t.number))
+    return sorted(trials, key=lambda t: (signs[0] * t.values[0], t.number))
 
 
-def front_table(study: optuna.Study, *, with_params: bool = True) -> str:
+def _plain_front(study: optuna.Study) -> list[FrozenTrial]:
+    from fairfront.search.robust_front import non_dominated
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return []
+    mask = non_dominated([t.values for t in complete], [d == StudyDirection.MAXIMIZE for d in study.directions])
+    return [t for t, keep in zip(complete, mask) if keep]
+
+
+def infeasible_note(trials: Sequence[FrozenTrial]) -> str:
+    """A line naming the trials that miss a ``[constraints]`` limit; empty where none does."""
+    return _infeasible_line([t.number for t in trials
+                             if t.constraints and any(v > 0 for v in t.constraints.values())])
+
+
+def _infeasible_line(numbers: Sequence[int]) -> str:
+    return f"infeasible (outside [constraints]): trial {', '.join(map(str, numbers))}" if numbers else ""
+
+
+def front_table(study: optuna.Study, *, with_params: bool = True, feasible_only: bool = True) -> str:
     """The non-dominated COMPLETE trials as an aligned text table, best accuracy first."""
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-    best = front_trials(study)
+    best = front_trials(study, feasible_only=feasible_only)
     if not best:
-        return "no COMPLETE trials yet"
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return "no feasible COMPLETE trials yet" if complete else "no COMPLETE trials yet"
     header = ["trial"] + list(names) + (["parameters"] if with_params else [])
     rows = [[str(t.number)] + [format_value(n, v) for n, v in zip(names, t.values)]
             + ([_params_text(t.params)] if with_params else []) for t in best]
+    lines = _aligned(header, rows)
+    note = "" if feasible_only else infeasible_note(best)
+    return "\n".join(lines + ([note] if note else []))
+
+
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The header and rows as lines of left-aligned columns two spaces apart."""
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
 
 
-def front_text(study: optuna.Study, fmt: str) -> str:
+def front_text(study: optuna.Study, fmt: str, *, feasible_only: bool = True) -> str:
     """The front as ``fmt`` (``table``, ``csv`` or ``json``); CSV and JSON hold every column of
     :func:`~fairfront.search.front_data.front_frame`, JSON as one record per trial (null where absent)."""
     if fmt == "table":
         from fairfront.search.attrs import CLASSES_ATTR, classes_line
 
         header = classes_line(study.user_attrs.get(CLASSES_ATTR))
-        return (header + "\n" if header else "") + front_table(study) + "\n"
+        return (header + "\n" if header else "") + front_table(study, feasible_only=feasible_only) + "\n"
     from fairfront.search.front_data import front_frame
 
-    frame = front_frame(study)
+    return frame_text(front_frame(study, feasible_only=feasible_only), fmt)
+
+
+def frame_text(frame: pd.DataFrame, fmt: str) -> str:
+    """A front's frame as CSV, or JSON records (null where absent)."""
     if fmt == "csv":
         text: str = frame.to_csv(index=False)
         return text
@@ -79,7 +123,32 @@ def front_text(study: optuna.Study, fmt: str) -> str:
 
         records = [{k: _plain(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")]
         return json.dumps(records, indent=1) + "\n"
-    raise ValueError(f"front_text does not write {fmt!r}: expected table, csv or json")
+    raise ValueError(f"frame_text does not write {fmt!r}: expected csv or json")
+
+
+def robust_table(robust: RobustFront, names: Sequence[str]) -> str:
+    """The robust front as an aligned text table: each objective as ``value ± se``, whether the trial is
+    also on the plain front, and its probability of being non-dominated; then how it was computed."""
+    frame = robust.frame
+    if frame.empty:
+        return "no COMPLETE trials yet"
+    header = ["trial", *names, "pareto", "p_nondominated"]
+    rows = []
+    for row in frame.to_dict("records"):
+        cells = [str(row["trial"])]
+        for n in names:
+            se = row[f"{n}_se"]
+            cells.append(format_value(n, row[n]) + ("" if se != se else f" ± {format_value(n, se)}"))
+        rows.append(cells + ["yes" if row["pareto"] else "no", f"{row['p_nondominated']:.3f}"])
+    lines = _aligned(header, rows)
+    lines.append(f"robust front: no other trial is at least as good on every objective and better on one by more "
+                 f"than {robust.z:g} * sqrt(se_a^2 + se_b^2); p_nondominated from {robust.draws} draws of "
+                 "normal(value, se)")
+    if "feasible" in frame and not frame["feasible"].all():
+        lines.append(_infeasible_line(frame.loc[~frame["feasible"], "trial"].tolist()))
+    for name, numbers in robust.unknown_se.items():
+        lines.append(f"no standard error stored for {name} of trial {', '.join(map(str, numbers))}: taken as exact")
+    return "\n".join(lines)
 
 
 def _plain(value: object) -> object:

@@ -34,8 +34,9 @@ from optuna.trial import TrialState
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search import report
-from fairfront.search.attrs import REASON_ATTR
+from fairfront.search.attrs import FEASIBLE_ATTR, REASON_ATTR
 from fairfront.search.capacity import CapacityWatch
+from fairfront.search.constraints import ConstraintFunction
 from fairfront.search.executor import Executor, Ticket, TrialError
 from fairfront.search.front import ParetoFront
 from fairfront.search.hints import resume_command
@@ -83,11 +84,15 @@ class Scheduler:
         lease: the driver's lease on the study, refreshed every turn.
         prepared: the prepared study every trial reads.
         write_report: stores each COMPLETE trial's report, in the transaction that tells it.
+        constraints: the ``[constraints]`` values of a COMPLETE trial's objective values, stored
+            with the trial (``Trial.set_constraint``) before it is told, so the samplers see them.
     """
 
     def __init__(self, study: optuna.Study, sf: StudyFile, executor: Executor, options: RunOptions,
-                 lease: DriverLease, *, prepared: Prepared, write_report: ReportWriter):
+                 lease: DriverLease, *, prepared: Prepared, write_report: ReportWriter,
+                 constraints: ConstraintFunction | None = None):
         self.study, self.sf, self.executor, self.lease = study, sf, executor, lease
+        self.constraints = constraints
         self.prepared, self.trial_fn, self.write_report = prepared, options.trial_fn, write_report
         self.log, self.stats = options.log, options.stats
         self.resume_hint = resume_command(study.study_name, options)
@@ -199,22 +204,37 @@ class Scheduler:
                 self._fail(flight, overdue.reason, "")
 
     def _complete(self, flight: Flight, outcome: TrialOutcome) -> None:
-        self._tell_complete(flight, outcome, self.sf.objectives.names)
+        feasible = self._tell_complete(flight, outcome, self.sf.objectives.names)
         self.stats.told += 1
         self.complete += 1
-        self.front.add(outcome.values)
+        if feasible:  # with [constraints] the front is the feasible one, as study.best_trials is
+            self.front.add(outcome.values)
         self.log(f"trial {flight.trial.number} COMPLETE in {time.monotonic() - flight.first_submitted:.0f}s: "
                  + report.format_values(self.sf.objectives.names, outcome.values)
+                 + ("" if feasible else " (infeasible)")
                  + f" | {self.complete}/{self.target} complete, front {len(self.front)}")
 
-    def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> None:
+    def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> bool:
+        """Tell the study a COMPLETE trial; whether it meets the ``[constraints]`` (True without any)."""
         trial = flight.trial
         with grouped_writes(self.study)():  # a trial's results, report and state: all in one transaction, or none
             self._note_attempts(flight)
             for key, value in outcome.attrs.items():
                 trial.set_user_attr(key, value)
+            feasible = self._mark_constraints(trial, outcome.values)
             self.write_report(trial, outcome, names)  # artifacts attach only to a trial still running
             self.study.tell(trial, outcome.values)
+        return feasible
+
+    def _mark_constraints(self, trial: optuna.Trial, values: list[float]) -> bool:
+        if self.constraints is None:
+            return True
+        marks = self.constraints(values)
+        for name, value in marks.items():
+            trial.set_constraint(name, value)
+        feasible = all(v <= 0.0 for v in marks.values())
+        trial.set_user_attr(FEASIBLE_ATTR, feasible)
+        return feasible
 
     def _fail(self, flight: Flight, reason: str, trace: str) -> None:
         trial = flight.trial

@@ -24,6 +24,7 @@ from fairfront.objectives.training.loop import TrainSettings
 from fairfront.objectives.training.models import MINILM, TINY, ModelSpec
 from fairfront.objectives.training.prepare import PrepareSpec
 from fairfront.objectives.training.trial import TrialSpec
+from fairfront.search.constraints import Constraints
 from fairfront.search.samplers import SAMPLERS
 from fairfront.spaces.registry import families_for_task
 from fairfront.spaces.space import CompressionConfig, SearchSpace
@@ -108,6 +109,7 @@ class StudyFile:
     text: str
     path: str | None = None
     bias: BiasSettings = BiasSettings()
+    constraints: Constraints = Constraints()
 
     @property
     def prepare_spec(self) -> PrepareSpec:
@@ -154,6 +156,7 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
     space = SearchSpace.from_table(root.table("space", required=True))
     execution = Execution.from_table(root.table("execution"))
     bias = BiasSettings.from_table(root.table("bias"), base_dir=base_dir)
+    constraints = Constraints.from_table(root.table("constraints"), objectives)
     root.done()
     check_objectives(bias, objectives.bias)
     if data is None:  # a masked_lm study
@@ -161,7 +164,8 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
     else:
         _check_intrinsic(model, bias)
         _check_groups(space, data)
-    return StudyFile(study, objectives, model, data, teacher, student, space, execution, text, bias=bias)
+    return StudyFile(study, objectives, model, data, teacher, student, space, execution, text, bias=bias,
+                     constraints=constraints)
 
 
 def _check_intrinsic(model: ModelSpec, bias: BiasSettings) -> None:

@@ -369,6 +369,11 @@ def test_masked_lm_study_end_to_end(assets, tmp_path, cache_dir):
         assert intrinsic["crows_pairs"]["test"]["n_pairs"] == 3
         assert a["test"]["bias"]["crows_pairs"] == intrinsic["crows_pairs"]["test"]["headline"]["bias"]
     assert study.user_attrs["fairfront.data"].startswith("intrinsic:")
+    teacher = study.user_attrs["fairfront.teacher"]  # the pretrained masked LM, scored as a trial is
+    for name in ("stereoset", "crows_pairs"):
+        assert teacher["validation"]["bias"][name] == teacher["intrinsic"][name]["dense"]["validation"]["headline"][
+            "bias"]
+    assert teacher["size"]["nonzero_params"] > max(t.values[1] for t in complete)
 
 
 def test_classification_trial_scores_crows_pairs(assets):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from fairfront.objectives.measures.objectives import ObjectiveSpec
     from fairfront.objectives.training.prepare import Prepared
 
-__all__ = ["measure_size", "score_split", "add_intrinsic", "objective_values"]
+__all__ = ["measure_size", "score_split", "add_intrinsic", "record_intrinsic", "objective_values"]
 
 LATENCY_BATCH_SIZES = (1, 32)
 """The batch sizes whose CPU latency a trial measures (the ``latency_b<k>_ms`` size measures)."""
@@ -143,7 +143,7 @@ def add_intrinsic(report: TrialReport, prepared: Prepared, model: torch.nn.Modul
     split scores get the benchmark's headline bias (and, for StereoSet, its language-modeling
     scores as accuracy measures), which is what the objectives read from the validation half.
     """
-    from fairfront.objectives.measures.intrinsic.halves import HALVES, score_halves
+    from fairfront.objectives.measures.intrinsic.halves import score_halves
 
     started = time.perf_counter()
     cache: dict = {}
@@ -158,8 +158,19 @@ def add_intrinsic(report: TrialReport, prepared: Prepared, model: torch.nn.Modul
     settings = prepared.intrinsic
     scores = score_halves(model_for, prepared.tokenizer, prepared.intrinsic_halves, limit=settings.get("limit"),
                           batch_size=settings.get("batch_size", 64), device=device, bf16=settings.get("bf16", False))
-    report.intrinsic = {name: json_safe({**parts, "dense": prepared.intrinsic_dense.get(name)})
-                        for name, parts in scores.items()}
+    record_intrinsic(report, scores, dense=prepared.intrinsic_dense)
+    report.intrinsic_s = time.perf_counter() - started
+
+
+def record_intrinsic(report: TrialReport, scores: dict[str, dict[str, dict]], *, dense: dict[str, dict]) -> None:
+    """Put the benchmarks' ``scores`` (``{name: {half: result}}``) into ``report``, beside the dense model's.
+
+    Each half's split scores get the benchmark's headline bias (and StereoSet's language-modeling
+    scores as accuracy measures), read by the same measures for a trial and for the dense teacher.
+    """
+    from fairfront.objectives.measures.intrinsic.halves import HALVES
+
+    report.intrinsic = {name: json_safe({**parts, "dense": dense.get(name)}) for name, parts in scores.items()}
     for half in HALVES:
         inputs = MeasureInputs(intrinsic=scores, half=half)
         scored = report.split(half)
@@ -168,7 +179,6 @@ def add_intrinsic(report: TrialReport, prepared: Prepared, model: torch.nn.Modul
                     if m.benchmark in scores}
         if accuracy:
             scored.accuracy = {**(scored.accuracy or {}), **accuracy}
-    report.intrinsic_s = time.perf_counter() - started
 
 
 def _number(value: float | None) -> float | None:
