@@ -109,7 +109,7 @@ def interval(report: TrialReport, objective: Objective, split: str) -> tuple[flo
 
 
 def _columns(objs: list[Objective]) -> list[str]:
-    columns = ["trial", *(o.name for o in objs), *(f"test_{o.name}" for o in objs if o.kind != "size")]
+    columns = ["trial", *(o.name for o in objs), *(f"test_{o.name}" for o in objs if o.kind != "size"), "degenerate"]
     for o in objs:
         if o.kind == "bias":
             columns += [f"{o.name}_ci_low", f"{o.name}_ci_high", f"test_{o.name}_ci_low", f"test_{o.name}_ci_high"]
@@ -120,6 +120,8 @@ def _row(trial: FrozenTrial, objs: list[Objective]) -> dict[str, Any]:
     report = trial_report(trial)
     row: dict[str, Any] = {"trial": trial.number, **{o.name: v for o, v in zip(objs, trial.values)}}
     row.update({f"test_{o.name}": split_value(report, o, "test") for o in objs if o.kind != "size"})
+    row["degenerate"] = bool((report.validation.degenerate or {}).get("flagged")) if "validation" in report.splits \
+        else False
     for o in objs:
         if o.kind == "bias":
             row[f"{o.name}_ci_low"], row[f"{o.name}_ci_high"] = interval(report, o, "validation")
@@ -146,13 +148,15 @@ def _param_column(trials: list[FrozenTrial], name: str) -> pd.Series:
 def front_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per front trial, in :func:`~fairfront.search.report.front_trials` order.
 
-    Columns: the objective values (validation split), their test-split values, the bias
-    objectives' intervals on both splits, then the parameters.
+    Columns: the objective values (validation split), their test-split values, ``degenerate``
+    (the model predicts one class or is near chance on validation), the bias objectives'
+    intervals on both splits, then the parameters.
     """
     objs = objectives(study)
     trials = front_trials(study)
     columns = _columns(objs)
     params = sorted({name for t in trials for name in t.params})
     frame = pd.DataFrame.from_records([_row(t, objs) for t in trials], columns=columns)
-    frame = frame.astype({c: float for c in columns if c != "trial"}).astype({"trial": int})
+    frame = frame.astype({c: float for c in columns if c not in ("trial", "degenerate")})
+    frame = frame.astype({"trial": int, "degenerate": bool})
     return pd.concat([frame, *(_param_column(trials, p) for p in params)], axis=1)

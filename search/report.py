@@ -9,7 +9,11 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["FRONT_FORMATS", "format_value", "format_values", "front_trials", "front_table", "front_text", "status_text"]
+__all__ = ["FRONT_FORMATS", "format_value", "format_values", "front_trials", "front_table", "front_text", "status_text",
+           "trial_warnings", "is_degenerate", "DEGENERATE_MARK"]
+
+DEGENERATE_MARK = "!"
+"""Suffix of a trial number in ``front`` / ``status`` when the trial's model is degenerate on validation."""
 
 FRONT_FORMATS = ("table", "csv", "json", "parquet")
 """``fairfront front --format``: the text table, or every column (values on both splits, intervals,
@@ -36,6 +40,27 @@ def _params_text(params: dict) -> str:
     return " ".join(parts)
 
 
+def is_degenerate(attrs: dict) -> bool:
+    """Whether a trial's model predicts one class or is near chance on the validation split."""
+    flags = (attrs.get("validation") or {}).get("degenerate") or {}
+    return bool(flags.get("flagged"))
+
+
+def trial_warnings(attrs: dict) -> list[str]:
+    """What a user must know about a trial's measures: groups or classes left out, a degenerate model."""
+    lines = []
+    for split in ("validation", "test"):
+        scores = attrs.get(split) or {}
+        lines += [f"{split}: {line}" for line in (scores.get("fairness") or {}).get("warnings", [])]
+        flags = scores.get("degenerate") or {}
+        if flags.get("flagged"):
+            what = "predicts one class" if flags.get("one_class") else "is near chance"
+            lines.append(f"{split}: a trial's model {what} (balanced accuracy {flags.get('balanced_accuracy', 0):.3f}, "
+                         f"chance {flags.get('chance', 0):.3f}); its bias values say nothing; marked "
+                         f"{DEGENERATE_MARK!r} in front and status")
+    return lines
+
+
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The non-dominated COMPLETE trials, best first objective first (ties: lower trial number first).
 
@@ -52,11 +77,15 @@ def front_table(study: optuna.Study, *, with_params: bool = True) -> str:
     if not best:
         return "no COMPLETE trials yet"
     header = ["trial"] + list(names) + (["parameters"] if with_params else [])
-    rows = [[str(t.number)] + [format_value(n, v) for n, v in zip(names, t.values)]
+    rows = [[str(t.number) + (DEGENERATE_MARK if is_degenerate(t.user_attrs) else "")]
+            + [format_value(n, v) for n, v in zip(names, t.values)]
             + ([_params_text(t.params)] if with_params else []) for t in best]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    if any(r[0].endswith(DEGENERATE_MARK) for r in rows):
+        lines.append(f"{DEGENERATE_MARK} degenerate: the model predicts one class or is within "
+                     "0.05 of chance balanced accuracy on validation; its bias values say nothing")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.data import datasets as ds
 from fairfront.objectives.data.synthetic import CITATION as SYNTHETIC_CITATION
 from fairfront.objectives.data.synthetic import make_occupation_bios
+from fairfront.objectives.measures.group_fairness import SMALL_GROUP_POLICIES
 
 __all__ = ["DataSpec", "EncodedSplit", "load_task", "encode_splits", "SPLITS"]
 
@@ -50,6 +51,9 @@ class DataSpec:
     max_train: int | None = None
     max_eval: int | None = None
     seed: int = 0
+    min_group_size: int = 1
+    small_groups: str = "exclude"
+    split_group_column: str | None = None
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path) -> DataSpec:
@@ -58,7 +62,9 @@ class DataSpec:
         source = t.string("source", choices=allowed)
         kw: dict = {"source": source, "seed": t.integer("seed", 0, low=0),
                     "max_train": t.integer("max_train", None, low=10),
-                    "max_eval": t.integer("max_eval", None, low=10)}
+                    "max_eval": t.integer("max_eval", None, low=10),
+                    "min_group_size": t.integer("min_group_size", 1, low=1, high=1_000_000),
+                    "small_groups": t.string("small_groups", "exclude", choices=SMALL_GROUP_POLICIES)}
         if source == SYNTHETIC:
             kw["n_examples"] = t.integer("n_examples", 3000, low=50, high=1_000_000)
             kw["ambiguous_fraction"] = t.number("ambiguous_fraction", 0.25, low=0.0, high=1.0)
@@ -76,6 +82,11 @@ class DataSpec:
             kw["label_column"] = t.string("label_column")
             kw["group_column"] = t.string("group_column", None)
             kw["split_column"] = t.string("split_column", None)
+            if source == "file":
+                kw["split_group_column"] = t.string("split_group_column", None)
+            if kw.get("split_group_column") is not None and kw["split_column"] is not None:
+                raise ConfigError(t.key("split_group_column"), message="split_group_column makes the splits; the "
+                                  "data already has them (split_column): give one of the two")
         else:
             options = t.table("options")
             allowed = ds.DATASETS[source].options
@@ -96,7 +107,7 @@ class DataSpec:
             header = _read_header(Path(self.path))
         except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
             raise ConfigError(t.key("path"), self.path, f"a readable CSV/TSV/JSONL/Parquet file ({err})") from None
-        for key in ("text_column", "label_column", "group_column", "split_column"):
+        for key in ("text_column", "label_column", "group_column", "split_column", "split_group_column"):
             column = getattr(self, key)
             if column is not None and column not in header:
                 raise ConfigError(t.key(key), column, "a column of " + Path(self.path).name + ": "
@@ -114,6 +125,10 @@ class DataSpec:
         that cannot be found gets no digest; preparing it then fails with the loader's message.
         """
         out = dataclasses.asdict(self)
+        for key in ("min_group_size", "small_groups"):  # how groups are measured, not what the teacher sees
+            del out[key]
+        if self.split_group_column is None:  # keeps the fingerprint of studies from before the key
+            del out["split_group_column"]
         if self.source == "file":
             out["content"] = ds.content_digest(self.path)
         elif self.source in ds.DATASETS:
@@ -149,7 +164,8 @@ def load_task(spec: DataSpec) -> ds.TextDataset:
                               group_names=tuple(sorted(frame["group"].unique())), citation=SYNTHETIC_CITATION)
     elif spec.source == "file":
         data = ds.load_table(spec.path, text_column=spec.text_column, label_column=spec.label_column,
-                             group_column=spec.group_column, split_column=spec.split_column, seed=spec.seed)
+                             group_column=spec.group_column, split_column=spec.split_column, seed=spec.seed,
+                             split_group_column=spec.split_group_column)
     elif spec.source == "hf":
         data = ds.load_hf(spec.name, text_column=spec.text_column, label_column=spec.label_column,
                           group_column=spec.group_column, seed=spec.seed)

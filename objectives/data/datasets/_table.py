@@ -16,7 +16,7 @@ import pandas as pd
 
 from fairfront.errors import DataError
 from fairfront.objectives.data.datasets._dataset import TextDataset, string_column
-from fairfront.objectives.data.datasets._split import stratified_split
+from fairfront.objectives.data.datasets._split import group_stratified_split, stratified_split
 
 __all__ = ["FORMATS", "SPLIT_ALIASES", "load_table"]
 
@@ -35,7 +35,7 @@ _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
 
 def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: str, group_column: str | None = None,
-               split_column: str | None = None, seed: int = 0) -> TextDataset:
+               split_column: str | None = None, seed: int = 0, split_group_column: str | None = None) -> TextDataset:
     """Read a table of labelled texts, choosing the format by the file ending.
 
     Formats: ``.csv`` (comma-separated, quoted fields), ``.tsv`` (tab-separated **without**
@@ -56,6 +56,8 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
         split_column: Column holding the split; values such as ``train``, ``dev``, ``valid``,
             ``validation``, ``test`` (see :data:`SPLIT_ALIASES`).
         seed: Seed of the stratified split when there is no ``split_column``.
+        split_group_column: Rows sharing its value land in the same split
+            (:func:`group_stratified_split`, stratified by label as far as whole units allow).
 
     Raises:
         DataError: the file is missing or unreadable, a named column is missing (the message
@@ -72,7 +74,8 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
         raise DataError(f"data file not found: {path}")
     raw = read_table(path)
     return build_dataset(path.stem, raw, origin=path.name, text_column=text_column, label_column=label_column,
-                         group_column=group_column, split_column=split_column, seed=seed)
+                         group_column=group_column, split_column=split_column, seed=seed,
+                         split_group_column=split_group_column)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -103,10 +106,12 @@ def read_table(path: Path) -> pd.DataFrame:
 def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str, label_column: str,
                   group_column: str | None, split_column: str | None, seed: int,
                   label_names: Sequence[str] | None = None, group_names: Sequence[str] | None = None,
-                  citation: str = "", fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> TextDataset:
+                  citation: str = "", fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                  split_group_column: str | None = None) -> TextDataset:
     """Turn a raw table with named columns into a :class:`TextDataset` (shared by the loaders)."""
     for role, column in (("text_column", text_column), ("label_column", label_column),
-                         ("group_column", group_column), ("split_column", split_column)):
+                         ("group_column", group_column), ("split_column", split_column),
+                         ("split_group_column", split_group_column)):
         if column is not None and column not in raw.columns:
             raise DataError(f"{origin}: no column {column!r} ({role}); columns are: "
                             f"{', '.join(map(str, raw.columns))}")
@@ -123,6 +128,9 @@ def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str
     frame = pd.DataFrame({"text": text, "label": label, "group": group})
     if split_column is not None:
         frame["split"] = _map_splits(string_column(raw[split_column]), origin, split_column)
+    elif split_group_column is not None:
+        frame["unit"] = string_column(raw[split_group_column])
+        frame = group_stratified_split(frame, "unit", fractions=fractions, seed=seed).drop(columns=["unit"])
     else:
         frame = stratified_split(frame, fractions=fractions, seed=seed)
     names = tuple(label_names) if label_names is not None else ordered_names(frame["label"])

@@ -1,0 +1,197 @@
+"""Small groups, groups and classes that drop out of a measure, group-aware splits, degenerate models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairfront.errors import ConfigError
+from fairfront.objectives.data.datasets import load_table
+from fairfront.objectives.data.datasets._split import group_stratified_split
+from fairfront.objectives.measures import group_fairness as gf
+from fairfront.objectives.measures.registry import MEASURES, MeasureInputs
+from fairfront.objectives.measures.scoring import degeneracy
+from fairfront.search import report
+from fairfront.search.studyfile import parse_study_text
+from fairfront.spaces.space import CompressionConfig
+
+from conftest import tiny_study_text
+
+
+def _two_big_groups_and_a_tiny_one():
+    """Groups a and b (40 each, TPR 0.8 and 0.7) and c: 2 positives, both missed (TPR 0)."""
+    y, pred, g = [], [], []
+    for name, hits in (("a", 16), ("b", 14)):
+        y += [1] * 20 + [0] * 20
+        pred += [1] * hits + [0] * (20 - hits) + [0] * 20
+        g += [name] * 40
+    y += [1, 1, 0, 0, 0]
+    pred += [0, 0, 0, 0, 0]
+    g += ["c"] * 5
+    return np.array(y), np.array(pred), np.array(g, dtype=object)
+
+
+def test_a_tiny_group_no_longer_decides_the_tpr_gap() -> None:
+    y, pred, g = _two_big_groups_and_a_tiny_one()
+    today = gf.fairness_report(y, pred, sensitive_features=g, n_resamples=50)
+    assert today["measures"]["tpr_gap"] == pytest.approx(0.8)  # group c's two positives decide it
+    guarded = gf.fairness_report(y, pred, sensitive_features=g, n_resamples=50, min_group_size=10)
+    assert guarded["measures"]["tpr_gap"] == pytest.approx(0.1)
+    assert guarded["excluded_groups"] == {"c": 5}
+    assert guarded["group_rates"]["c"]["tpr"] is None
+    assert any("'c' (5)" in line and "left out" in line for line in guarded["warnings"])
+    assert guarded["ci"]["tpr_gap"][1] < 0.5  # the interval no longer reaches c's TPR of 0
+
+
+def test_small_groups_can_be_merged_into_other() -> None:
+    y, pred, g = _two_big_groups_and_a_tiny_one()
+    g = np.concatenate([g, ["d"] * 6])
+    y, pred = np.concatenate([y, [1] * 3 + [0] * 3]), np.concatenate([pred, [1] * 3 + [0] * 3])
+    out = gf.fairness_report(y, pred, sensitive_features=g, n_resamples=0, min_group_size=10, small_groups="merge")
+    assert out["groups"] == ["a", "b", "other"]
+    assert out["merged_groups"] == {"c": 5, "d": 6}
+    assert out["group_counts"]["other"] == 11
+    # other has 5 positives (< 10): its TPR is still left out, so the gap is a vs b
+    assert out["measures"]["tpr_gap"] == pytest.approx(0.1)
+    assert out["group_rates"]["other"]["accuracy"] == pytest.approx(9 / 11)
+
+
+def test_the_registry_measure_uses_the_same_rule() -> None:
+    y, pred, g = _two_big_groups_and_a_tiny_one()
+    names = ("a", "b", "c")
+    ids = np.array([names.index(x) for x in g])
+    for size, expected in ((1, 0.8), (10, 0.1)):
+        inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=ids, group_names=names, min_group_size=size)
+        assert MEASURES["tpr_gap"].compute(inputs) == pytest.approx(expected)
+
+
+def test_a_group_or_class_that_drops_out_is_named() -> None:
+    y = np.array([1, 0, 1, 0, 0, 0])
+    pred = np.array([1, 0, 0, 0, 1, 0])
+    g = np.array(["a", "a", "b", "b", "c", "c"], dtype=object)
+    out = gf.fairness_report(y, pred, sensitive_features=g, n_resamples=0, all_groups=["a", "b", "c", "d"])
+    lines = "\n".join(out["warnings"])
+    assert "group 'd' has no example in this split" in lines
+    assert "'c' (0)" in lines and "TPR" in lines  # c has no positives: out of the TPR gap
+    three = gf.fairness_report([0, 1, 2, 0, 1], [0, 1, 2, 0, 0], sensitive_features=list("aaabb"), n_resamples=0)
+    assert any("class '2'" in line and "'b' (0)" in line for line in three["warnings"])
+
+
+def test_bad_group_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="min_group_size"):
+        gf.fairness_report([0, 1], [0, 1], sensitive_features=["a", "b"], min_group_size=0)
+    with pytest.raises(ValueError, match="small_groups"):
+        gf.fairness_report([0, 1], [0, 1], sensitive_features=["a", "b"], small_groups="drop")
+
+
+@pytest.mark.parametrize("line,message", [
+    ("min_group_size = 0", "data.min_group_size = 0"),
+    ('min_group_size = "ten"', "data.min_group_size = 'ten'"),
+    ('small_groups = "drop"', "data.small_groups = 'drop'"),
+])
+def test_bad_data_keys_are_one_error_line(line: str, message: str, tmp_path: Path) -> None:
+    text = tiny_study_text().replace("n_examples = 500", "n_examples = 500\n" + line)
+    with pytest.raises(ConfigError) as info:
+        parse_study_text(text, base_dir=tmp_path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_group_keys_reach_the_trial_but_not_the_fingerprint(tmp_path: Path) -> None:
+    base = parse_study_text(tiny_study_text(), base_dir=tmp_path)
+    extra = 'n_examples = 500\nmin_group_size = 25\nsmall_groups = "merge"'
+    text = tiny_study_text().replace("n_examples = 500", extra)
+    sf = parse_study_text(text, base_dir=tmp_path)
+    spec = sf.trial_spec(CompressionConfig(), 0)
+    assert (spec.min_group_size, spec.small_groups) == (25, "merge")
+    assert sf.prepare_spec.fingerprint() == base.prepare_spec.fingerprint()
+
+
+# ----------------------------------------------------------------------------------------------
+# group-aware splits
+
+
+def _units_frame(rng: np.random.Generator, n_units: int) -> pd.DataFrame:
+    sizes = rng.integers(1, 12, size=n_units)
+    unit = np.repeat(np.arange(n_units), sizes)
+    label = np.where(rng.random(len(unit)) < rng.uniform(0.1, 0.5), "pos", "neg")
+    return pd.DataFrame({"text": [f"text {i}" for i in range(len(unit))], "label": label,
+                         "author": [f"u{u}" for u in unit]})
+
+
+def test_a_group_aware_split_never_splits_a_group_and_keeps_labels_stratified() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        frame = _units_frame(rng, int(rng.integers(20, 120)))
+        out = group_stratified_split(frame, "author", seed=trial)
+        assert out.groupby("author")["split"].nunique().max() == 1
+        assert set(out["split"]) <= {"train", "validation", "test"}
+        assert (out["split"] == "train").mean() > 0.6
+    big = _units_frame(np.random.default_rng(1), 600)
+    out = group_stratified_split(big, "author", seed=3)
+    shares = out.groupby("split")["label"].apply(lambda s: (s == "pos").mean())
+    overall = (big["label"] == "pos").mean()
+    assert (shares - overall).abs().max() < 0.03
+    sizes = out["split"].value_counts(normalize=True)
+    assert sizes["validation"] == pytest.approx(0.1, abs=0.02) and sizes["test"] == pytest.approx(0.1, abs=0.02)
+
+
+def test_a_group_aware_split_does_not_depend_on_row_order() -> None:
+    frame = _units_frame(np.random.default_rng(5), 80)
+    a = group_stratified_split(frame, "author", seed=1)["split"]
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    b = group_stratified_split(shuffled, "author", seed=1)["split"].reindex(frame.index)
+    assert (a == b).all()
+
+
+def test_split_group_column_from_a_study_file(tmp_path: Path) -> None:
+    frame = _units_frame(np.random.default_rng(2), 150)
+    frame["gender"] = np.where(np.arange(len(frame)) % 2 == 0, "f", "m")
+    frame.to_csv(tmp_path / "posts.csv", index=False)
+    data = load_table(tmp_path / "posts.csv", text_column="text", label_column="label", group_column="gender",
+                      split_group_column="author")
+    joined = data.frame.assign(author=frame["author"].to_numpy())
+    assert joined.groupby("author")["split"].nunique().max() == 1
+    text = tiny_study_text().replace('source = "synthetic-occupations"\nn_examples = 500',
+                                     'source = "file"\npath = "posts.csv"\ntext_column = "text"\n'
+                                     'label_column = "label"\ngroup_column = "gender"\nsplit_group_column = "writer"')
+    with pytest.raises(ConfigError, match="data.split_group_column = 'writer'"):
+        parse_study_text(text, base_dir=tmp_path)
+    sf = parse_study_text(text.replace('"writer"', '"author"'), base_dir=tmp_path)
+    plain = parse_study_text(text.replace('split_group_column = "writer"', ""), base_dir=tmp_path)
+    assert sf.prepare_spec.fingerprint() != plain.prepare_spec.fingerprint()
+
+
+# ----------------------------------------------------------------------------------------------
+# degenerate models
+
+
+def test_a_one_class_model_is_flagged_and_a_real_one_is_not() -> None:
+    y = np.array([0] * 95 + [1] * 5)
+    majority = degeneracy(y, np.zeros(100, dtype=int))
+    assert majority["one_class"] and majority["flagged"]
+    assert majority["balanced_accuracy"] == pytest.approx(0.5)
+    good = degeneracy(y, y.copy())
+    assert not good["flagged"] and good["balanced_accuracy"] == 1.0
+    rng = np.random.default_rng(0)
+    coin = degeneracy(np.array([0, 1, 2] * 100), rng.integers(0, 3, size=300))
+    assert coin["near_chance"] and not coin["one_class"] and coin["chance"] == pytest.approx(1 / 3)
+
+
+def test_front_and_status_mark_a_degenerate_trial() -> None:
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "size"])
+    flags = [{"flagged": True, "one_class": True, "balanced_accuracy": 0.5, "chance": 0.5},
+             {"flagged": False, "one_class": False, "balanced_accuracy": 0.9, "chance": 0.5}]
+    for values, flag in zip(([0.95, 10.0], [0.9, 5.0]), flags):
+        trial = study.ask()
+        trial.set_user_attr("validation", {"degenerate": flag})
+        study.tell(trial, values)
+    table = report.front_table(study)
+    assert "0!" in table and "1!" not in table and "degenerate" in table
+    warnings = report.trial_warnings({"validation": {"degenerate": flags[0]}})
+    assert len(warnings) == 1 and "predicts one class" in warnings[0]
