@@ -109,11 +109,11 @@ def interval(report: TrialReport, objective: Objective, split: str) -> tuple[flo
 
 
 def _columns(objs: list[Objective]) -> list[str]:
-    columns = ["trial", *(o.name for o in objs), *(f"test_{o.name}" for o in objs if o.kind != "size"), "degenerate"]
+    columns = ["trial", *(o.name for o in objs), *(f"test_{o.name}" for o in objs if o.kind != "size")]
     for o in objs:
         if o.kind == "bias":
             columns += [f"{o.name}_ci_low", f"{o.name}_ci_high", f"test_{o.name}_ci_low", f"test_{o.name}_ci_high"]
-    return columns
+    return [*columns, "degenerate"]
 
 
 def _row(trial: FrozenTrial, objs: list[Objective]) -> dict[str, Any]:
@@ -148,9 +148,9 @@ def _param_column(trials: list[FrozenTrial], name: str) -> pd.Series:
 def front_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per front trial, in :func:`~fairfront.search.report.front_trials` order.
 
-    Columns: the objective values (validation split), their test-split values, ``degenerate``
-    (the model predicts one class or is near chance on validation), the bias objectives'
-    intervals on both splits, then the parameters.
+    Columns: the objective values (validation split), their test-split values, the bias
+    objectives' intervals on both splits, ``degenerate`` (the model predicts one class or is near
+    chance on validation), then the parameters.
     """
     objs = objectives(study)
     trials = front_trials(study)

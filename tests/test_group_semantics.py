@@ -195,3 +195,130 @@ def test_front_and_status_mark_a_degenerate_trial() -> None:
     assert "0!" in table and "1!" not in table and "degenerate" in table
     warnings = report.trial_warnings({"validation": {"degenerate": flags[0]}})
     assert len(warnings) == 1 and "predicts one class" in warnings[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# the teacher on a skewed dataset
+
+
+def _skewed_study(tmp_path: Path, *, signal: bool, teacher: str = "") -> str:
+    """A 95/5 dataset; with ``signal`` the rare class is marked by a word, else labels are noise."""
+    rng = np.random.default_rng(0)
+    words = np.array(["red", "blue", "green", "tall", "short", "old", "new", "big", "small", "warm"])
+    rows = []
+    for i in range(600):
+        rare = i % 20 == 0
+        text = " ".join(rng.choice(words, size=6)) + (" zebra" if rare and signal else "")
+        rows.append({"text": text, "label": "rare" if rare else "common", "group": "ab"[i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "skewed.csv", index=False)
+    return tiny_study_text().replace(
+        'source = "synthetic-occupations"\nn_examples = 500',
+        'source = "file"\npath = "skewed.csv"\ntext_column = "text"\nlabel_column = "label"\ngroup_column = "group"',
+    ).replace("epochs = 3.0\n", "epochs = 3.0\n" + teacher, 1).replace("epochs = 3.0\nepochs", "epochs", 1)
+
+
+def test_a_one_class_teacher_is_warned_about(tmp_path: Path) -> None:
+    import torch
+
+    from fairfront.objectives.training.prepare import compute
+
+    sf = parse_study_text(_skewed_study(tmp_path, signal=False), base_dir=tmp_path)
+    lines: list[str] = []
+    prepared = compute(sf.prepare_spec, log=lines.append, device=torch.device("cpu"))
+    assert len(np.unique(prepared.dense_predictions("validation"))) == 1
+    assert any(line.startswith("warning: the dense teacher predicts only class 'common'") for line in lines), lines
+
+
+def test_the_teacher_loss_is_validated_fingerprinted_and_trains(tmp_path: Path) -> None:
+    import torch
+
+    from fairfront.objectives.training.prepare import compute
+
+    plain = parse_study_text(_skewed_study(tmp_path, signal=True), base_dir=tmp_path)
+    balanced = parse_study_text(_skewed_study(tmp_path, signal=True, teacher='epochs = 8\nloss = "class_balanced"\n'
+                                              "loss_parameter = 0.9999\n"), base_dir=tmp_path)
+    assert balanced.teacher.loss == "class_balanced" and balanced.teacher.loss_parameter == 0.9999
+    assert plain.prepare_spec.fingerprint() != balanced.prepare_spec.fingerprint()
+    for bad, message in (('loss = "hinge"', "teacher.loss = 'hinge'"),
+                         ('loss = "focal"\nloss_parameter = 9.0', "teacher.loss_parameter = 9.0"),
+                         ("loss_parameter = 0.5", "teacher.loss_parameter")):
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            parse_study_text(_skewed_study(tmp_path, signal=True, teacher=bad + "\n"), base_dir=tmp_path)
+    lines: list[str] = []
+    prepared = compute(balanced.prepare_spec, log=lines.append, device=torch.device("cpu"))
+    flags = degeneracy(prepared.splits["validation"].labels, prepared.dense_predictions("validation"))
+    assert not flags["flagged"], (flags, lines)
+    assert not any("warning: the dense teacher" in line for line in lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# several sensitive attributes, overlapping groups
+
+
+def _two_attributes(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = 800
+    gender = rng.choice(["female", "male"], size=n)
+    race = rng.choice(["black", "white", "asian"], size=n)
+    y = rng.integers(0, 2, size=n)
+    miss = rng.random(n) < np.where((gender == "female") & (race == "black"), 0.5, 0.15)
+    pred = np.where(miss, 1 - y, y)
+    return y, pred, gender, race
+
+
+def test_measures_per_attribute_and_over_the_intersection_match_fairlearn() -> None:
+    from fairlearn.metrics import equal_opportunity_difference as fl_eod
+
+    y, pred, gender, race = _two_attributes()
+    names = gf.intersection_labels([gender, race])
+    assert "female&black" in set(names)
+    per = gf.attribute_reports(y, pred, groups=names, attributes=["gender", "race"], n_resamples=0)
+    joint = gf.fairness_report(y, pred, sensitive_features=names, n_resamples=0)
+    for report_, features in ((per["gender"], gender), (per["race"], race),
+                              (joint, pd.DataFrame({"g": gender, "r": race}))):
+        assert report_["measures"]["tpr_gap"] == pytest.approx(fl_eod(y, pred, sensitive_features=features))
+    worst = gf.objective_measures(joint, per, "max")
+    assert worst["tpr_gap"] == max(per["gender"]["measures"]["tpr_gap"], per["race"]["measures"]["tpr_gap"])
+    assert gf.objective_measures(joint, per, "intersection")["tpr_gap"] == joint["measures"]["tpr_gap"]
+    assert joint["measures"]["tpr_gap"] > worst["tpr_gap"]  # the intersection finds the group the margins hide
+
+
+def test_overlapping_groups_are_each_measured_over_their_members() -> None:
+    y = np.array([1, 1, 1, 1, 0, 0, 1, 1])
+    pred = np.array([1, 0, 1, 1, 0, 1, 0, 0])
+    women = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    black = np.array([0, 1, 1, 1, 1, 0, 0, 1])
+    out = gf.membership_report(y, pred, membership={"target_women": women, "target_black": black}, n_resamples=20)
+    tpr = {g: (pred[(m == 1) & (y == 1)] == 1).mean() for g, m in (("target_women", women), ("target_black", black))}
+    assert out["group_rates"]["target_women"]["tpr"] == pytest.approx(tpr["target_women"])
+    assert out["group_rates"]["target_black"]["tpr"] == pytest.approx(tpr["target_black"])
+    assert out["measures"]["tpr_gap"] == pytest.approx(abs(tpr["target_women"] - tpr["target_black"]))
+    assert out["group_counts"] == {"target_black": 5, "target_women": 4}
+    assert out["n"] == 7 and out["n_memberships"] == 9  # row 5 is in no group; rows 1, 2 in both
+
+
+def test_a_list_of_group_columns_gives_intersectional_groups(tmp_path: Path) -> None:
+    y, pred, gender, race = _two_attributes(1)
+    frame = pd.DataFrame({"text": [f"post number {i}" for i in range(len(y))], "label": y,
+                          "gender": gender, "race": race})
+    frame.loc[3, "race"] = None
+    frame.to_csv(tmp_path / "people.csv", index=False)
+    text = tiny_study_text().replace('source = "synthetic-occupations"\nn_examples = 500',
+                                     'source = "file"\npath = "people.csv"\ntext_column = "text"\n'
+                                     'label_column = "label"\ngroup_column = ["gender", "race"]\n'
+                                     'group_objective = "max"')
+    sf = parse_study_text(text, base_dir=tmp_path)
+    assert sf.data.group_column == ("gender", "race")
+    spec = sf.trial_spec(CompressionConfig(), 0)
+    assert spec.group_attributes == ("gender", "race") and spec.group_objective == "max"
+    from fairfront.objectives.data.task import load_task
+
+    data = load_task(sf.data)
+    assert set(data.group_names) == {f"{g}&{r}" for g in ("female", "male") for r in ("asian", "black", "white")}
+    assert pd.isna(data.frame.loc[3, "group"])  # a row missing one attribute has no group
+    for bad, message in (('group_objective = "min"', "data.group_objective = 'min'"),
+                         ('group_column = ["gender", "religion"]', "data.group_column = 'religion'")):
+        edited = text.replace('group_objective = "max"', bad) if "objective" in bad else \
+            text.replace('group_column = ["gender", "race"]', bad)
+        with pytest.raises(ConfigError, match=message):
+            parse_study_text(edited, base_dir=tmp_path)

@@ -26,7 +26,7 @@ from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.data import datasets as ds
 from fairfront.objectives.data.synthetic import CITATION as SYNTHETIC_CITATION
 from fairfront.objectives.data.synthetic import make_occupation_bios
-from fairfront.objectives.measures.group_fairness import SMALL_GROUP_POLICIES
+from fairfront.objectives.measures.group_fairness import GROUP_OBJECTIVES, SMALL_GROUP_POLICIES
 
 __all__ = ["DataSpec", "EncodedSplit", "load_task", "encode_splits", "SPLITS"]
 
@@ -43,7 +43,7 @@ class DataSpec:
     name: str | None = None
     text_column: str = "text"
     label_column: str = "label"
-    group_column: str | None = None
+    group_column: str | tuple[str, ...] | None = None
     split_column: str | None = None
     n_examples: int = 3000
     ambiguous_fraction: float = 0.25
@@ -54,6 +54,7 @@ class DataSpec:
     min_group_size: int = 1
     small_groups: str = "exclude"
     split_group_column: str | None = None
+    group_objective: str = "intersection"
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path) -> DataSpec:
@@ -64,7 +65,8 @@ class DataSpec:
                     "max_train": t.integer("max_train", None, low=10),
                     "max_eval": t.integer("max_eval", None, low=10),
                     "min_group_size": t.integer("min_group_size", 1, low=1, high=1_000_000),
-                    "small_groups": t.string("small_groups", "exclude", choices=SMALL_GROUP_POLICIES)}
+                    "small_groups": t.string("small_groups", "exclude", choices=SMALL_GROUP_POLICIES),
+                    "group_objective": t.string("group_objective", "intersection", choices=GROUP_OBJECTIVES)}
         if source == SYNTHETIC:
             kw["n_examples"] = t.integer("n_examples", 3000, low=50, high=1_000_000)
             kw["ambiguous_fraction"] = t.number("ambiguous_fraction", 0.25, low=0.0, high=1.0)
@@ -80,7 +82,11 @@ class DataSpec:
                 kw["name"] = t.string("name")
             kw["text_column"] = t.string("text_column")
             kw["label_column"] = t.string("label_column")
-            kw["group_column"] = t.string("group_column", None)
+            if source == "file" and isinstance(t.data.get("group_column"), list):
+                columns = t.strings("group_column")
+                kw["group_column"] = columns[0] if len(columns) == 1 else columns
+            else:
+                kw["group_column"] = t.string("group_column", None)
             kw["split_column"] = t.string("split_column", None)
             if source == "file":
                 kw["split_group_column"] = t.string("split_group_column", None)
@@ -108,10 +114,11 @@ class DataSpec:
         except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
             raise ConfigError(t.key("path"), self.path, f"a readable CSV/TSV/JSONL/Parquet file ({err})") from None
         for key in ("text_column", "label_column", "group_column", "split_column", "split_group_column"):
-            column = getattr(self, key)
-            if column is not None and column not in header:
-                raise ConfigError(t.key(key), column, "a column of " + Path(self.path).name + ": "
-                                  + ", ".join(map(str, header)))
+            value = getattr(self, key)
+            for column in value if isinstance(value, tuple) else (value,):
+                if column is not None and column not in header:
+                    raise ConfigError(t.key(key), column, "a column of " + Path(self.path).name + ": "
+                                      + ", ".join(map(str, header)))
 
     @property
     def citation(self) -> str:
@@ -125,7 +132,7 @@ class DataSpec:
         that cannot be found gets no digest; preparing it then fails with the loader's message.
         """
         out = dataclasses.asdict(self)
-        for key in ("min_group_size", "small_groups"):  # how groups are measured, not what the teacher sees
+        for key in ("min_group_size", "small_groups", "group_objective"):  # measuring, not what the teacher sees
             del out[key]
         if self.split_group_column is None:  # keeps the fingerprint of studies from before the key
             del out["split_group_column"]

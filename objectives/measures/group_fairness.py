@@ -76,6 +76,11 @@ __all__ = [
     "group_frame",
     "group_rates",
     "merge_small_groups",
+    "intersection_labels",
+    "attribute_reports",
+    "membership_report",
+    "objective_measures",
+    "GROUP_OBJECTIVES",
     "OTHER_GROUP",
     "SMALL_GROUP_POLICIES",
     "tpr_gap_rms",
@@ -936,3 +941,84 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
                    for gi, gkey in enumerate(group_keys)}
             for ci_, ckey in enumerate(class_keys)}
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# Several sensitive attributes, and groups that overlap
+# --------------------------------------------------------------------------------------------
+
+INTERSECTION_SEPARATOR = "&"
+"""Joins one row's attribute values into its intersectional group name, e.g. ``female&black``."""
+
+GROUP_OBJECTIVES = ("intersection", "max")
+"""``[data] group_objective``: with several attributes, the bias objective is the measure over the
+intersectional groups, or the largest of the per-attribute measures."""
+
+
+def intersection_labels(columns: Sequence[Sequence[Any]]) -> np.ndarray:
+    """One intersectional group name per row (``female&black``); None where any attribute is missing.
+
+    Example:
+        >>> intersection_labels([["f", "m", None], ["x", "y", "y"]]).tolist()
+        ['f&x', 'm&y', None]
+    """
+    frame = pd.DataFrame({i: pd.Series(list(c), dtype="string") for i, c in enumerate(columns)})
+    missing = frame.isna().any(axis=1).to_numpy()
+    joined = frame.fillna("").agg(INTERSECTION_SEPARATOR.join, axis=1).to_numpy(dtype=object)
+    joined[missing] = None
+    return joined
+
+
+def attribute_reports(y_true: Any, y_pred: Any, *, groups: Any, attributes: Sequence[str],
+                      **options: Any) -> dict[str, dict[str, Any]]:
+    """:func:`fairness_report` per attribute, read off intersectional group names.
+
+    ``groups`` holds names made by :func:`intersection_labels` (attribute values in the order of
+    ``attributes``); the report of attribute ``i`` groups the rows by the ``i``-th value, like
+    fairlearn's ``MetricFrame`` with one sensitive feature at a time.
+    """
+    parts = np.array([str(g).split(INTERSECTION_SEPARATOR) for g in np.asarray(groups, dtype=object)], dtype=object)
+    if parts.ndim != 2 or parts.shape[1] != len(attributes):
+        raise ValueError(f"group names must hold one value per attribute ({', '.join(attributes)}) joined by "
+                         f"{INTERSECTION_SEPARATOR!r}")
+    return {name: fairness_report(y_true, y_pred, sensitive_features=parts[:, i], **options)
+            for i, name in enumerate(attributes)}
+
+
+def membership_report(y_true: Any, y_pred: Any, *, membership: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+    """:func:`fairness_report` for groups that overlap (multi-hot: one 0/1 column per group).
+
+    Each group is measured over its members, so a row in two groups counts in both; a row in no
+    group is in no group measure. The rows are repeated once per membership, which gives exactly
+    the per-member counts; the bootstrap then resamples memberships (within each group) rather than
+    rows, which treats a row's two memberships as independent.
+    """
+    n = len(np.ravel(y_true))
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    index, labels = [], []
+    for name, column in membership.items():
+        member = np.asarray(column).astype(float) > 0
+        if len(member) != n:
+            raise ValueError(f"membership column {name!r} has {len(member)} entries for {n} examples")
+        index.append(np.flatnonzero(member))
+        labels += [str(name)] * int(member.sum())
+    rows = np.concatenate(index) if index else np.array([], dtype=np.int64)
+    report = fairness_report(y[rows], p[rows], sensitive_features=np.asarray(labels, dtype=object), **options)
+    report["n"] = int(len(np.unique(rows)))
+    report["n_memberships"] = int(len(rows))
+    return report
+
+
+def objective_measures(intersection: Mapping[str, Any], per_attribute: Mapping[str, Mapping[str, Any]],
+                       how: str) -> dict[str, float | None]:
+    """The group measures a bias objective reads: the intersection's, or the worst attribute's (``"max"``)."""
+    if how not in GROUP_OBJECTIVES:
+        raise ValueError(f"group_objective must be one of {', '.join(GROUP_OBJECTIVES)}, got {how!r}")
+    if how == "intersection" or not per_attribute:
+        return dict(intersection["measures"])
+    out: dict[str, float | None] = {}
+    for name in BIAS_MEASURES:
+        values = [r["measures"].get(name) for r in per_attribute.values()]
+        defined = [v for v in values if v is not None]
+        out[name] = max(defined) if defined else None
+    return out

@@ -84,7 +84,8 @@ def degeneracy(y: np.ndarray, pred: np.ndarray, *, margin: float = CHANCE_MARGIN
 def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray, groups: np.ndarray, *,
                 bias_objectives: Sequence[str] = (), bootstrap_resamples: int = 200, seed: int = 0,
                 logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None,
-                min_group_size: int = 1, small_groups: str = "exclude") -> SplitScores:
+                min_group_size: int = 1, small_groups: str = "exclude", group_attributes: Sequence[str] = (),
+                group_objective: str = "intersection") -> SplitScores:
     """Every measure of one split of a classification task.
 
     Args:
@@ -101,6 +102,10 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         swapped_logits: Its logits on each prepared counterfactual set of the split, likewise.
         min_group_size: ``[data] min_group_size`` for the group measures.
         small_groups: ``[data] small_groups`` (``"exclude"`` or ``"merge"``).
+        group_attributes: The group columns when there are several (the group names are then
+            their intersections); each attribute's report goes under ``fairness["attributes"]``.
+        group_objective: ``"intersection"`` or ``"max"`` (the bias values are the largest over
+            the attributes).
 
     Raises:
         ValueError: A counterfactual bias objective is undefined on the validation split (no
@@ -116,10 +121,16 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         out["bias"] = {m.name: m.compute(inputs) for m in measures(kind="bias", needs="groups")}
         y_grouped, pred_grouped, _ = inputs.grouped
         names = np.asarray(prepared.group_names, dtype=object)[groups[groups >= 0]]
-        out["fairness"] = group_fairness.fairness_report(
-            y_grouped, pred_grouped, sensitive_features=names, class_names=list(prepared.label_names),
-            n_resamples=bootstrap_resamples, seed=seed, min_group_size=min_group_size, small_groups=small_groups,
-            all_groups=list(prepared.group_names))
+        options = {"class_names": list(prepared.label_names), "n_resamples": bootstrap_resamples, "seed": seed,
+                   "min_group_size": min_group_size, "small_groups": small_groups}
+        out["fairness"] = group_fairness.fairness_report(y_grouped, pred_grouped, sensitive_features=names,
+                                                         all_groups=list(prepared.group_names), **options)
+        if len(group_attributes) > 1:
+            per = group_fairness.attribute_reports(y_grouped, pred_grouped, groups=names,
+                                                   attributes=list(group_attributes), **options)
+            out["fairness"]["attributes"] = per
+            chosen = group_fairness.objective_measures(out["fairness"], per, group_objective)
+            out["bias"].update({k: float("nan") if v is None else v for k, v in chosen.items()})
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
     population = prepared.population_predictions(split)

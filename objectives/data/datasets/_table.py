@@ -17,6 +17,7 @@ import pandas as pd
 from fairfront.errors import DataError
 from fairfront.objectives.data.datasets._dataset import TextDataset, string_column
 from fairfront.objectives.data.datasets._split import group_stratified_split, stratified_split
+from fairfront.objectives.measures.group_fairness import intersection_labels
 
 __all__ = ["FORMATS", "SPLIT_ALIASES", "load_table"]
 
@@ -34,7 +35,8 @@ SPLIT_ALIASES: dict[str, str] = {
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
 
-def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: str, group_column: str | None = None,
+def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: str,
+               group_column: str | Sequence[str] | None = None,
                split_column: str | None = None, seed: int = 0, split_group_column: str | None = None) -> TextDataset:
     """Read a table of labelled texts, choosing the format by the file ending.
 
@@ -52,7 +54,10 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
         path: The file.
         text_column: Column holding the text.
         label_column: Column holding the class (any type; used as a string).
-        group_column: Column holding the protected attribute; empty cells are ``<NA>``.
+        group_column: Column holding the protected attribute; empty cells are ``<NA>``. Several
+            columns (several attributes) give intersectional groups such as ``female&black``
+            (:func:`~fairfront.objectives.measures.group_fairness.intersection_labels`); a row
+            missing any of them has no group.
         split_column: Column holding the split; values such as ``train``, ``dev``, ``valid``,
             ``validation``, ``test`` (see :data:`SPLIT_ALIASES`).
         seed: Seed of the stratified split when there is no ``split_column``.
@@ -104,13 +109,14 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str, label_column: str,
-                  group_column: str | None, split_column: str | None, seed: int,
+                  group_column: str | Sequence[str] | None, split_column: str | None, seed: int,
                   label_names: Sequence[str] | None = None, group_names: Sequence[str] | None = None,
                   citation: str = "", fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   split_group_column: str | None = None) -> TextDataset:
     """Turn a raw table with named columns into a :class:`TextDataset` (shared by the loaders)."""
+    group_columns = [group_column] if isinstance(group_column, str) or group_column is None else list(group_column)
     for role, column in (("text_column", text_column), ("label_column", label_column),
-                         ("group_column", group_column), ("split_column", split_column),
+                         *(("group_column", c) for c in group_columns), ("split_column", split_column),
                          ("split_group_column", split_group_column)):
         if column is not None and column not in raw.columns:
             raise DataError(f"{origin}: no column {column!r} ({role}); columns are: "
@@ -123,8 +129,12 @@ def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str
             first = int(empty.to_numpy().nonzero()[0][0]) + 1
             raise DataError(f"{origin}: {int(empty.sum())} row(s) have no {role} in column {column!r} "
                             f"(first: data row {first}); remove or fill them")
-    group = (string_column(raw[group_column]) if group_column is not None
-             else pd.Series(pd.NA, index=range(len(raw)), dtype="string"))
+    if len(group_columns) > 1:
+        group = pd.Series(intersection_labels([string_column(raw[c]) for c in group_columns]), index=raw.index,
+                          dtype="string")
+    else:
+        group = (string_column(raw[group_column]) if group_column is not None
+                 else pd.Series(pd.NA, index=range(len(raw)), dtype="string"))
     frame = pd.DataFrame({"text": text, "label": label, "group": group})
     if split_column is not None:
         frame["split"] = _map_splits(string_column(raw[split_column]), origin, split_column)
