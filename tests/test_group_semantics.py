@@ -227,6 +227,17 @@ def test_a_one_class_teacher_is_warned_about(tmp_path: Path) -> None:
     prepared = compute(sf.prepare_spec, log=lines.append, device=torch.device("cpu"))
     assert len(np.unique(prepared.dense_predictions("validation"))) == 1
     assert any(line.startswith("warning: the dense teacher predicts only class 'common'") for line in lines), lines
+    # the teacher's predictions scored as a trial's: flagged, and the rare class's TPR gap is no evidence of fairness
+    from fairfront.objectives.measures.scoring import score_split
+
+    split = prepared.splits["validation"]
+    scores = score_split(prepared, "validation", split.labels, prepared.dense_predictions("validation"), split.groups,
+                         bootstrap_resamples=20, min_group_size=30)
+    assert scores.degenerate["one_class"] and scores.degenerate["flagged"]
+    assert scores.fairness["min_group_size"] == 30
+    shown = report.trial_warnings({"validation": scores.to_attrs()})
+    assert any("predicts one class" in line for line in shown)
+    assert any("fewer than 30 positive examples" in line for line in shown)  # 'rare' has ~3 per group
 
 
 def test_the_teacher_loss_is_validated_fingerprinted_and_trains(tmp_path: Path) -> None:
