@@ -812,10 +812,13 @@ def merge_small_groups(groups: Any, min_group_size: int) -> tuple[np.ndarray, di
 
 
 def _coverage_warnings(stats: np.ndarray, group_keys: list[str], class_keys: list[str], pos: int | None,
-                       min_count: int, all_groups: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+                       min_count: int, all_groups: Sequence[str],
+                       merged: Mapping[str, int]) -> tuple[dict[str, int], list[str]]:
     """The groups left out for size, and one line for each group or class that drops out of a measure."""
-    lines = [f"group {g!r} has no example in this split: it is in no group measure"
-             for g in all_groups if g not in group_keys]
+    lines = [f"groups below min_group_size {min_count} merged into {OTHER_GROUP!r}: "
+             + ", ".join(f"{g!r} ({n})" for g, n in merged.items())] if merged else []
+    lines += [f"group {g!r} has no example in this split: it is in no group measure"
+              for g in all_groups if g not in group_keys]
     totals = _group_total(stats)
     excluded = {g: int(totals[i]) for i, g in enumerate(group_keys) if totals[i] < min_count}
     if excluded:
@@ -836,6 +839,38 @@ def _coverage_warnings(stats: np.ndarray, group_keys: list[str], class_keys: lis
                 lines.append(f"class {class_keys[c]!r}: groups with fewer than {min_count} {what} examples are "
                              f"left out of its {rate}: {listed}")
     return excluded, lines
+
+
+@dataclass(frozen=True)
+class _Rates:
+    """Per-group accuracy (G,) and per-(group, class) TPR, FPR and selection rate (G, K)."""
+
+    accuracy: np.ndarray
+    tpr: np.ndarray
+    fpr: np.ndarray
+    selection: np.ndarray
+
+    def of(self, group: int, cls: int) -> dict[str, float | None]:
+        return {"tpr": finite_or_none(self.tpr[group, cls]), "fpr": finite_or_none(self.fpr[group, cls]),
+                "selection_rate": finite_or_none(self.selection[group, cls])}
+
+    def of_group(self, group: int, pos: int | None) -> dict[str, float | None]:
+        """A group's accuracy, and the positive class's rates in a binary task."""
+        return {"accuracy": finite_or_none(self.accuracy[group]), **({} if pos is None else self.of(group, pos))}
+
+
+def _intervals(enc: _Encoded, classes: np.ndarray, *, n_resamples: int, seed: int, confidence: float,
+               min_count: int) -> dict[str, list[float | None]]:
+    """Every registered measure's bootstrap interval, from one set of group-stratified resamples."""
+    ci: dict[str, list[float | None]] = {}
+    if n_resamples == 0:
+        return ci
+    boot = _stats(_confusion(enc, _resample_index(enc, n_resamples, np.random.default_rng(seed), True)))
+    for name, measure in BIAS_MEASURES.items():
+        values = np.asarray(measure.kernel(boot, classes, min_count=min_count), dtype=float)
+        lo, hi = _percentile_interval(values, confidence)
+        ci[name] = [finite_or_none(lo), finite_or_none(hi)]
+    return ci
 
 
 def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
@@ -859,12 +894,12 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         n_resamples: Bootstrap resamples for the intervals; 0 leaves the intervals out.
         seed: Bootstrap seed.
         confidence: Coverage of the intervals.
-        min_group_size: A rate resting on fewer examples (a TPR on fewer positives, an FPR on
-            fewer negatives, a selection rate or accuracy on a smaller group) is undefined and
-            that group is left out of that measure; 1 keeps every rate with a non-zero denominator.
-        small_groups: ``"exclude"`` (groups below ``min_group_size`` examples are left out) or
-            ``"merge"`` (they are pooled into one group named :data:`OTHER_GROUP` first).
-        all_groups: Every group name of the dataset, so a group absent from this split is reported.
+        min_group_size: A rate on fewer examples (a TPR on fewer positives, an FPR on fewer
+            negatives, a selection rate or accuracy on a smaller group) is undefined: that group is
+            left out of that measure. 1 keeps every rate with a non-zero denominator.
+        small_groups: ``"exclude"``, or ``"merge"``: groups below ``min_group_size`` examples are
+            first pooled into one group :data:`OTHER_GROUP`.
+        all_groups: Every group of the dataset, so that one absent from this split is reported.
 
     Returns:
         A dict with ``n``, ``classes``, ``groups``, ``positive_class`` (binary tasks, else
@@ -873,49 +908,27 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         (group -> accuracy, and for binary tasks the positive class's ``tpr``, ``fpr``,
         ``selection_rate``), for multi-class tasks ``class_group_rates`` (class -> group
         -> ``n``, ``tpr``, ``fpr``, ``selection_rate``), ``min_group_size``, ``small_groups``,
-        ``excluded_groups`` (group -> examples, left out for size), ``merged_groups`` (group ->
-        examples, pooled into ``other``) and ``warnings`` (one line per group or class that
-        drops out of a measure).
+        ``excluded_groups`` and ``merged_groups`` (group -> examples) and ``warnings`` (one
+        line per group or class that drops out of a measure).
     """
     _check_bootstrap(n_resamples, confidence, minimum=0)
     _check_group_options(min_group_size, small_groups)
     merged: dict[str, int] = {}
-    if small_groups == "merge":
-        named = np.asarray([_name(g, group_names) for g in _group_labels(sensitive_features, len(np.ravel(y_true)))],
-                           dtype=object)
-        sensitive_features, merged = merge_small_groups(named, min_group_size)
-        group_names = None
+    if small_groups == "merge":  # merged by name, so named groups are named in the record
+        named = [_name(g, group_names) for g in _group_labels(sensitive_features, len(np.ravel(y_true)))]
+        (sensitive_features, merged), group_names = merge_small_groups(named, min_group_size), None
     enc = _encode(y_true, y_pred, sensitive_features)
     frame = _frame_from(enc)
     groups, classes, stats = _stats_from_frame(frame)
     group_keys = [_name(g, group_names) for g in groups]
     class_keys = [_name(c, class_names) for c in classes]
-    pos = _positive_index(classes, None)
-    m = int(min_group_size)
-
+    pos, m = _positive_index(classes, None), int(min_group_size)
     measures = {name: finite_or_none(mea.kernel(stats, classes, min_count=m)) for name, mea in BIAS_MEASURES.items()}
-    ci: dict[str, list[float | None]] = {}
-    if n_resamples > 0:
-        index = _resample_index(enc, n_resamples, np.random.default_rng(seed), True)
-        boot = _stats(_confusion(enc, index))
-        for name, mea in BIAS_MEASURES.items():
-            lo, hi = _percentile_interval(np.asarray(mea.kernel(boot, classes, min_count=m), dtype=float), confidence)
-            ci[name] = [finite_or_none(lo), finite_or_none(hi)]
-
+    ci = _intervals(enc, classes, n_resamples=n_resamples, seed=seed, confidence=confidence, min_count=m)
     n_per_group = np.bincount(enc.g, minlength=len(groups))
-    accuracy, tpr, fpr, selection = _group_accuracy(stats, m), _tpr(stats, m), _fpr(stats, m), _selection(stats, m)
-    group_rates_out: dict[str, dict[str, float | None]] = {}
-    for gi, key in enumerate(group_keys):
-        rates: dict[str, float | None] = {"accuracy": finite_or_none(accuracy[gi])}
-        if pos is not None:
-            rates.update(tpr=finite_or_none(tpr[gi, pos]), fpr=finite_or_none(fpr[gi, pos]),
-                         selection_rate=finite_or_none(selection[gi, pos]))
-        group_rates_out[key] = rates
+    rates = _Rates(_group_accuracy(stats, m), _tpr(stats, m), _fpr(stats, m), _selection(stats, m))
     known = [str(g) for g in all_groups if str(g) not in merged]
-    excluded, lines = _coverage_warnings(stats, group_keys, class_keys, pos, m, known)
-    if merged:
-        lines.insert(0, f"groups below min_group_size {m} merged into {OTHER_GROUP!r}: "
-                     + ", ".join(f"{g!r} ({n})" for g, n in merged.items()))
+    excluded, lines = _coverage_warnings(stats, group_keys, class_keys, pos, m, known, merged)
     report: dict[str, Any] = {
         "n": int(len(enc.g)),
         "classes": class_keys,
@@ -926,7 +939,7 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         "confidence": float(confidence),
         "n_resamples": int(n_resamples),
         "group_counts": {key: int(n_per_group[gi]) for gi, key in enumerate(group_keys)},
-        "group_rates": group_rates_out,
+        "group_rates": {key: rates.of_group(gi, pos) for gi, key in enumerate(group_keys)},
         "min_group_size": m,
         "small_groups": small_groups,
         "excluded_groups": excluded,
@@ -936,10 +949,8 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
     if pos is None:
         positives = frame["n_positives"].to_numpy().reshape(len(groups), len(classes))
         report["class_group_rates"] = {
-            ckey: {gkey: {"n": int(positives[gi, ci_]), "tpr": finite_or_none(tpr[gi, ci_]),
-                          "fpr": finite_or_none(fpr[gi, ci_]), "selection_rate": finite_or_none(selection[gi, ci_])}
-                   for gi, gkey in enumerate(group_keys)}
-            for ci_, ckey in enumerate(class_keys)}
+            ckey: {gkey: {"n": int(positives[gi, c]), **rates.of(gi, c)} for gi, gkey in enumerate(group_keys)}
+            for c, ckey in enumerate(class_keys)}
     return report
 
 
