@@ -116,12 +116,14 @@ class StudyFile:
 
     def trial_spec(self, compression: CompressionConfig, number: int) -> TrialSpec:
         """Everything a worker needs to run trial ``number`` with the sampled ``compression``."""
-        groups = {} if self.data is None else {
-            "min_group_size": self.data.min_group_size, "small_groups": self.data.small_groups,
-            "group_objective": self.data.group_objective,
-            "group_attributes": self.data.group_column if isinstance(self.data.group_column, tuple) else ()}
-        return TrialSpec(compression, self.student, self.objectives, seed=self.study.seed + number,
-                         bootstrap_resamples=self.study.bootstrap_resamples, **groups)
+        spec = TrialSpec(compression, self.student, self.objectives, seed=self.study.seed + number,
+                         bootstrap_resamples=self.study.bootstrap_resamples)
+        if self.data is None:
+            return spec
+        columns = self.data.group_column
+        return replace(spec, min_group_size=self.data.min_group_size, small_groups=self.data.small_groups,
+                       group_objective=self.data.group_objective,
+                       group_attributes=columns if isinstance(columns, tuple) else ())
 
     def with_trials(self, n_trials: int) -> StudyFile:
         return replace(self, study=replace(self.study, n_trials=n_trials))
