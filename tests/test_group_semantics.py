@@ -164,6 +164,25 @@ def test_split_group_column_from_a_study_file(tmp_path: Path) -> None:
     assert sf.prepare_spec.fingerprint() != plain.prepare_spec.fingerprint()
 
 
+def test_jigsaw_templates_split_by_template_keep_every_template_whole() -> None:
+    from fairfront.errors import DataError
+    from fairfront.objectives.data.datasets import default_data_dir
+
+    try:
+        path = default_data_dir() / "jigsaw_sentence_templates" / "en_sentence_templates.csv"
+    except DataError:
+        pytest.skip("no real data: set FAIRFRONT_DATA_DIR or provide ../shared/data")
+    if not path.is_file():
+        pytest.skip(f"no {path}")
+    data = load_table(path, text_column="phrase", label_column="toxicity", split_group_column="template")
+    raw = pd.read_csv(path, usecols=["template"])
+    per_template = data.frame.assign(template=raw["template"].to_numpy()).groupby("template")["split"].nunique()
+    assert per_template.max() == 1 and len(per_template) == 6
+    assert set(data.frame["split"]) == {"train", "validation", "test"}
+    shares = data.frame.groupby("split")["label"].apply(lambda s: (s == "toxic").mean())
+    assert shares.between(0.3, 0.7).all()  # the templates are balanced, so whole templates keep the balance
+
+
 # ----------------------------------------------------------------------------------------------
 # degenerate models
 
