@@ -18,7 +18,7 @@ from fairfront.search import report
 from fairfront.search.studyfile import parse_study_text
 from fairfront.spaces.space import CompressionConfig
 
-from conftest import tiny_study_text
+from conftest import noop_trial, placeholder_prepared, tiny_study_text
 
 
 def _two_big_groups_and_a_tiny_one():
@@ -352,3 +352,37 @@ def test_a_list_of_group_columns_gives_intersectional_groups(tmp_path: Path) -> 
             text.replace('group_column = ["gender", "race"]', bad)
         with pytest.raises(ConfigError, match=message):
             parse_study_text(edited, base_dir=tmp_path)
+
+
+def _trial_with_a_small_group(prepared, spec, *, device=None, threads=None):
+    """A trial whose validation split left a small group out and whose model predicts one class."""
+    from fairfront.objectives.training.trial import TrialOutcome
+
+    outcome = noop_trial(prepared, spec)
+    fairness = {"warnings": ["groups below min_group_size 10 left out of the group measures: 'c' (5)"]}
+    flags = {"flagged": spec.seed % 2 == 0, "one_class": True, "balanced_accuracy": 0.5, "chance": 0.5}
+    return TrialOutcome(outcome.values, {**outcome.attrs, "validation": {"fairness": fairness, "degenerate": flags}})
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_driver_prints_each_measurement_warning_once_per_run(tmp_path: Path) -> None:
+    import optuna
+
+    from fairfront.search.driver import RunOptions, run_study
+    from fairfront.search.inprocess_executor import InProcessExecutor
+
+    sf = parse_study_text(tiny_study_text("warned", n_trials=4), base_dir=tmp_path)
+    messages: list[str] = []
+    storage = f"sqlite:///{tmp_path / 'warned.db'}"
+    run_study(sf, RunOptions(storage=storage, cache_dir=tmp_path / "cache", artifact_dir=tmp_path / "artifacts",
+                             log=messages.append, trial_fn=_trial_with_a_small_group,
+                             prepared=placeholder_prepared(), executor=InProcessExecutor(2)))
+    left_out = [m for m in messages if "left out of the group measures: 'c' (5)" in m]
+    assert len(left_out) == 1 and left_out[0].startswith("warning: validation: groups below min_group_size 10")
+    assert sum("predicts one class" in m for m in messages) == 1
+    study = optuna.load_study(study_name="warned", storage=storage)
+    assert [report.is_degenerate(t.user_attrs) for t in study.trials] == [n % 2 == 0 for n in range(4)]
+    for line in report.front_table(study).splitlines()[1:]:
+        if line[:1].isdigit():
+            number = line.split()[0]
+            assert number.endswith("!") == (int(number.rstrip("!")) % 2 == 0)
