@@ -116,13 +116,15 @@ def _columns(objs: list[Objective]) -> list[str]:
     for o in objs:
         if o.kind == "bias":
             columns += [f"{o.name}_ci_low", f"{o.name}_ci_high", f"test_{o.name}_ci_low", f"test_{o.name}_ci_high"]
-    return columns
+    return [*columns, "degenerate"]
 
 
 def _row(trial: FrozenTrial, objs: list[Objective]) -> dict[str, Any]:
     report = trial_report(trial)
     row: dict[str, Any] = {"trial": trial.number, **{o.name: v for o, v in zip(objs, trial.values)}}
     row.update({f"test_{o.name}": split_value(report, o, "test") for o in objs if o.kind != "size"})
+    row["degenerate"] = bool((report.validation.degenerate or {}).get("flagged")) if "validation" in report.splits \
+        else False
     for o in objs:
         if o.kind == "bias":
             row[f"{o.name}_ci_low"], row[f"{o.name}_ci_high"] = interval(report, o, "validation")
@@ -151,15 +153,17 @@ def front_frame(study: optuna.Study, *, feasible_only: bool = True,
     """One row per front trial, in :func:`~fairfront.search.report.front_trials` order (or per one of ``trials``).
 
     Columns: the objective values (validation split), their test-split values, the bias
-    objectives' intervals on both splits, ``feasible`` in a study with ``[constraints]``, then the
-    parameters. ``feasible_only=False`` is the plain front of every COMPLETE trial.
+    objectives' intervals on both splits, ``degenerate`` (the model predicts one class or is near
+    chance on validation), ``feasible`` in a study with ``[constraints]``, then the parameters.
+    ``feasible_only=False`` is the plain front of every COMPLETE trial.
     """
     objs = objectives(study)
     trials = front_trials(study, feasible_only=feasible_only) if trials is None else trials
     columns = _columns(objs)
     params = sorted({name for t in trials for name in t.params})
     frame = pd.DataFrame.from_records([_row(t, objs) for t in trials], columns=columns)
-    frame = frame.astype({c: float for c in columns if c != "trial"}).astype({"trial": int})
+    frame = frame.astype({c: float for c in columns if c not in ("trial", "degenerate")})
+    frame = frame.astype({"trial": int, "degenerate": bool})
     if any(t.constraints for t in trials):
         frame["feasible"] = [all(v <= 0 for v in t.constraints.values()) for t in trials]
     return pd.concat([frame, *(_param_column(trials, p) for p in params)], axis=1)

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
     from fairfront.search.front_data import RobustFront
 
 __all__ = ["FRONT_FORMATS", "format_value", "format_values", "front_trials", "sort_front", "front_table",
-           "front_text", "frame_text", "robust_table", "infeasible_note", "status_text"]
+           "front_text", "frame_text", "robust_table", "infeasible_note", "status_text",
+           "trial_warnings", "is_degenerate", "DEGENERATE_MARK"]
+
+DEGENERATE_MARK = "!"
+"""Suffix of a trial number in ``front`` / ``status`` when the trial's model is degenerate on validation."""
 
 FRONT_FORMATS = ("table", "csv", "json", "parquet")
 """``fairfront front --format``: the text table, or every column (values on both splits, intervals,
@@ -41,6 +45,27 @@ def _params_text(params: dict) -> str:
     for k, v in sorted(params.items()):
         parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(parts)
+
+
+def is_degenerate(attrs: dict) -> bool:
+    """Whether a trial's model predicts one class or is near chance on the validation split."""
+    flags = (attrs.get("validation") or {}).get("degenerate") or {}
+    return bool(flags.get("flagged"))
+
+
+def trial_warnings(attrs: dict) -> list[str]:
+    """What a user must know about a trial's measures: groups or classes left out, a degenerate model."""
+    lines = []
+    for split in ("validation", "test"):
+        scores = attrs.get(split) or {}
+        lines += [f"{split}: {line}" for line in (scores.get("fairness") or {}).get("warnings", [])]
+        flags = scores.get("degenerate") or {}
+        if flags.get("flagged"):
+            what = "predicts one class" if flags.get("one_class") else "is near chance"
+            lines.append(f"{split}: a trial's model {what} (balanced accuracy {flags.get('balanced_accuracy', 0):.3f}, "
+                         f"chance {flags.get('chance', 0):.3f}); its bias values say nothing; marked "
+                         f"{DEGENERATE_MARK!r} in front and status")
+    return lines
 
 
 def front_trials(study: optuna.Study, *, feasible_only: bool = True) -> list[FrozenTrial]:
@@ -87,9 +112,13 @@ def front_table(study: optuna.Study, *, with_params: bool = True, feasible_only:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return "no feasible COMPLETE trials yet" if complete else "no COMPLETE trials yet"
     header = ["trial"] + list(names) + (["parameters"] if with_params else [])
-    rows = [[str(t.number)] + [format_value(n, v) for n, v in zip(names, t.values)]
+    rows = [[str(t.number) + (DEGENERATE_MARK if is_degenerate(t.user_attrs) else "")]
+            + [format_value(n, v) for n, v in zip(names, t.values)]
             + ([_params_text(t.params)] if with_params else []) for t in best]
     lines = _aligned(header, rows)
+    if any(r[0].endswith(DEGENERATE_MARK) for r in rows):
+        lines.append(f"{DEGENERATE_MARK} degenerate: the model predicts one class or is within "
+                     "0.05 of chance balanced accuracy on validation; its bias values say nothing")
     note = "" if feasible_only else infeasible_note(best)
     return "\n".join(lines + ([note] if note else []))
 

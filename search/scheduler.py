@@ -106,6 +106,7 @@ class Scheduler:
         self.front = ParetoFront(study.directions, [])
         self.failed_here = 0
         self._signal: str | None = None
+        self._warned: set[str] = set()  # each measurement warning is printed once per run
 
     def run(self) -> optuna.Study:
         """Run until the target is reached; raises :class:`Interrupted`, :class:`TooManyFailures` or ``LeaseLost``."""
@@ -213,6 +214,10 @@ class Scheduler:
                  + report.format_values(self.sf.objectives.names, outcome.values)
                  + ("" if feasible else " (infeasible)")
                  + f" | {self.complete}/{self.target} complete, front {len(self.front)}")
+        for line in report.trial_warnings(outcome.attrs):
+            if line not in self._warned:
+                self._warned.add(line)
+                self.log(f"warning: {line} (first seen in trial {flight.trial.number})")
 
     def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> bool:
         """Tell the study a COMPLETE trial; whether it meets the ``[constraints]`` (True without any)."""

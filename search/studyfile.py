@@ -23,6 +23,7 @@ from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.training.loop import TrainSettings
 from fairfront.objectives.training.models import MINILM, TINY, ModelSpec
 from fairfront.objectives.training.prepare import PrepareSpec
+from fairfront.objectives.training.teacher_settings import TeacherSettings
 from fairfront.objectives.training.trial import TrialSpec
 from fairfront.search.constraints import Constraints
 from fairfront.search.samplers import SAMPLERS
@@ -117,8 +118,14 @@ class StudyFile:
 
     def trial_spec(self, compression: CompressionConfig, number: int) -> TrialSpec:
         """Everything a worker needs to run trial ``number`` with the sampled ``compression``."""
-        return TrialSpec(compression, self.student, self.objectives, seed=self.study.seed + number,
+        spec = TrialSpec(compression, self.student, self.objectives, seed=self.study.seed + number,
                          bootstrap_resamples=self.study.bootstrap_resamples)
+        if self.data is None:
+            return spec
+        columns = self.data.group_column
+        return replace(spec, min_group_size=self.data.min_group_size, small_groups=self.data.small_groups,
+                       group_objective=self.data.group_objective,
+                       group_attributes=columns if isinstance(columns, tuple) else ())
 
     def with_trials(self, n_trials: int) -> StudyFile:
         return replace(self, study=replace(self.study, n_trials=n_trials))
@@ -151,7 +158,7 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
         data = None
     else:
         data = DataSpec.from_table(root.table("data", required=True), base_dir=base_dir)
-    teacher = TrainSettings.from_table(root.table("teacher"), defaults=TrainSettings(epochs=3.0))
+    teacher = TeacherSettings.from_table(root.table("teacher"), defaults=TrainSettings(epochs=3.0))
     student = TrainSettings.from_table(root.table("student"))
     space = SearchSpace.from_table(root.table("space", required=True))
     execution = Execution.from_table(root.table("execution"))

@@ -27,6 +27,7 @@ from fairfront.objectives.data import datasets as ds
 from fairfront.objectives.data.labels import with_positive
 from fairfront.objectives.data.synthetic import CITATION as SYNTHETIC_CITATION
 from fairfront.objectives.data.synthetic import make_occupation_bios
+from fairfront.objectives.measures.group_fairness import GROUP_OBJECTIVES, SMALL_GROUP_POLICIES
 
 __all__ = ["DataSpec", "EncodedSplit", "load_task", "encode_splits", "SPLITS"]
 
@@ -43,7 +44,7 @@ class DataSpec:
     name: str | None = None
     text_column: str = "text"
     label_column: str = "label"
-    group_column: str | None = None
+    group_column: str | tuple[str, ...] | None = None
     split_column: str | None = None
     n_examples: int = 3000
     ambiguous_fraction: float = 0.25
@@ -56,6 +57,10 @@ class DataSpec:
     sep: str | None = None
     encoding: str | None = None
     quote: str | None = None
+    min_group_size: int = 1
+    small_groups: str = "exclude"
+    split_group_column: str | None = None
+    group_objective: str = "intersection"
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path) -> DataSpec:
@@ -65,7 +70,10 @@ class DataSpec:
         kw: dict = {"source": source, "seed": t.integer("seed", 0, low=0),
                     "max_train": t.integer("max_train", None, low=10),
                     "max_eval": t.integer("max_eval", None, low=10),
-                    "positive_label": _label_value(t, "positive_label")}
+                    "positive_label": _label_value(t, "positive_label"),
+                    "min_group_size": t.integer("min_group_size", 1, low=1, high=1_000_000),
+                    "small_groups": t.string("small_groups", "exclude", choices=SMALL_GROUP_POLICIES),
+                    "group_objective": t.string("group_objective", "intersection", choices=GROUP_OBJECTIVES)}
         if source == SYNTHETIC:
             kw["n_examples"] = t.integer("n_examples", 3000, low=50, high=1_000_000)
             kw["ambiguous_fraction"] = t.number("ambiguous_fraction", 0.25, low=0.0, high=1.0)
@@ -81,10 +89,18 @@ class DataSpec:
                 kw["name"] = t.string("name")
             kw["text_column"] = t.string("text_column")
             kw["label_column"] = t.string("label_column")
-            kw["group_column"] = t.string("group_column", None)
+            if source == "file" and isinstance(t.data.get("group_column"), list):
+                columns = t.strings("group_column")
+                kw["group_column"] = columns[0] if len(columns) == 1 else columns
+            else:
+                kw["group_column"] = t.string("group_column", None)
             kw["split_column"] = t.string("split_column", None)
             if source == "file":
                 kw.update(_reader_keys(t))
+                kw["split_group_column"] = t.string("split_group_column", None)
+            if kw.get("split_group_column") is not None and kw["split_column"] is not None:
+                raise ConfigError(t.key("split_group_column"), message="split_group_column makes the splits; the "
+                                  "data already has them (split_column): give one of the two")
         else:
             options = t.table("options")
             allowed = ds.DATASETS[source].options
@@ -119,11 +135,12 @@ class DataSpec:
             hint = "; set [data] encoding" if isinstance(err, UnicodeDecodeError) else ""
             raise ConfigError(t.key("path"), self.path,
                               f"a readable CSV/TSV/JSONL/Parquet file ({first}{hint})") from None
-        for key in ("text_column", "label_column", "group_column", "split_column"):
-            column = getattr(self, key)
-            if column is not None and column not in header:
-                raise ConfigError(t.key(key), column, "a column of " + Path(self.path).name + ": "
-                                  + ", ".join(map(str, header)) + ds.delimiter_hint(header))
+        for key in ("text_column", "label_column", "group_column", "split_column", "split_group_column"):
+            value = getattr(self, key)
+            for column in value if isinstance(value, tuple) else (value,):
+                if column is not None and column not in header:
+                    raise ConfigError(t.key(key), column, "a column of " + Path(self.path).name + ": "
+                                      + ", ".join(map(str, header)) + ds.delimiter_hint(header))
 
     @property
     def citation(self) -> str:
@@ -137,6 +154,10 @@ class DataSpec:
         that cannot be found gets no digest; preparing it then fails with the loader's message.
         """
         out = dataclasses.asdict(self)
+        for key in ("min_group_size", "small_groups", "group_objective"):  # measuring, not what the teacher sees
+            del out[key]
+        if self.split_group_column is None:  # keeps the fingerprint of studies from before the key
+            del out["split_group_column"]
         if self.source == "file":
             out["content"] = ds.content_digest(self.path)
         elif self.source in ds.DATASETS:
@@ -200,7 +221,8 @@ def load_task(spec: DataSpec) -> ds.TextDataset:
     elif spec.source == "file":
         data = ds.load_table(spec.path, text_column=spec.text_column, label_column=spec.label_column,
                              group_column=spec.group_column, split_column=spec.split_column, seed=spec.seed,
-                             read=spec.read_options, label_bins=spec.label_bins)
+                             read=spec.read_options, label_bins=spec.label_bins,
+                             split_group_column=spec.split_group_column)
     elif spec.source == "hf":
         data = ds.load_hf(spec.name, text_column=spec.text_column, label_column=spec.label_column,
                           group_column=spec.group_column, seed=spec.seed)

@@ -75,6 +75,14 @@ __all__ = [
     "fairness_report",
     "group_frame",
     "group_rates",
+    "merge_small_groups",
+    "intersection_labels",
+    "attribute_reports",
+    "membership_report",
+    "objective_measures",
+    "GROUP_OBJECTIVES",
+    "OTHER_GROUP",
+    "SMALL_GROUP_POLICIES",
     "tpr_gap_rms",
     "worst_group_accuracy",
 ]
@@ -216,30 +224,36 @@ def _stats(confusion: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def _ratio(num: np.ndarray, den: np.ndarray, min_count: float = 1) -> np.ndarray:
+    """num / den, undefined (nan) where the denominator is 0, or below ``min_count`` when that is above 1.
+
+    The denominators are (weighted) example counts; ``min_count`` 1 asks only for a non-zero one,
+    so weights below 1 keep today's rates.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.true_divide(num, den)
-    return np.where(den > 0, out, np.nan)
+    defined = (den > 0) & (den >= min_count) if min_count > 1 else den > 0
+    return np.where(defined, out, np.nan)
 
 
-def _tpr(stats: np.ndarray) -> np.ndarray:
-    return _ratio(stats[..., 0], stats[..., 0] + stats[..., 2])
+def _tpr(stats: np.ndarray, min_count: float = 1) -> np.ndarray:
+    return _ratio(stats[..., 0], stats[..., 0] + stats[..., 2], min_count)
 
 
-def _fpr(stats: np.ndarray) -> np.ndarray:
-    return _ratio(stats[..., 1], stats[..., 1] + stats[..., 3])
+def _fpr(stats: np.ndarray, min_count: float = 1) -> np.ndarray:
+    return _ratio(stats[..., 1], stats[..., 1] + stats[..., 3], min_count)
 
 
 def _group_total(stats: np.ndarray) -> np.ndarray:
     return stats[..., 0, :].sum(axis=-1)  # tp + fp + fn + tn of any one class
 
 
-def _selection(stats: np.ndarray) -> np.ndarray:
-    return _ratio(stats[..., 0] + stats[..., 1], _group_total(stats)[..., None])
+def _selection(stats: np.ndarray, min_count: float = 1) -> np.ndarray:
+    return _ratio(stats[..., 0] + stats[..., 1], _group_total(stats)[..., None], min_count)
 
 
-def _group_accuracy(stats: np.ndarray) -> np.ndarray:
-    return _ratio(stats[..., 0].sum(axis=-1), _group_total(stats))
+def _group_accuracy(stats: np.ndarray, min_count: float = 1) -> np.ndarray:
+    return _ratio(stats[..., 0].sum(axis=-1), _group_total(stats), min_count)
 
 
 def _spread(rates: np.ndarray, agg: str, axis: int = -1) -> np.ndarray:
@@ -298,33 +312,41 @@ def _per_class_or_aggregate(spreads: np.ndarray, classes: np.ndarray, pos_label:
 # kernel applied to the shared frame; the bootstrap applies the same kernel to resampled counts.
 
 
-def _k_equal_opportunity(stats, classes, *, pos_label=None, agg="difference", class_agg="rms"):
-    return _per_class_or_aggregate(_spread(_tpr(stats), agg, axis=-2), classes, pos_label, agg, class_agg)
+# ``min_count`` (a study's ``[data] min_group_size``): a rate resting on fewer examples than this
+# (a TPR on fewer positives, an FPR on fewer negatives, a selection rate or accuracy on a smaller
+# group) is undefined, so that group is left out of that spread.
 
 
-def _k_equalized_odds(stats, classes, *, pos_label=None, agg="difference", class_agg="rms"):
-    per_class = _worse(_spread(_tpr(stats), agg, axis=-2), _spread(_fpr(stats), agg, axis=-2), agg)
+def _k_equal_opportunity(stats, classes, *, pos_label=None, agg="difference", class_agg="rms", min_count=1):
+    return _per_class_or_aggregate(_spread(_tpr(stats, min_count), agg, axis=-2), classes, pos_label, agg, class_agg)
+
+
+def _k_equalized_odds(stats, classes, *, pos_label=None, agg="difference", class_agg="rms", min_count=1):
+    per_class = _worse(_spread(_tpr(stats, min_count), agg, axis=-2), _spread(_fpr(stats, min_count), agg, axis=-2),
+                       agg)
     return _per_class_or_aggregate(per_class, classes, pos_label, agg, class_agg)
 
 
-def _k_demographic_parity(stats, classes, *, pos_label=None, agg="difference", class_agg="rms"):
-    return _per_class_or_aggregate(_spread(_selection(stats), agg, axis=-2), classes, pos_label, agg, class_agg)
+def _k_demographic_parity(stats, classes, *, pos_label=None, agg="difference", class_agg="rms", min_count=1):
+    spreads = _spread(_selection(stats, min_count), agg, axis=-2)
+    return _per_class_or_aggregate(spreads, classes, pos_label, agg, class_agg)
 
 
-def _k_tpr_gap_classes(stats, classes, *, agg="difference", class_agg="rms"):
-    present_everywhere = ((stats[..., 0] + stats[..., 2]) > 0).all(axis=-2)
-    spreads = np.where(present_everywhere, _spread(_tpr(stats), agg, axis=-2), np.nan)
+def _k_tpr_gap_classes(stats, classes, *, agg="difference", class_agg="rms", min_count=1):
+    positives = stats[..., 0] + stats[..., 2]
+    present_everywhere = ((positives > 0) & (positives >= (min_count if min_count > 1 else 0))).all(axis=-2)
+    spreads = np.where(present_everywhere, _spread(_tpr(stats, min_count), agg, axis=-2), np.nan)
     return _aggregate_classes(spreads, agg, class_agg)
 
 
-def _k_worst_group_accuracy(stats, classes):
+def _k_worst_group_accuracy(stats, classes, *, min_count=1):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.fmin.reduce(_group_accuracy(stats), axis=-1)
+        return np.fmin.reduce(_group_accuracy(stats, min_count), axis=-1)
 
 
-def _k_accuracy_difference(stats, classes, *, agg="difference"):
-    return _spread(_group_accuracy(stats), agg, axis=-1)
+def _k_accuracy_difference(stats, classes, *, agg="difference", min_count=1):
+    return _spread(_group_accuracy(stats, min_count), agg, axis=-1)
 
 
 def _check_options(agg: str | None = None, class_agg: str | None = None) -> None:
@@ -539,18 +561,18 @@ def accuracy_difference(y_true: Any, y_pred: Any, *, sensitive_features: Any, sa
 # --------------------------------------------------------------------------------------------
 
 
-def _tpr_gap_kernel(stats, classes, *, pos_label=None):
+def _tpr_gap_kernel(stats, classes, *, pos_label=None, min_count=1):
     if _positive_index(classes, pos_label) is not None:
-        return _k_equal_opportunity(stats, classes, pos_label=pos_label)
-    return _k_tpr_gap_classes(stats, classes, class_agg="rms")
+        return _k_equal_opportunity(stats, classes, pos_label=pos_label, min_count=min_count)
+    return _k_tpr_gap_classes(stats, classes, class_agg="rms", min_count=min_count)
 
 
-def _tpr_gap_max_kernel(stats, classes, *, pos_label=None):
-    return _k_tpr_gap_classes(stats, classes, class_agg="max")
+def _tpr_gap_max_kernel(stats, classes, *, pos_label=None, min_count=1):
+    return _k_tpr_gap_classes(stats, classes, class_agg="max", min_count=min_count)
 
 
-def _worst_group_error_kernel(stats, classes, *, pos_label=None):
-    return 1.0 - _k_worst_group_accuracy(stats, classes)
+def _worst_group_error_kernel(stats, classes, *, pos_label=None, min_count=1):
+    return 1.0 - _k_worst_group_accuracy(stats, classes, min_count=min_count)
 
 
 _tpr_gap_rms_kernel = functools.partial(_k_tpr_gap_classes, class_agg="rms")
@@ -558,8 +580,8 @@ _tpr_gap_rms_kernel = functools.partial(_k_tpr_gap_classes, class_agg="rms")
 
 def _ignoring_positive(kernel: Callable) -> Callable:
     """A kernel that does not depend on which class is positive, callable with ``pos_label`` like the others."""
-    def wrapped(stats, classes, *, pos_label=None):
-        return kernel(stats, classes)
+    def wrapped(stats, classes, *, pos_label=None, min_count=1):
+        return kernel(stats, classes, min_count=min_count)
 
     return wrapped
 
@@ -570,11 +592,13 @@ class BiasMeasure:
 
     Calling it computes the measure: ``measure(y_true, y_pred, sensitive_features=g)``; for a
     binary task ``pos_label`` names the positive class (default: class ``1``), which the TPR /
-    FPR / selection-rate measures are about. Every ``kernel`` takes ``(stats, classes, *, pos_label=None)``.
+    FPR / selection-rate measures are about. Every ``kernel`` takes
+    ``(stats, classes, *, pos_label=None, min_count=1)``.
 
     Attributes:
         name: The name a study file uses.
-        fn: ``(y_true, y_pred, *, sensitive_features, sample_weight=None, pos_label=None) -> float``.
+        fn: ``(y_true, y_pred, *, sensitive_features, sample_weight=None, pos_label=None, min_group_size=1)
+            -> float``.
         description: One line saying what is measured.
         citation: Where the measure comes from.
     """
@@ -586,15 +610,15 @@ class BiasMeasure:
     kernel: Callable[..., np.ndarray] | None = field(repr=False, compare=False, default=None)
 
     def __call__(self, y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_weight: Any = None,
-                 pos_label: Any = None) -> float:
+                 pos_label: Any = None, min_group_size: int = 1) -> float:
         return self.fn(y_true, y_pred, sensitive_features=sensitive_features, sample_weight=sample_weight,
-                       pos_label=pos_label)
+                       pos_label=pos_label, min_group_size=min_group_size)
 
 
 def _measure(name: str, kernel: Callable, description: str, citation: str) -> BiasMeasure:
     def fn(y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_weight: Any = None,
-           pos_label: Any = None) -> float:
-        return _point(kernel, y_true, y_pred, sensitive_features, sample_weight, pos_label)
+           pos_label: Any = None, min_group_size: int = 1) -> float:
+        return _point(kernel, y_true, y_pred, sensitive_features, sample_weight, pos_label, min_count=min_group_size)
 
     fn.__name__ = name
     fn.__doc__ = f"{description} ({citation}). Lower is fairer."
@@ -775,11 +799,107 @@ def _name(value: Any, names: Sequence[str] | Mapping[Any, str] | None) -> str:
     return str(value)
 
 
+SMALL_GROUP_POLICIES = ("exclude", "merge")
+"""What ``[data] small_groups`` does with a group of fewer than ``min_group_size`` examples."""
+
+OTHER_GROUP = "other"
+"""The name of the group small groups are merged into (``small_groups = "merge"``)."""
+
+
+def _check_group_options(min_group_size: Any, small_groups: str) -> None:
+    if not isinstance(min_group_size, (int, np.integer)) or isinstance(min_group_size, bool) or min_group_size < 1:
+        raise ValueError(f"min_group_size must be an integer >= 1, got {min_group_size!r}")
+    if small_groups not in SMALL_GROUP_POLICIES:
+        raise ValueError(f"small_groups must be one of {', '.join(SMALL_GROUP_POLICIES)}, got {small_groups!r}")
+
+
+def merge_small_groups(groups: Any, min_group_size: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Relabel every group of fewer than ``min_group_size`` examples as :data:`OTHER_GROUP`.
+
+    Returns:
+        ``(labels, merged)``: one label per example, and the merged groups with their sizes.
+
+    Example:
+        >>> labels, merged = merge_small_groups(["a"] * 3 + ["b", "c"], 2)
+        >>> labels.tolist(), merged
+        (['a', 'a', 'a', 'other', 'other'], {'b': 1, 'c': 1})
+    """
+    labels = np.asarray(groups, dtype=object).copy()
+    names, counts = np.unique(labels.astype(str), return_counts=True)
+    small = {str(n): int(c) for n, c in zip(names, counts) if c < min_group_size}
+    if small:
+        labels[np.isin(labels.astype(str), list(small))] = OTHER_GROUP
+    return labels, small
+
+
+def _coverage_warnings(stats: np.ndarray, group_keys: list[str], class_keys: list[str], pos: int | None,
+                       min_count: int, all_groups: Sequence[str],
+                       merged: Mapping[str, int]) -> tuple[dict[str, int], list[str]]:
+    """The groups left out for size, and one line for each group or class that drops out of a measure."""
+    lines = [f"groups below min_group_size {min_count} merged into {OTHER_GROUP!r}: "
+             + ", ".join(f"{g!r} ({n})" for g, n in merged.items())] if merged else []
+    lines += [f"group {g!r} has no example in this split: it is in no group measure"
+              for g in all_groups if g not in group_keys]
+    totals = _group_total(stats)
+    excluded = {g: int(totals[i]) for i, g in enumerate(group_keys) if totals[i] < min_count}
+    if excluded:
+        listed = ", ".join(f"{g!r} ({n})" for g, n in excluded.items())
+        lines.append(f"groups below min_group_size {min_count} left out of the group measures: {listed}")
+    positives = stats[..., 0] + stats[..., 2]
+    negatives = stats[..., 1] + stats[..., 3]
+    present = positives.sum(axis=0) > 0
+    lines += [f"class {class_keys[c]!r} has no example in this split" for c in range(len(class_keys))
+              if not present[c] and (pos is None or c == pos)]
+    classes = [pos] if pos is not None else [c for c in range(len(class_keys)) if present[c]]
+    for c in classes:
+        for what, counts, rate in (("positive", positives, "TPR"), ("negative", negatives, "FPR")):
+            short = [(g, int(counts[i, c])) for i, g in enumerate(group_keys)
+                     if g not in excluded and counts[i, c] < min_count]
+            if short:
+                listed = ", ".join(f"{g!r} ({n})" for g, n in short)
+                lines.append(f"class {class_keys[c]!r}: groups with fewer than {min_count} {what} examples are "
+                             f"left out of its {rate}: {listed}")
+    return excluded, lines
+
+
+@dataclass(frozen=True)
+class _Rates:
+    """Per-group accuracy (G,) and per-(group, class) TPR, FPR and selection rate (G, K)."""
+
+    accuracy: np.ndarray
+    tpr: np.ndarray
+    fpr: np.ndarray
+    selection: np.ndarray
+
+    def of(self, group: int, cls: int) -> dict[str, float | None]:
+        return {"tpr": finite_or_none(self.tpr[group, cls]), "fpr": finite_or_none(self.fpr[group, cls]),
+                "selection_rate": finite_or_none(self.selection[group, cls])}
+
+    def of_group(self, group: int, pos: int | None) -> dict[str, float | None]:
+        """A group's accuracy, and the positive class's rates in a binary task."""
+        return {"accuracy": finite_or_none(self.accuracy[group]), **({} if pos is None else self.of(group, pos))}
+
+
+def _intervals(enc: _Encoded, classes: np.ndarray, *, n_resamples: int, seed: int, confidence: float,
+               min_count: int, pos_label: Any = None) -> dict[str, list[float | None]]:
+    """Every registered measure's bootstrap interval, from one set of group-stratified resamples."""
+    ci: dict[str, list[float | None]] = {}
+    if n_resamples == 0:
+        return ci
+    boot = _stats(_confusion(enc, _resample_index(enc, n_resamples, np.random.default_rng(seed), True)))
+    for name, measure in BIAS_MEASURES.items():
+        values = np.asarray(measure.kernel(boot, classes, pos_label=pos_label, min_count=min_count), dtype=float)
+        lo, hi = _percentile_interval(values, confidence)
+        ci[name] = [finite_or_none(lo), finite_or_none(hi)]
+    return ci
+
+
 def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
                     class_names: Sequence[str] | Mapping[Any, str] | None = None,
                     group_names: Sequence[str] | Mapping[Any, str] | None = None,
                     n_resamples: int = 200, seed: int = 0, confidence: float = 0.95,
-                    pos_label: Any = None) -> dict[str, Any]:
+                    pos_label: Any = None, min_group_size: int = 1, small_groups: str = "exclude",
+                    all_groups: Sequence[str] = ()) -> dict[str, Any]:
     """Every registered bias measure with its bootstrap interval, and the per-group rates.
 
     The result goes into an Optuna trial's user attributes, so it is plain JSON (``nan``
@@ -796,43 +916,43 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         seed: Bootstrap seed.
         confidence: Coverage of the intervals.
         pos_label: The positive class of a binary task (a value of ``y_true``; default ``1``).
+        min_group_size: A rate on fewer examples (a TPR on fewer positives, an FPR on fewer
+            negatives, a selection rate or accuracy on a smaller group) is undefined: that group is
+            left out of that measure. 1 keeps every rate with a non-zero denominator.
+        small_groups: ``"exclude"``, or ``"merge"``: groups below ``min_group_size`` examples are
+            first pooled into one group :data:`OTHER_GROUP`.
+        all_groups: Every group of the dataset, so that one absent from this split is reported.
 
     Returns:
         A dict with ``n``, ``classes``, ``groups``, ``positive_class`` (binary tasks, else
         ``None``), ``measures`` (name -> value), ``ci`` (name -> ``[low, high]``),
         ``confidence``, ``n_resamples``, ``group_counts`` (group -> examples), ``group_rates``
         (group -> accuracy, and for binary tasks the positive class's ``tpr``, ``fpr``,
-        ``selection_rate``) and, for multi-class tasks, ``class_group_rates`` (class -> group
-        -> ``n``, ``tpr``, ``fpr``, ``selection_rate``).
+        ``selection_rate``), for multi-class tasks ``class_group_rates`` (class -> group
+        -> ``n``, ``tpr``, ``fpr``, ``selection_rate``), ``min_group_size``, ``small_groups``,
+        ``excluded_groups`` and ``merged_groups`` (group -> examples) and ``warnings`` (one
+        line per group or class that drops out of a measure).
     """
     _check_bootstrap(n_resamples, confidence, minimum=0)
+    _check_group_options(min_group_size, small_groups)
+    merged: dict[str, int] = {}
+    if small_groups == "merge":  # merged by name, so named groups are named in the record
+        named = [_name(g, group_names) for g in _group_labels(sensitive_features, len(np.ravel(y_true)))]
+        (sensitive_features, merged), group_names = merge_small_groups(named, min_group_size), None
     enc = _encode(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
     frame = _frame_from(enc)
     groups, classes, stats = _stats_from_frame(frame)
     group_keys = [_name(g, group_names) for g in groups]
     class_keys = [_name(c, class_names) for c in classes]
-    pos = _positive_index(classes, pos_label)
-
-    measures = {name: finite_or_none(m.kernel(stats, classes, pos_label=pos_label))
-                for name, m in BIAS_MEASURES.items()}
-    ci: dict[str, list[float | None]] = {}
-    if n_resamples > 0:
-        index = _resample_index(enc, n_resamples, np.random.default_rng(seed), True)
-        boot = _stats(_confusion(enc, index))
-        for name, m in BIAS_MEASURES.items():
-            lo, hi = _percentile_interval(np.asarray(m.kernel(boot, classes, pos_label=pos_label), dtype=float),
-                                          confidence)
-            ci[name] = [finite_or_none(lo), finite_or_none(hi)]
-
+    pos, m = _positive_index(classes, pos_label), int(min_group_size)
+    measures = {name: finite_or_none(mea.kernel(stats, classes, pos_label=pos_label, min_count=m))
+                for name, mea in BIAS_MEASURES.items()}
+    ci = _intervals(enc, classes, n_resamples=n_resamples, seed=seed, confidence=confidence, min_count=m,
+                    pos_label=pos_label)
     n_per_group = np.bincount(enc.g, minlength=len(groups))
-    accuracy, tpr, fpr, selection = _group_accuracy(stats), _tpr(stats), _fpr(stats), _selection(stats)
-    group_rates_out: dict[str, dict[str, float | None]] = {}
-    for gi, key in enumerate(group_keys):
-        rates: dict[str, float | None] = {"accuracy": finite_or_none(accuracy[gi])}
-        if pos is not None:
-            rates.update(tpr=finite_or_none(tpr[gi, pos]), fpr=finite_or_none(fpr[gi, pos]),
-                         selection_rate=finite_or_none(selection[gi, pos]))
-        group_rates_out[key] = rates
+    rates = _Rates(_group_accuracy(stats, m), _tpr(stats, m), _fpr(stats, m), _selection(stats, m))
+    known = [str(g) for g in all_groups if str(g) not in merged]
+    excluded, lines = _coverage_warnings(stats, group_keys, class_keys, pos, m, known, merged)
     report: dict[str, Any] = {
         "n": int(len(enc.g)),
         "classes": class_keys,
@@ -843,13 +963,97 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         "confidence": float(confidence),
         "n_resamples": int(n_resamples),
         "group_counts": {key: int(n_per_group[gi]) for gi, key in enumerate(group_keys)},
-        "group_rates": group_rates_out,
+        "group_rates": {key: rates.of_group(gi, pos) for gi, key in enumerate(group_keys)},
+        "min_group_size": m,
+        "small_groups": small_groups,
+        "excluded_groups": excluded,
+        "merged_groups": merged,
+        "warnings": lines,
     }
     if pos is None:
         positives = frame["n_positives"].to_numpy().reshape(len(groups), len(classes))
         report["class_group_rates"] = {
-            ckey: {gkey: {"n": int(positives[gi, ci_]), "tpr": finite_or_none(tpr[gi, ci_]),
-                          "fpr": finite_or_none(fpr[gi, ci_]), "selection_rate": finite_or_none(selection[gi, ci_])}
-                   for gi, gkey in enumerate(group_keys)}
-            for ci_, ckey in enumerate(class_keys)}
+            ckey: {gkey: {"n": int(positives[gi, c]), **rates.of(gi, c)} for gi, gkey in enumerate(group_keys)}
+            for c, ckey in enumerate(class_keys)}
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# Several sensitive attributes, and groups that overlap
+# --------------------------------------------------------------------------------------------
+
+INTERSECTION_SEPARATOR = "&"
+"""Joins one row's attribute values into its intersectional group name, e.g. ``female&black``."""
+
+GROUP_OBJECTIVES = ("intersection", "max")
+"""``[data] group_objective``: with several attributes, the bias objective is the measure over the
+intersectional groups, or the largest of the per-attribute measures."""
+
+
+def intersection_labels(columns: Sequence[Sequence[Any]]) -> np.ndarray:
+    """One intersectional group name per row (``female&black``); None where any attribute is missing.
+
+    Example:
+        >>> intersection_labels([["f", "m", None], ["x", "y", "y"]]).tolist()
+        ['f&x', 'm&y', None]
+    """
+    frame = pd.DataFrame({i: pd.Series(list(c), dtype="string") for i, c in enumerate(columns)})
+    missing = frame.isna().any(axis=1).to_numpy()
+    joined = frame.fillna("").agg(INTERSECTION_SEPARATOR.join, axis=1).to_numpy(dtype=object)
+    joined[missing] = None
+    return joined
+
+
+def attribute_reports(y_true: Any, y_pred: Any, *, groups: Any, attributes: Sequence[str],
+                      **options: Any) -> dict[str, dict[str, Any]]:
+    """:func:`fairness_report` per attribute, read off intersectional group names.
+
+    ``groups`` holds names made by :func:`intersection_labels` (attribute values in the order of
+    ``attributes``); the report of attribute ``i`` groups the rows by the ``i``-th value, like
+    fairlearn's ``MetricFrame`` with one sensitive feature at a time.
+    """
+    parts = np.array([str(g).split(INTERSECTION_SEPARATOR) for g in np.asarray(groups, dtype=object)], dtype=object)
+    if parts.ndim != 2 or parts.shape[1] != len(attributes):
+        raise ValueError(f"group names must hold one value per attribute ({', '.join(attributes)}) joined by "
+                         f"{INTERSECTION_SEPARATOR!r}")
+    return {name: fairness_report(y_true, y_pred, sensitive_features=parts[:, i], **options)
+            for i, name in enumerate(attributes)}
+
+
+def membership_report(y_true: Any, y_pred: Any, *, membership: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+    """:func:`fairness_report` for groups that overlap (multi-hot: one 0/1 column per group).
+
+    Each group is measured over its members, so a row in two groups counts in both; a row in no
+    group is in no group measure. The rows are repeated once per membership, which gives exactly
+    the per-member counts; the bootstrap then resamples memberships (within each group) rather than
+    rows, which treats a row's two memberships as independent.
+    """
+    n = len(np.ravel(y_true))
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    index, labels = [], []
+    for name, column in membership.items():
+        member = np.asarray(column).astype(float) > 0
+        if len(member) != n:
+            raise ValueError(f"membership column {name!r} has {len(member)} entries for {n} examples")
+        index.append(np.flatnonzero(member))
+        labels += [str(name)] * int(member.sum())
+    rows = np.concatenate(index) if index else np.array([], dtype=np.int64)
+    report = fairness_report(y[rows], p[rows], sensitive_features=np.asarray(labels, dtype=object), **options)
+    report["n"] = int(len(np.unique(rows)))
+    report["n_memberships"] = int(len(rows))
+    return report
+
+
+def objective_measures(intersection: Mapping[str, Any], per_attribute: Mapping[str, Mapping[str, Any]],
+                       how: str) -> dict[str, float | None]:
+    """The group measures a bias objective reads: the intersection's, or the worst attribute's (``"max"``)."""
+    if how not in GROUP_OBJECTIVES:
+        raise ValueError(f"group_objective must be one of {', '.join(GROUP_OBJECTIVES)}, got {how!r}")
+    if how == "intersection" or not per_attribute:
+        return dict(intersection["measures"])
+    out: dict[str, float | None] = {}
+    for name in BIAS_MEASURES:
+        values = [r["measures"].get(name) for r in per_attribute.values()]
+        defined = [v for v in values if v is not None]
+        out[name] = max(defined) if defined else None
+    return out

@@ -73,6 +73,9 @@ class MeasureInputs:
         half: The split (benchmark half) an intrinsic measure reads.
         model: The compressed model, for the size measures.
         latency_ms: Measured CPU latency, ``{batch size: median ms}``.
+        min_group_size: ``[data] min_group_size``: the group measures leave out a rate resting on
+            fewer examples (see :func:`~fairfront.objectives.measures.group_fairness.fairness_report`).
+        small_groups: ``[data] small_groups``: ``"exclude"`` or ``"merge"`` (into one ``other`` group).
     """
 
     y_true: np.ndarray | None = None
@@ -86,6 +89,8 @@ class MeasureInputs:
     half: str = "validation"
     model: nn.Module | None = None
     latency_ms: dict[int, float] | None = None
+    min_group_size: int = 1
+    small_groups: str = "exclude"
 
     def need(self, part: str) -> Any:
         """The part ``part`` of the inputs, which a measure's ``needs`` promised is there."""
@@ -101,10 +106,12 @@ class MeasureInputs:
 
     @functools.cached_property
     def grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(y_true, y_pred, group name)`` of the examples that have a group."""
+        """``(y_true, y_pred, group name)`` of the examples that have a group (small ones merged if asked)."""
         group_ids = self.need("group_ids")
         keep = group_ids >= 0
         names = np.asarray(self.group_names, dtype=object)[group_ids[keep]]
+        if self.small_groups == "merge":
+            names, _ = group_fairness.merge_small_groups(names, self.min_group_size)
         return self.need("y_true")[keep], self.need("y_pred")[keep], names
 
     @functools.cached_property
@@ -159,7 +166,8 @@ def _predictions(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[Mea
 def _group_measure(m: group_fairness.BiasMeasure) -> Measure:
     def compute(inputs: MeasureInputs) -> float:
         y, p, g = inputs.grouped
-        return float(m.fn(y, p, sensitive_features=g, pos_label=inputs.positive))
+        return float(m.fn(y, p, sensitive_features=g, pos_label=inputs.positive,
+                          min_group_size=inputs.min_group_size))
 
     return Measure(m.name, "bias", m.description, m.citation, compute, needs=("groups",), task="classification")
 

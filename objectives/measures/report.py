@@ -13,7 +13,7 @@ classes here document it::
     size                 every size measure of the compressed model, plus params
     latency_ms           {batch size: median CPU ms} (absent when the trial did not measure it)
     validation, test     SplitScores: accuracy, n, agreement_with_dense, bias, fairness,
-                         forgetting, counterfactual, gap_test, vs_dense
+                         forgetting, counterfactual, gap_test, vs_dense, degenerate
     intrinsic            {benchmark: {"validation", "test", "dense"}} with [bias] intrinsic
     intrinsic_s          seconds spent on the intrinsic benchmarks
     timings              Timings: train_s or compress_s, eval_s, total_s, device, torch_threads, pid
@@ -82,6 +82,9 @@ class SplitScores:
             "difference", "ci", "p_value"}`` under ``measures``, with a paired bootstrap interval
             and a randomization p-value
             (:func:`~fairfront.objectives.measures.significance.paired_differences`).
+        degenerate: Whether the model is useless on the split (see
+            :func:`~fairfront.objectives.measures.scoring.degeneracy`): ``one_class``,
+            ``balanced_accuracy``, ``chance``, ``near_chance``, ``predicted_classes``, ``flagged``.
     """
 
     accuracy: dict[str, float | None] | None = None
@@ -93,6 +96,7 @@ class SplitScores:
     counterfactual: dict[str, Any] | None = None
     gap_test: dict[str, Any] | None = None
     vs_dense: dict[str, Any] | None = None
+    degenerate: dict[str, Any] | None = None
 
     def to_attrs(self) -> dict[str, Any]:
         return _json_record(_without_none({f.name: getattr(self, f.name) for f in fields(self)}))

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
     from fairfront.objectives.measures.objectives import ObjectiveSpec
     from fairfront.objectives.training.prepare import Prepared
 
-__all__ = ["measure_size", "score_split", "add_intrinsic", "record_intrinsic", "objective_values"]
+__all__ = ["measure_size", "score_split", "add_intrinsic", "record_intrinsic", "objective_values", "degeneracy",
+           "CHANCE_MARGIN"]
+
+CHANCE_MARGIN = 0.05
+"""A model whose balanced accuracy is below ``1/k + CHANCE_MARGIN`` (k classes in the split) is near chance."""
 
 LATENCY_BATCH_SIZES = (1, 32)
 """The batch sizes whose CPU latency a trial measures (the ``latency_b<k>_ms`` size measures)."""
@@ -55,9 +59,35 @@ def measure_size(model: torch.nn.Module, prepared: Prepared, *, latency: bool = 
                                        threads=threads)
 
 
+def degeneracy(y: np.ndarray, pred: np.ndarray, *, margin: float = CHANCE_MARGIN) -> dict[str, float | bool | int]:
+    """Whether a classifier is useless on a split, whatever its group measures say.
+
+    A model that predicts one class has no TPR gap and agrees perfectly with a teacher that does
+    the same, so it looks perfectly fair. ``one_class``: every prediction is the same class.
+    ``balanced_accuracy``: the mean recall over the classes present in ``y`` (chance is ``1/k``
+    for ``k`` such classes, whatever the class balance). ``near_chance``: it is below
+    ``1/k + margin``. ``flagged``: either.
+
+    Example:
+        >>> degeneracy(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0]))["flagged"]
+        True
+    """
+    y, pred = np.asarray(y), np.asarray(pred)
+    classes = np.unique(y)
+    recalls = [float((pred[y == c] == c).mean()) for c in classes]
+    balanced = float(np.mean(recalls)) if recalls else float("nan")
+    one_class = len(np.unique(pred)) <= 1
+    near_chance = bool(len(classes) > 1 and balanced < 1.0 / len(classes) + margin)
+    return {"one_class": bool(one_class), "balanced_accuracy": balanced, "near_chance": near_chance,
+            "chance": 1.0 / max(1, len(classes)), "predicted_classes": int(len(np.unique(pred))),
+            "flagged": bool(one_class or near_chance)}
+
+
 def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray, groups: np.ndarray, *,
                 bias_objectives: Sequence[str] = (), bootstrap_resamples: int = 200, seed: int = 0,
-                logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None) -> SplitScores:
+                logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None,
+                min_group_size: int = 1, small_groups: str = "exclude", group_attributes: Sequence[str] = (),
+                group_objective: str = "intersection") -> SplitScores:
     """Every measure of one split of a classification task.
 
     Args:
@@ -74,27 +104,44 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         seed: Seed of the resamples and permutations.
         logits: The model's logits on the split; needed only when the study has counterfactual sets.
         swapped_logits: Its logits on each prepared counterfactual set of the split, likewise.
+        min_group_size: ``[data] min_group_size`` for the group measures.
+        small_groups: ``[data] small_groups`` (``"exclude"`` or ``"merge"``).
+        group_attributes: The group columns when there are several (the group names are then
+            their intersections); each attribute's report goes under ``fairness["attributes"]``.
+        group_objective: ``"intersection"`` or ``"max"`` (the bias values are the largest over
+            the attributes).
 
     Raises:
         ValueError: A counterfactual bias objective is undefined on the validation split (no
             text contains a term of the swap lists).
     """
     inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=groups, group_names=prepared.group_names,
-                           positive=prepared.positive_index)
+                           positive=prepared.positive_index, min_group_size=min_group_size,
+                           small_groups=small_groups)
     dense = prepared.dense_predictions(split)
     out: dict = {"accuracy": {m.name: m.compute(inputs) for m in measures(kind="accuracy", needs="")},
-                 "n": int(len(y)), "agreement_with_dense": float((dense == pred).mean())}
+                 "n": int(len(y)), "agreement_with_dense": float((dense == pred).mean()),
+                 "degenerate": degeneracy(y, pred)}
     if inputs.has_groups:
         out["bias"] = {m.name: m.compute(inputs) for m in measures(kind="bias", needs="groups")}
-        y_grouped, pred_grouped, group_names = inputs.grouped
-        out["fairness"] = group_fairness.fairness_report(
-            y_grouped, pred_grouped, sensitive_features=group_names, class_names=list(prepared.label_names),
-            n_resamples=bootstrap_resamples, seed=seed, pos_label=prepared.positive_index)
+        y_grouped, pred_grouped, _ = inputs.grouped
+        labels = np.asarray(prepared.group_names, dtype=object)[groups[groups >= 0]]
+        options = {"class_names": list(prepared.label_names), "n_resamples": bootstrap_resamples, "seed": seed,
+                   "min_group_size": min_group_size, "small_groups": small_groups,
+                   "pos_label": prepared.positive_index}
+        out["fairness"] = group_fairness.fairness_report(y_grouped, pred_grouped, sensitive_features=labels,
+                                                         all_groups=list(prepared.group_names), **options)
+        if len(group_attributes) > 1:
+            per = group_fairness.attribute_reports(y_grouped, pred_grouped, groups=labels,
+                                                   attributes=list(group_attributes), **options)
+            out["fairness"]["attributes"] = per
+            chosen = group_fairness.objective_measures(out["fairness"], per, group_objective)
+            out["bias"].update({k: float("nan") if v is None else v for k, v in chosen.items()})
         if bootstrap_resamples > 0:
-            out["gap_test"] = permutation_gap_test(y_grouped, pred_grouped, sensitive_features=group_names,
+            out["gap_test"] = permutation_gap_test(y_grouped, pred_grouped, sensitive_features=labels,
                                                    measures=names(kind="bias", needs="groups"),
                                                    n_permutations=PERMUTATIONS, seed=seed,
-                                                   pos_label=prepared.positive_index)
+                                                   pos_label=prepared.positive_index, min_count=min_group_size)
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
     if bootstrap_resamples > 0:

@@ -129,20 +129,21 @@ def _kernels(measures: Sequence[str] | None) -> dict[str, Kernel]:
     return out
 
 
-def _accuracy_kernel(stats: np.ndarray, classes: np.ndarray, *, pos_label: Any = None) -> np.ndarray:
+def _accuracy_kernel(stats: np.ndarray, classes: np.ndarray, *, pos_label: Any = None,
+                     min_count: int = 1) -> np.ndarray:
     """Accuracy over all groups, from (..., G, K, 4) statistics."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return stats[..., 0].sum(axis=(-2, -1)) / _group_total(stats).sum(axis=-1)
 
 
 def _evaluate(kernels: dict[str, Kernel], g: np.ndarray, t: np.ndarray, p: np.ndarray, n_groups: int,
-              classes: np.ndarray, pos_label: Any = None) -> dict[str, np.ndarray]:
+              classes: np.ndarray, pos_label: Any = None, min_count: int = 1) -> dict[str, np.ndarray]:
     """Every kernel on each row of the (B, n) codes: ``{name: (B,) values}``."""
     k = len(classes)
     cells = (g * k + t) * k + p
     confusion = _batched_counts(cells, n_groups * k * k).reshape(cells.shape[0], n_groups, k, k)
     batch_stats = _stats(confusion)
-    return {name: np.asarray(kernel(batch_stats, classes, pos_label=pos_label), dtype=float)
+    return {name: np.asarray(kernel(batch_stats, classes, pos_label=pos_label, min_count=min_count), dtype=float)
             for name, kernel in kernels.items()}
 
 
@@ -156,7 +157,8 @@ def _chunks(total: int) -> list[int]:
 
 
 def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, measures: Sequence[str] | None = None,
-                         n_permutations: int = PERMUTATIONS, seed: int = 0, pos_label: Any = None) -> dict[str, Any]:
+                         n_permutations: int = PERMUTATIONS, seed: int = 0, pos_label: Any = None,
+                         min_count: int = 1) -> dict[str, Any]:
     """One-sided permutation test of "the gap is larger than chance" for group bias measures.
 
     Within each true class the group labels are shuffled; the measure of each shuffle is a draw
@@ -172,6 +174,7 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
         n_permutations: Shuffles (at least 1).
         seed: Seed of the shuffles; the same seed gives the same p-values.
         pos_label: The positive class of a binary task (default: class ``1``), as for the measures.
+        min_count: ``[data] min_group_size``: a group's rate on fewer examples is left out, as in the measures.
 
     Returns:
         ``{"test": "permutation_within_class", "n_permutations", "seed", "p_value": {name: p}}``;
@@ -183,7 +186,8 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
     enc = _encode(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
     n_groups = len(enc.groups)
     observed = {name: float(v[0]) for name, v in
-                _evaluate(kernels, enc.g[None], enc.t[None], enc.p[None], n_groups, enc.classes, pos_label).items()}
+                _evaluate(kernels, enc.g[None], enc.t[None], enc.p[None], n_groups, enc.classes, pos_label,
+                          min_count).items()}
     strata = [np.flatnonzero(enc.t == c) for c in np.unique(enc.t)]
     rng = np.random.default_rng(seed)
     exceed = dict.fromkeys(kernels, 0)
@@ -192,7 +196,7 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
         for members in strata:
             g[:, members] = rng.permuted(g[:, members], axis=1)
         values = _evaluate(kernels, g, np.broadcast_to(enc.t, g.shape), np.broadcast_to(enc.p, g.shape), n_groups,
-                           enc.classes, pos_label)
+                           enc.classes, pos_label, min_count)
         for name in kernels:
             exceed[name] += _at_least(values[name], observed[name])
     p_value = {name: (1 + exceed[name]) / (1 + int(n_permutations)) if np.isfinite(observed[name]) else None

@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from fairfront.errors import DataError
@@ -61,6 +60,7 @@ from fairfront.objectives.training.masked_lm import (
 )
 from fairfront.objectives.training.models import ModelSpec, classifier_from_state, load_tokenizer, new_classifier
 from fairfront.objectives.training.population import POPULATION_SPLITS, DensePopulation, train_population
+from fairfront.objectives.training.teacher_settings import teacher_loss
 
 __all__ = ["PrepareSpec", "Prepared", "prepare", "cached", "load_cached", "store", "CorruptCache", "verify",
            "CACHE_FORMAT", "MANIFEST"]
@@ -100,9 +100,13 @@ class PrepareSpec:
 
     def fingerprint(self) -> str:
         data = None if self.data is None else self.data.identity()
+        teacher = dataclasses.asdict(self.teacher)
+        if teacher.get("loss", "cross_entropy") == "cross_entropy":  # the fingerprint of studies before the key
+            teacher.pop("loss", None)
+            teacher.pop("loss_parameter", None)
         payload = json.dumps({"format": CACHE_FORMAT, "model": self.model.identity(),
                               "model_spec": dataclasses.asdict(self.model), "data": data,
-                              "teacher": dataclasses.asdict(self.teacher), "seed": self.seed,
+                              "teacher": teacher, "seed": self.seed,
                               "bias": self.bias.identity()},
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -184,6 +188,19 @@ def prepare(spec: PrepareSpec, cache_root: Path, *, log: Callable[[str], None] =
     return prepared
 
 
+def _warn_degenerate(pred: np.ndarray, y: np.ndarray, label_names, log: Callable[[str], None]) -> None:
+    """Say so when the teacher is useless: every trial would inherit it and look perfectly fair."""
+    from fairfront.objectives.measures.scoring import degeneracy
+
+    found = degeneracy(y, pred)
+    if not found["flagged"]:
+        return
+    what = (f"predicts only class {label_names[int(pred[0])]!r}" if found["one_class"]
+            else f"has balanced accuracy {found['balanced_accuracy']:.3f}, near chance ({found['chance']:.3f})")
+    log(f"warning: the dense teacher {what} on the validation split; its trials measure no real bias. "
+        f"Train it longer ([teacher] epochs) or with a class-imbalance loss ([teacher] loss = \"class_balanced\")")
+
+
 def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
             device: torch.device | None = None) -> Prepared:
     """Tokenize, fine-tune the dense teacher, and compute its logits on every split.
@@ -202,11 +219,12 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
     counts = ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
     log(f"data {data.name}: {counts}; {len(data.label_names)} classes, {len(data.group_names)} groups")
     n_labels = len(data.label_names)
+    per_example = teacher_loss(spec.teacher, np.bincount(splits["train"].labels, minlength=n_labels))
 
     def fine_tune(seed: int, progress=None) -> tuple[torch.nn.Module, TrainStats]:
         net = new_classifier(spec.model, num_labels=n_labels, vocab_size=len(tokenizer), seed=seed)
         stats = train(net, splits["train"], spec.teacher,
-                      loss_fn=lambda logits, batch: F.cross_entropy(logits, batch["labels"]),
+                      loss_fn=lambda logits, batch: per_example(logits, batch["labels"]).mean(),
                       seed=seed, pad_id=tokenizer.pad_token_id, device=device, progress=progress)
         return net, stats
 
@@ -226,6 +244,7 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
     logits = {s: logits_of(model, splits[s]) for s in SPLITS}
     accuracy = float((logits["validation"].argmax(1) == splits["validation"].labels).mean())
     log(f"teacher trained in {stats.seconds:.0f}s; validation accuracy {accuracy:.4f}")
+    _warn_degenerate(logits["validation"].argmax(1), splits["validation"].labels, data.label_names, log)
     config = model.config.to_dict()
     config["num_labels"] = n_labels
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}

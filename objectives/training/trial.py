@@ -49,6 +49,10 @@ class TrialSpec:
     seed: int = 0
     bootstrap_resamples: int = 200
     latency: bool = True
+    min_group_size: int = 1
+    small_groups: str = "exclude"
+    group_attributes: tuple[str, ...] = ()
+    group_objective: str = "intersection"
 
 
 @dataclass
@@ -93,7 +97,10 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
         report.splits[split] = score_split(prepared, split, data.labels, logits.argmax(axis=1), data.groups,
                                            bias_objectives=spec.objectives.bias,
                                            bootstrap_resamples=spec.bootstrap_resamples, seed=spec.seed,
-                                           logits=logits, swapped_logits=swapped)
+                                           logits=logits, swapped_logits=swapped,
+                                           min_group_size=spec.min_group_size, small_groups=spec.small_groups,
+                                           group_attributes=spec.group_attributes,
+                                           group_objective=spec.group_objective)
     if prepared.intrinsic:
         add_intrinsic(report, prepared, model, device=eval_device)
     report.timings = Timings(train_s=compress_seconds, eval_s=time.perf_counter() - eval_started,

@@ -18,7 +18,8 @@ import pandas as pd
 
 from fairfront.errors import DataError
 from fairfront.objectives.data.datasets._dataset import TextDataset, string_column
-from fairfront.objectives.data.datasets._split import stratified_split
+from fairfront.objectives.data.datasets._split import group_stratified_split, stratified_split
+from fairfront.objectives.measures.group_fairness import intersection_labels
 
 __all__ = ["FORMATS", "SPLIT_ALIASES", "ReadOptions", "load_table", "read_table", "row_locator", "delimiter_hint",
            "file_format"]
@@ -102,9 +103,10 @@ def delimiter_hint(columns: Sequence[object]) -> str:
     return ""
 
 
-def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: str, group_column: str | None = None,
+def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: str,
+               group_column: str | Sequence[str] | None = None,
                split_column: str | None = None, seed: int = 0, read: ReadOptions = ReadOptions(),
-               label_bins: Sequence[float] | None = None) -> TextDataset:
+               label_bins: Sequence[float] | None = None, split_group_column: str | None = None) -> TextDataset:
     """Read a table of labelled texts, choosing the format by the file ending.
 
     Formats: ``.csv`` (comma-separated, quoted fields), ``.tsv`` (tab-separated **without**
@@ -121,7 +123,10 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
         path: The file.
         text_column: Column holding the text.
         label_column: Column holding the class (any type; used as a string).
-        group_column: Column holding the protected attribute; empty cells are ``<NA>``.
+        group_column: Column holding the protected attribute; empty cells are ``<NA>``. Several
+            columns (several attributes) give intersectional groups such as ``female&black``
+            (:func:`~fairfront.objectives.measures.group_fairness.intersection_labels`); a row
+            missing any of them has no group.
         split_column: Column holding the split; values such as ``train``, ``dev``, ``valid``,
             ``validation``, ``test`` (see :data:`SPLIT_ALIASES`).
         seed: Seed of the stratified split when there is no ``split_column``.
@@ -129,6 +134,8 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
         label_bins: Thresholds that turn numeric labels into classes ``"0"``, ``"1"``, ...
             (a value equal to a threshold goes to the upper class); without it a label column
             holding fractions is refused.
+        split_group_column: Rows sharing its value land in the same split
+            (:func:`group_stratified_split`, stratified by label as far as whole units allow).
 
     Raises:
         DataError: the file is missing or unreadable, a named column is missing (the message
@@ -150,7 +157,8 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
     if label_column in raw.columns:
         raw = _numeric_labels(raw, path.name, label_column, label_bins, where)
     return build_dataset(path.stem, raw, origin=path.name, text_column=text_column, label_column=label_column,
-                         group_column=group_column, split_column=split_column, seed=seed, where=where)
+                         group_column=group_column, split_column=split_column, seed=seed, where=where,
+                         split_group_column=split_group_column)
 
 
 def _numeric_labels(raw: pd.DataFrame, origin: str, column: str, label_bins: Sequence[float] | None,
@@ -201,17 +209,20 @@ def read_table(path: Path, read: ReadOptions = ReadOptions()) -> pd.DataFrame:
 
 
 def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str, label_column: str,
-                  group_column: str | None, split_column: str | None, seed: int,
+                  group_column: str | Sequence[str] | None, split_column: str | None, seed: int,
                   label_names: Sequence[str] | None = None, group_names: Sequence[str] | None = None,
                   citation: str = "", fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                  where: Callable[[int], str] | None = None) -> TextDataset:
+                  where: Callable[[int], str] | None = None,
+                  split_group_column: str | None = None) -> TextDataset:
     """Turn a raw table with named columns into a :class:`TextDataset` (shared by the loaders).
 
     ``where`` names a 0-based row's place in the file for messages (default: ``data row N``).
     """
     where = where or (lambda row: f"data row {row + 1}")
+    group_columns = [group_column] if isinstance(group_column, str) or group_column is None else list(group_column)
     for role, column in (("text_column", text_column), ("label_column", label_column),
-                         ("group_column", group_column), ("split_column", split_column)):
+                         *(("group_column", c) for c in group_columns), ("split_column", split_column),
+                         ("split_group_column", split_group_column)):
         if column is not None and column not in raw.columns:
             raise DataError(f"{origin}: no column {column!r} ({role}); columns are: "
                             f"{', '.join(map(str, raw.columns))}{delimiter_hint(list(raw.columns))}")
@@ -223,11 +234,18 @@ def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str
             first = int(empty.to_numpy().nonzero()[0][0])
             raise DataError(f"{origin}: {int(empty.sum())} row(s) have an empty {role} in column {column!r} "
                             f"(first: {where(first)}); remove or fill them")
-    group = (string_column(raw[group_column]) if group_column is not None
-             else pd.Series(pd.NA, index=range(len(raw)), dtype="string"))
+    if len(group_columns) > 1:
+        group = pd.Series(intersection_labels([string_column(raw[c]) for c in group_columns]), index=raw.index,
+                          dtype="string")
+    else:
+        group = (string_column(raw[group_column]) if group_column is not None
+                 else pd.Series(pd.NA, index=range(len(raw)), dtype="string"))
     frame = pd.DataFrame({"text": text, "label": label, "group": group})
     if split_column is not None:
         frame["split"] = _map_splits(string_column(raw[split_column]), origin, split_column)
+    elif split_group_column is not None:
+        frame["unit"] = string_column(raw[split_group_column])
+        frame = group_stratified_split(frame, "unit", fractions=fractions, seed=seed).drop(columns=["unit"])
     else:
         frame = stratified_split(frame, fractions=fractions, seed=seed)
     names = tuple(label_names) if label_names is not None else ordered_names(frame["label"])
