@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR"]
+__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "TEACHER_ATTR"]
 
 STUDY_FILE_ATTR = "fairfront.study_file"
 """Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
@@ -15,3 +15,8 @@ REASON_ATTR = "fail_reason"
 
 RETRY_OF_ATTR = "fairfront.retry_of"
 """Trial attribute of an enqueued re-run: the number of the interrupted trial it runs again."""
+
+TEACHER_ATTR = "fairfront.teacher"
+"""Study attribute: the dense teacher's measures, shaped as ``TrialReport.to_attrs()`` (``size``,
+``validation``, ``test``); absent in studies made before it was stored. ``front`` and ``status``
+show it as a reference row."""

@@ -27,6 +27,9 @@ from fairfront.search.cli_args import DEFAULT_STORAGE, build_parser
 if TYPE_CHECKING:
     import optuna
 
+    from fairfront.search.options import RunOptions
+    from fairfront.search.progress import LiveLine
+
 __all__ = ["DEFAULT_STORAGE", "build_parser", "main"]
 
 
@@ -88,16 +91,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from fairfront.search import driver, hints, report
     from fairfront.search.lease import LeaseHeld, LeaseLost
-    from fairfront.search.studyfile import load_study_file
+    from fairfront.search.progress import LiveLine
 
+    live = LiveLine(sys.stdout) if sys.stdout.isatty() else None  # else: the progress ends each trial's line
     options = driver.RunOptions(storage=args.storage, n_trials=args.n_trials, ray_address=args.ray_address,
-                                cache_dir=args.cache_dir, artifact_dir=args.artifact_dir, log=_log)
+                                cache_dir=args.cache_dir, artifact_dir=args.artifact_dir,
+                                log=live.log if live is not None else _log, live=live)
     try:
-        if args.command == "run":
-            sf = load_study_file(args.study_file)
-            study = driver.run_study(sf, options)
-        else:
-            study = driver.resume_study(args.study, options)
+        study = _drive(args, options, live)
     except driver.Interrupted:
         return 130
     except KeyboardInterrupt:
@@ -119,6 +120,20 @@ def _run(args: argparse.Namespace) -> int:
     _log(f"storage:   {args.storage}")
     _log(f"dashboard: {hints.command('dashboard', storage=args.storage, artifact_dir=args.artifact_dir)}")
     return 0
+
+
+def _drive(args: argparse.Namespace, options: RunOptions, live: LiveLine | None) -> optuna.Study:
+    """``run`` or ``resume`` itself; the live progress line is closed before anything else is printed."""
+    from fairfront.search import driver
+    from fairfront.search.studyfile import load_study_file
+
+    try:
+        if args.command == "run":
+            return driver.run_study(load_study_file(args.study_file), options)
+        return driver.resume_study(args.study, options)
+    finally:
+        if live is not None:
+            live.close()
 
 
 def _show(args: argparse.Namespace) -> int:

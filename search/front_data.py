@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pandas as pd
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
@@ -28,10 +27,14 @@ from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.measures.report import TrialReport
-from fairfront.search.attrs import STUDY_FILE_ATTR
+from fairfront.search.attrs import STUDY_FILE_ATTR, TEACHER_ATTR
 from fairfront.search.report import front_trials
 
-__all__ = ["Objective", "objectives", "trial_report", "split_value", "interval", "front_frame"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Objective", "objectives", "trial_report", "teacher_report", "unit", "split_value", "interval",
+           "front_frame"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,30 @@ def trial_report(trial: FrozenTrial) -> TrialReport:
         return TrialReport.from_attrs(trial.user_attrs)
     except (TypeError, ValueError):
         return TrialReport()
+
+
+def teacher_report(study: optuna.Study) -> TrialReport | None:
+    """The dense teacher's measures (study attribute ``fairfront.teacher``); None where the study has none
+    (studies made before it was stored) or it does not follow the schema."""
+    attrs = study.user_attrs.get(TEACHER_ATTR)
+    if not isinstance(attrs, dict):
+        return None
+    try:
+        return TrialReport.from_attrs(attrs)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def unit(objective: Objective) -> str:
+    """The unit of an objective's measure: ``parameters``, ``bytes``, ``ms``, or ``""`` for a share or score."""
+    measure = objective.measure or ""
+    if objective.kind != "size":
+        return ""
+    if measure.endswith("_bytes"):
+        return "bytes"
+    if measure.endswith("_ms"):
+        return "ms"
+    return "parameters"
 
 
 def split_value(report: TrialReport, objective: Objective, split: str) -> float | None:
@@ -131,6 +158,7 @@ def _param_column(trials: list[FrozenTrial], name: str) -> pd.Series:
     """One parameter over the trials: integers stay integers (nullable where a trial lacks the parameter),
     floats are floats (NaN where absent), a choice of mixed types becomes text (one type per column,
     as Parquet needs)."""
+    import pandas as pd
     values = [t.params.get(name) for t in trials]
     present = [v for v in values if v is not None]
     kinds = {type(t.distributions[name]) for t in trials if name in t.distributions}
@@ -149,6 +177,8 @@ def front_frame(study: optuna.Study) -> pd.DataFrame:
     Columns: the objective values (validation split), their test-split values, the bias
     objectives' intervals on both splits, then the parameters.
     """
+    import pandas as pd
+
     objs = objectives(study)
     trials = front_trials(study)
     columns = _columns(objs)

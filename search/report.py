@@ -29,13 +29,6 @@ def format_values(names: Sequence[str], values: Sequence[float]) -> str:
     return "  ".join(f"{n} {format_value(n, v)}" for n, v in zip(names, values))
 
 
-def _params_text(params: dict) -> str:
-    parts = []
-    for k, v in sorted(params.items()):
-        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
-    return " ".join(parts)
-
-
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The non-dominated COMPLETE trials, best first objective first (ties: lower trial number first).
 
@@ -45,19 +38,11 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: (signs[0] * t.values[0], t.number))
 
 
-def front_table(study: optuna.Study, *, with_params: bool = True) -> str:
-    """The non-dominated COMPLETE trials as an aligned text table, best accuracy first."""
-    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-    best = front_trials(study)
-    if not best:
-        return "no COMPLETE trials yet"
-    header = ["trial"] + list(names) + (["parameters"] if with_params else [])
-    rows = [[str(t.number)] + [format_value(n, v) for n, v in zip(names, t.values)]
-            + ([_params_text(t.params)] if with_params else []) for t in best]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+def front_table(study: optuna.Study, *, with_params: bool = True, with_test: bool = True) -> str:
+    """The front as an aligned text table (:func:`fairfront.search.front_table.front_table`)."""
+    from fairfront.search.front_table import front_table as table  # it reads front_data, which reads this module
+
+    return table(study, with_params=with_params, with_test=with_test)
 
 
 def front_text(study: optuna.Study, fmt: str) -> str:
@@ -105,5 +90,5 @@ def status_text(study: optuna.Study, target: int | None) -> str:
         last = failed[-1]
         lines.append(f"last failure: trial {last.number}: {last.user_attrs.get('fail_reason', 'no reason recorded')}")
     lines.append(f"best trade-offs so far ({len(study.best_trials)} on the Pareto front):")
-    lines.append(front_table(study, with_params=False))
+    lines.append(front_table(study, with_params=False, with_test=False))
     return "\n".join(lines)

@@ -37,10 +37,10 @@ from fairfront.search import report
 from fairfront.search.attrs import REASON_ATTR
 from fairfront.search.capacity import CapacityWatch
 from fairfront.search.executor import Executor, Ticket, TrialError
-from fairfront.search.front import ParetoFront
 from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseLost
 from fairfront.search.options import RunOptions
+from fairfront.search.progress import Progress
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
 from fairfront.search.storage import grouped_writes
@@ -89,7 +89,7 @@ class Scheduler:
                  lease: DriverLease, *, prepared: Prepared, write_report: ReportWriter):
         self.study, self.sf, self.executor, self.lease = study, sf, executor, lease
         self.prepared, self.trial_fn, self.write_report = prepared, options.trial_fn, write_report
-        self.log, self.stats = options.log, options.stats
+        self.log, self.stats, self.live = options.log, options.stats, options.live
         self.resume_hint = resume_command(study.study_name, options)
         self.ex = ex = sf.execution
         self.target = sf.study.n_trials
@@ -98,7 +98,8 @@ class Scheduler:
         self.capacity = CapacityWatch(executor, ex, options.capacity_refresh_s, options.log)
         self.in_flight: dict[Ticket, Flight] = {}
         self.complete = 0  # counted from the study when the run starts
-        self.front = ParetoFront(study.directions, [])
+        self.maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+        self.progress = Progress(self.target, self.maximize)
         self.failed_here = 0
         self._signal: str | None = None
 
@@ -107,8 +108,10 @@ class Scheduler:
         wall_start = time.perf_counter()
         self._prepared_handle = self.executor.put(self.prepared)  # once: every attempt reads it from there
         self._fn_handle = self.executor.put(self.trial_fn)
-        self.complete = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        self.front = ParetoFront(self.study.directions, [t.values for t in self.study.best_trials])
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.complete = len(done)
+        self.progress = Progress(self.target, self.maximize, parallel=self.ex.parallel, complete=len(done),
+                                 values=[t.values for t in done])
         previous = self._catch_signals()
         ex = self.ex
         self.log(f"running {self.study.study_name!r}: {self.complete}/{self.target} complete, up to {ex.parallel} "
@@ -137,6 +140,7 @@ class Scheduler:
         t = time.perf_counter()
         self.lease.heartbeat()
         limit = min(self.ex.parallel, self.capacity.get())
+        self.progress.parallel = max(1, limit)
         stats.lease_s += time.perf_counter() - t
         self._refill(limit)
         stats.max_in_flight = max(stats.max_in_flight, len(self.in_flight))
@@ -202,10 +206,18 @@ class Scheduler:
         self._tell_complete(flight, outcome, self.sf.objectives.names)
         self.stats.told += 1
         self.complete += 1
-        self.front.add(outcome.values)
-        self.log(f"trial {flight.trial.number} COMPLETE in {time.monotonic() - flight.first_submitted:.0f}s: "
-                 + report.format_values(self.sf.objectives.names, outcome.values)
-                 + f" | {self.complete}/{self.target} complete, front {len(self.front)}")
+        seconds = time.monotonic() - flight.first_submitted
+        self.progress.add(seconds, outcome.values)
+        self._show(f"trial {flight.trial.number} COMPLETE in {seconds:.0f}s: "
+                   + report.format_values(self.sf.objectives.names, outcome.values))
+
+    def _show(self, line: str) -> None:
+        """A finished trial's line; the progress follows it, or (on a terminal) is rewritten below it."""
+        if self.live is None:
+            self.log(f"{line} | {self.progress.text()}")
+            return
+        self.log(line)
+        self.live.show(self.progress.text())
 
     def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> None:
         trial = flight.trial
@@ -225,7 +237,8 @@ class Scheduler:
             self.study.tell(trial, state=TrialState.FAIL)
         self.stats.told += 1
         self.failed_here += 1
-        self.log(f"trial {trial.number} FAIL: {reason}")
+        self.progress.add(time.monotonic() - flight.first_submitted, None)
+        self._show(f"trial {trial.number} FAIL: {reason}")
         if self.failed_here > self.max_failed:
             raise TooManyFailures(f"{self.failed_here} trials failed in this run (max_failed_trials = "
                                   f"{self.max_failed}); stopping. Last reason: {reason}")

@@ -18,11 +18,10 @@ import optuna
 import pytest
 
 from fairfront.search.cli_args import build_parser
-from fairfront.search.driver import RunOptions, run_study
+from fairfront.search.driver import RunOptions
 from fairfront.search.inprocess_executor import InProcessExecutor
-from fairfront.search.studyfile import parse_study_text
 
-from conftest import cli_env, noop_trial, placeholder_prepared, tiny_study_text
+from conftest import cli_env, run_noop_study, tiny_study_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -44,11 +43,7 @@ print(json.dumps({"code": code, "heavy": sorted(m for m in HEAVY if m in sys.mod
 def study(tmp_path_factory) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("places")
     (folder / "tiny.toml").write_text(tiny_study_text("tiny", n_trials=4))
-    url = f"sqlite:///{folder / 'studies.db'}"
-    run_study(parse_study_text(tiny_study_text("tiny", n_trials=4), base_dir=folder),
-              RunOptions(storage=url, cache_dir=folder / "cache", artifact_dir=folder / "artifacts",
-                         log=lambda m: None, trial_fn=noop_trial, prepared=placeholder_prepared(),
-                         executor=InProcessExecutor(2)))
+    url = run_noop_study(folder, n_trials=4)
     return folder, url
 
 
