@@ -9,7 +9,10 @@ lost its lease while it was stopped; a storage fault (disk full, I/O error, read
 SQLite file) exits with 1 and one line.
 
 ``export NAME --trial N --out DIR`` writes one trial's model as a transformers folder
-(:mod:`fairfront.search.export`).
+(:mod:`fairfront.search.export`). Every command takes ``--storage``, ``--cache-dir`` and
+``--artifact-dir`` (:mod:`fairfront.search.cli_args`). The read-only commands and every error
+import nothing that runs trials (torch, transformers, Ray): each command imports what it needs
+when it runs.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def complete_text(name: str, complete: int, target: int, *, storage: str, artifa
                   cache_dir: Path | None = None) -> str:
     """What ``resume`` prints for a complete study: the count, and the commands that extend it or show it."""
     more = max(complete, target) * 2
-    places = {"storage": storage, "artifact_dir": artifact_dir, "cache_dir": cache_dir}
+    extend = command("resume", name, "--n-trials", str(more), storage=storage, artifact_dir=artifact_dir,
+                     cache_dir=cache_dir)
     return (f"study {name!r} is complete: {complete} of {target} COMPLETE trials; nothing was started.\n"
-            f"to go on to {more} COMPLETE trials: {command('resume', name, '--n-trials', str(more), **places)}\n"
+            f"to go on to {more} COMPLETE trials: {extend}\n"
             f"its Pareto front: {command('front', name, storage=storage)}")
