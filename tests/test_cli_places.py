@@ -25,7 +25,7 @@ from conftest import cli_env, run_noop_study, tiny_study_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-HEAVY = ("torch", "transformers", "ray", "sklearn", "scipy")
+HEAVY = ("torch", "transformers", "ray", "sklearn")
 
 # the CLI's main in a fresh interpreter; prints its exit status and the heavy modules it imported
 PROBE = """

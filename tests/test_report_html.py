@@ -225,6 +225,12 @@ def test_front_exports_agree_on_rows_columns_and_types(study, monkeypatch, capsy
             assert all(isinstance(r[p], int) for r in rows for p in integers if r[p] is not None)
         else:
             assert [int(line.split()[0]) for line in out.splitlines()[1:]] == order
+            assert out.splitlines()[0].startswith("trial  accuracy  size (nonzero_params, parameters)  bias (tpr_gap)")
+            for line, number in zip(out.splitlines()[1:], order):  # the test split and both intervals, as stored
+                row = frame.set_index("trial").loc[number]
+                assert f"{row['test_accuracy']:.4f}" in line
+                assert f"{row['bias']:.4f} [{row['bias_ci_low']:.4f}, {row['bias_ci_high']:.4f}]" in line
+                assert f"{row['test_bias']:.4f} [{row['test_bias_ci_low']:.4f}, {row['test_bias_ci_high']:.4f}]" in line
 
 
 def test_parquet_needs_an_out_file_and_writes_nothing_without_one(study, tmp_path, monkeypatch, capsys) -> None:
