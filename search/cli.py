@@ -9,7 +9,10 @@ lost its lease while it was stopped; a storage fault (disk full, I/O error, read
 SQLite file) exits with 1 and one line.
 
 ``export NAME --trial N --out DIR`` writes one trial's model as a transformers folder
-(:mod:`fairfront.search.export`).
+(:mod:`fairfront.search.export`). Every command takes ``--storage``, ``--cache-dir`` and
+``--artifact-dir`` (:mod:`fairfront.search.cli_args`). The read-only commands and every error
+import nothing that runs trials (torch, transformers, Ray): each command imports what it needs
+when it runs.
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ from __future__ import annotations
 import argparse
 import errno
 import ipaddress
-import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from fairfront import __version__
 from fairfront.errors import ConfigError, DataError
+from fairfront.search.cli_args import DEFAULT_STORAGE, build_parser
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,146 +34,15 @@ if TYPE_CHECKING:
     import optuna
 
     from fairfront.search.front_data import RobustFront
+    from fairfront.search.options import RunOptions
+    from fairfront.search.progress import LiveLine
     from fairfront.search.studyfile import StudyFile
 
-DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
+__all__ = ["DEFAULT_STORAGE", "build_parser", "main"]
 
 
 def _log(message: str) -> None:
     print(message, flush=True)
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments give one ``error:`` line, as bad study files do (no usage block before it)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
-
-
-def _storage_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default=os.environ.get("FAIRFRONT_STORAGE", DEFAULT_STORAGE),
-                   help=f"Optuna storage URL (default: $FAIRFRONT_STORAGE or {DEFAULT_STORAGE})")
-
-
-def _execution_args(p: argparse.ArgumentParser) -> None:
-    _storage_arg(p)
-    p.add_argument("--n-trials", type=_positive_int, default=None,
-                   help="number of COMPLETE trials to reach (overrides the study file)")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join ('auto' or HOST:PORT); default: $RAY_ADDRESS, else start a local one")
-    p.add_argument("--cache-dir", type=Path, default=Path("studies/cache"),
-                   help="where prepared studies (teacher, logits, tokenized data) are cached (default: studies/cache)")
-    p.add_argument("--artifact-dir", type=Path, default=Path("studies/artifacts"),
-                   help="where per-trial reports are stored as Optuna artifacts (default: studies/artifacts)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: expected a whole number >= 1")
-    return value
-
-
-FRONT_FORMATS = ("table", "csv", "json", "parquet")
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: expected a finite number >= 0")
-    return value
-
-
-def _report_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="the study as one self-contained HTML file of plots",
-                       description="Write one HTML file (plotly.js embedded: it opens offline) with the front in "
-                       "2-D and 3-D, the hypervolume history, per-group rates and bias against size per "
-                       "compression family. Reads the storage; writes nothing to it.")
-    p.add_argument("study", help="the study name")
-    _storage_arg(p)
-    p.add_argument("--out", type=Path, default=None, help="the HTML file (default: studies/reports/NAME.html)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fairfront", description="Trace the accuracy-size-bias Pareto front of "
-                                     "compressed NLP models.")
-    parser.add_argument("--version", action="version", version=f"fairfront {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="create a study from a study file and run it",
-                       description="Validate the study file, prepare the dense teacher once (cached), create the "
-                       "study and run trials on Ray until it has n_trials COMPLETE trials; then print the Pareto "
-                       "front.")
-    p.add_argument("study_file", type=Path, help="the study file (.toml)")
-    _execution_args(p)
-
-    p = sub.add_parser("resume", help="continue an interrupted study",
-                       description="Mark trials left RUNNING by a dead driver as FAIL, enqueue their parameters "
-                       "again, and run until the study has its requested number of COMPLETE trials.")
-    p.add_argument("study", help="the study name")
-    _execution_args(p)
-
-    p = sub.add_parser("status", help="trials by state and the best trade-offs so far")
-    p.add_argument("study", help="the study name")
-    _storage_arg(p)
-
-    p = sub.add_parser("front", help="the Pareto front as a table, CSV, JSON or Parquet")
-    p.add_argument("study", help="the study name")
-    _storage_arg(p)
-    p.add_argument("--format", choices=FRONT_FORMATS, default="table",
-                   help="output format: table (text), or every column (test-split values, intervals, parameters) "
-                   "as csv, json or parquet (parquet needs --out)")
-    p.add_argument("--out", type=Path, default=None, help="write to this file instead of standard output")
-    p.add_argument("--robust", action="store_true", help="the noise-aware front: trials no other trial beats by "
-                   "more than the measurement uncertainty, each with its probability of being non-dominated")
-    p.add_argument("--z", type=_non_negative, default=1.96, help="with --robust: the margin, in combined standard "
-                   "errors, a difference must exceed (default: 1.96)")
-    p.add_argument("--all", action="store_true", help="in a study with [constraints], every COMPLETE trial "
-                   "competes (default: the feasible front)")
-    _report_parser(sub)
-
-    _export_parser(sub)
-
-    p = sub.add_parser("validate", help="check a study file without running it")
-    p.add_argument("study_file", type=Path)
-
-    p = sub.add_parser("dashboard", help="open optuna-dashboard on the study storage (127.0.0.1)")
-    _storage_arg(p)
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
-    p.add_argument("--artifact-dir", type=Path, default=Path("studies/artifacts"),
-                   help="per-trial reports (default: studies/artifacts)")
-    return parser
-
-
-def _export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write one trial's compressed model as a transformers folder",
-                       description="Make a COMPLETE trial's compressed model again (the teacher from the prepared "
-                       "cache, the trial's parameters and seed) and write a folder that transformers' "
-                       "AutoModelForSequenceClassification and AutoTokenizer load without fairfront, with a "
-                       "model card.")
-    p.add_argument("study", help="the study name")
-    p.add_argument("--trial", type=_trial_number, required=True, metavar="N", help="the trial's number")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write (new, or empty)")
-    _storage_arg(p)
-    p.add_argument("--cache-dir", type=Path, default=Path("studies/cache"),
-                   help="where prepared studies are cached (default: studies/cache)")
-
-
-def _trial_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: expected a trial number >= 0")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,40 +101,51 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def _checked_data_log(sf: StudyFile) -> Callable[[str], None]:
+def _checked_data_log(sf: StudyFile, base: Callable[[str], None]) -> Callable[[str], None]:
     """Check the study's data (one ``error:`` line before a study or cache exists); the log to run with.
 
     The data's ``classes:`` line is printed with the run's first line, so a run refused later (an
     existing study, a held lease) still prints nothing but its error.
     """
     if sf.data is None:
-        return _log
+        return base
     from fairfront.objectives.data.preflight import preflight
 
     pending = [preflight(sf.data, sf.objectives.bias).classes_line]
 
     def log(message: str) -> None:
         while pending:
-            _log(pending.pop())
-        _log(message)
+            base(pending.pop())
+        base(message)
 
     return log
 
 
+def _already_complete(args: argparse.Namespace) -> bool:
+    """``resume`` of a study that holds its target: say so and how to extend it, starting nothing."""
+    from fairfront.search.completion import complete_text, completed
+    from fairfront.search.storage import load_study
+
+    done = completed(load_study(args.study, args.storage), args.n_trials)
+    if done is not None:
+        _log(complete_text(args.study, *done, storage=args.storage, artifact_dir=args.artifact_dir,
+                           cache_dir=args.cache_dir))
+    return done is not None
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "resume" and _already_complete(args):
+        return 0
     from fairfront.search import driver, hints, report
     from fairfront.search.lease import LeaseHeld, LeaseLost
-    from fairfront.search.studyfile import load_study_file
+    from fairfront.search.progress import LiveLine
 
+    live = LiveLine(sys.stdout) if sys.stdout.isatty() else None  # else: the progress ends each trial's line
     options = driver.RunOptions(storage=args.storage, n_trials=args.n_trials, ray_address=args.ray_address,
-                                cache_dir=args.cache_dir, artifact_dir=args.artifact_dir, log=_log)
+                                cache_dir=args.cache_dir, artifact_dir=args.artifact_dir,
+                                log=live.log if live is not None else _log, live=live)
     try:
-        if args.command == "run":
-            sf = load_study_file(args.study_file)
-            options.log = _checked_data_log(sf)
-            study = driver.run_study(sf, options)
-        else:
-            study = driver.resume_study(args.study, options)
+        study = _drive(args, options, live)
     except driver.Interrupted:
         return 130
     except KeyboardInterrupt:
@@ -292,14 +174,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    from fairfront.search import driver, report
+def _drive(args: argparse.Namespace, options: RunOptions, live: LiveLine | None) -> optuna.Study:
+    """``run`` or ``resume`` itself; the live progress line is closed before anything else is printed."""
+    from fairfront.search import driver
+    from fairfront.search.studyfile import load_study_file
 
-    study = driver.load_study(args.study, args.storage)
+    try:
+        if args.command == "run":
+            sf = load_study_file(args.study_file)
+            options.log = _checked_data_log(sf, options.log)
+            return driver.run_study(sf, options)
+        return driver.resume_study(args.study, options)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _show(args: argparse.Namespace) -> int:
+    from fairfront.search import report
+    from fairfront.search.attrs import N_TRIALS_ATTR
+    from fairfront.search.storage import load_study
+
+    study = load_study(args.study, args.storage)
     if args.command == "status":
         from fairfront.search.lease import read_lease
 
-        print(report.status_text(study, study.user_attrs.get(driver.N_TRIALS_ATTR)))
+        print(report.status_text(study, study.user_attrs.get(N_TRIALS_ATTR)))
         holder = read_lease(study)
         if holder is not None and not holder.released:
             gone = holder.stale_reason()
@@ -349,10 +249,10 @@ def _report(args: argparse.Namespace) -> int:
     """Write the study's HTML report; its path is the last line printed."""
     import re
 
-    from fairfront.search import driver
     from fairfront.search.report_html import write_report
+    from fairfront.search.storage import load_study
 
-    study = driver.load_study(args.study, args.storage)
+    study = load_study(args.study, args.storage)
     out = args.out or Path("studies/reports") / (re.sub(r"[^A-Za-z0-9._-]", "_", args.study) + ".html")
     try:
         write_report(study, out, storage=args.storage)

@@ -66,6 +66,7 @@ from fairfront.search.attrs import (
     STUDY_FILE_ATTR,
     TEACHER_ATTR,
 )
+from fairfront.search.completion import complete_text, completed
 from fairfront.search.constraints import check_reference, constraint_function
 from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.executor import Executor
@@ -76,7 +77,7 @@ from fairfront.search.ray_executor import RayExecutor
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.samplers import build_sampler
 from fairfront.search.scheduler import Interrupted, Scheduler, TooManyFailures
-from fairfront.search.storage import open_storage, study_names
+from fairfront.search.storage import load_study, open_storage, study_names
 from fairfront.search.storage_faults import StorageFault, storage_fault
 from fairfront.search.studyfile import StudyFile, parse_study_text
 
@@ -85,19 +86,6 @@ __all__ = ["RunOptions", "LoopStats", "run_study", "resume_study", "load_study",
            "RETRY_OF_ATTR"]
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def load_study(name: str, storage_url: str, *, driver: bool = False) -> optuna.Study:
-    """Open an existing study, or fail with one line listing the studies that exist.
-
-    ``driver=True`` opens it over :class:`DriverStorage` (trial reads from an in-memory mirror):
-    only for the driver, which holds the study's lease; readers keep the plain storage.
-    """
-    storage = open_storage(storage_url)
-    names = study_names(storage)
-    if name not in names:
-        raise ConfigError("study", name, "a study in " + storage_url + " (found: " + (", ".join(names) or "none") + ")")
-    return optuna.load_study(study_name=name, storage=DriverStorage(storage) if driver else storage)
 
 
 def _ray_address(options: RunOptions) -> str | None:
@@ -208,6 +196,11 @@ def _resume_study(name: str, options: RunOptions) -> optuna.Study:
     sf = parse_study_text(text, base_dir=Path.cwd())
     sf = sf.with_trials(options.n_trials or study.user_attrs.get(N_TRIALS_ATTR, sf.study.n_trials))
     log = options.log
+    done = completed(study, sf.study.n_trials)
+    if done is not None:  # nothing to run: no executor, no prepared study
+        log(complete_text(name, *done, storage=options.storage, artifact_dir=options.artifact_dir,
+                          cache_dir=options.cache_dir))
+        return study
     check_free(study, stale_after_s=options.lease_stale_s)  # refuse before the costly start
     executor = _executor(options)
     executor.start(sf.execution, log)

@@ -14,23 +14,23 @@ error every executor reports the same way.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-
-from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
-
 if TYPE_CHECKING:
+    import torch
+
     from fairfront.objectives.training.prepare import Prepared, PrepareSpec
+    from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
     from fairfront.search.studyfile import Execution
 
 __all__ = ["Executor", "Ticket", "Handle", "Finished", "TrialError", "TrialFunction", "ERROR_KINDS",
            "run_attempt", "trial_error"]
 
-TrialFunction = Callable[..., TrialOutcome]
+TrialFunction = Callable[..., "TrialOutcome"]
 """``fn(prepared, spec, *, device, threads) -> TrialOutcome``; :func:`run_trial` for real studies."""
 
 Ticket = Any
@@ -114,7 +114,8 @@ class Executor(Protocol):
 
 def trial_error(err: BaseException, trace: str) -> TrialError:
     """An exception the trial raised, as its :class:`TrialError` (``"oom"`` for CUDA out of memory)."""
-    if isinstance(err, torch.cuda.OutOfMemoryError):
+    loaded = sys.modules.get("torch")  # an exception of torch's means torch is loaded; nothing to import otherwise
+    if loaded is not None and isinstance(err, loaded.cuda.OutOfMemoryError):
         return TrialError(f"CUDA out of memory: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": "),
                           trace, kind="oom")
     return TrialError(f"{type(err).__name__}: {err}", trace)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
-import pandas as pd
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -30,10 +29,14 @@ from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.measures.report import TrialReport
-from fairfront.search.attrs import STUDY_FILE_ATTR
+from fairfront.search.attrs import STUDY_FILE_ATTR, TEACHER_ATTR
 from fairfront.search.report import front_trials, sort_front
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["Objective", "objectives", "trial_report", "split_value", "interval", "front_frame", "standard_error",
+           "teacher_report", "unit",
            "RobustFront", "robust_front_frame"]
 
 
@@ -82,6 +85,30 @@ def trial_report(trial: FrozenTrial) -> TrialReport:
         return TrialReport.from_attrs(trial.user_attrs)
     except (TypeError, ValueError):
         return TrialReport()
+
+
+def teacher_report(study: optuna.Study) -> TrialReport | None:
+    """The dense teacher's measures (study attribute ``fairfront.teacher``); None where the study has none
+    (studies made before it was stored) or it does not follow the schema."""
+    attrs = study.user_attrs.get(TEACHER_ATTR)
+    if not isinstance(attrs, dict):
+        return None
+    try:
+        return TrialReport.from_attrs(attrs)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def unit(objective: Objective) -> str:
+    """The unit of an objective's measure: ``parameters``, ``bytes``, ``ms``, or ``""`` for a share or score."""
+    measure = objective.measure or ""
+    if objective.kind != "size":
+        return ""
+    if measure.endswith("_bytes"):
+        return "bytes"
+    if measure.endswith("_ms"):
+        return "ms"
+    return "parameters"
 
 
 def split_value(report: TrialReport, objective: Objective, split: str) -> float | None:
@@ -136,6 +163,7 @@ def _param_column(trials: list[FrozenTrial], name: str) -> pd.Series:
     """One parameter over the trials: integers stay integers (nullable where a trial lacks the parameter),
     floats are floats (NaN where absent), a choice of mixed types becomes text (one type per column,
     as Parquet needs)."""
+    import pandas as pd
     values = [t.params.get(name) for t in trials]
     present = [v for v in values if v is not None]
     kinds = {type(t.distributions[name]) for t in trials if name in t.distributions}
@@ -157,6 +185,8 @@ def front_frame(study: optuna.Study, *, feasible_only: bool = True,
     chance on validation), ``feasible`` in a study with ``[constraints]``, then the parameters.
     ``feasible_only=False`` is the plain front of every COMPLETE trial.
     """
+    import pandas as pd
+
     objs = objectives(study)
     trials = front_trials(study, feasible_only=feasible_only) if trials is None else trials
     columns = _columns(objs)
@@ -233,6 +263,8 @@ class RobustFront:
 def robust_front_frame(study: optuna.Study, *, z: float = 1.96, draws: int = 2000, seed: int = 0,
                        feasible_only: bool = True) -> RobustFront:
     """The trials no other trial robustly dominates (:mod:`fairfront.search.robust_front`), in front order."""
+    import pandas as pd
+
     from fairfront.search.robust_front import non_dominated, p_nondominated, robust_front
 
     objs = objectives(study)

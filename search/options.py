@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import run_trial
 from fairfront.search.executor import Executor, TrialFunction
 from fairfront.search.lease import STALE_AFTER_S
 from fairfront.search.storage import DEFAULT_STORAGE
+
+if TYPE_CHECKING:
+    from fairfront.search.progress import LiveLine
 
 __all__ = ["RunOptions", "LoopStats"]
 
@@ -55,6 +59,9 @@ class RunOptions:
         mirror: run the study over :class:`~fairfront.search.driver_storage.DriverStorage` (the
             default); False reads and writes through Optuna's own storage, as
             ``benchmarks/driver_overhead.py`` does for its baseline.
+        live: a terminal's line where the run's progress is rewritten in place (``log`` should then be
+            its :meth:`~fairfront.search.progress.LiveLine.log`); None prints the progress at the end of
+            each finished trial's line instead.
         stats: filled in by the loop.
     """
 
@@ -70,4 +77,5 @@ class RunOptions:
     lease_stale_s: float = STALE_AFTER_S
     capacity_refresh_s: float = 5.0
     mirror: bool = True
+    live: LiveLine | None = None
     stats: LoopStats = field(default_factory=LoopStats)

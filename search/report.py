@@ -40,13 +40,6 @@ def format_values(names: Sequence[str], values: Sequence[float]) -> str:
     return "  ".join(f"{n} {format_value(n, v)}" for n, v in zip(names, values))
 
 
-def _params_text(params: dict) -> str:
-    parts = []
-    for k, v in sorted(params.items()):
-        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
-    return " ".join(parts)
-
-
 def is_degenerate(attrs: dict) -> bool:
     """Whether a trial's model predicts one class or is near chance on the validation split."""
     flags = (attrs.get("validation") or {}).get("degenerate") or {}
@@ -104,26 +97,15 @@ def _infeasible_line(numbers: Sequence[int]) -> str:
     return f"infeasible (outside [constraints]): trial {', '.join(map(str, numbers))}" if numbers else ""
 
 
-def front_table(study: optuna.Study, *, with_params: bool = True, feasible_only: bool = True) -> str:
-    """The non-dominated COMPLETE trials as an aligned text table, best accuracy first."""
-    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-    best = front_trials(study, feasible_only=feasible_only)
-    if not best:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return "no feasible COMPLETE trials yet" if complete else "no COMPLETE trials yet"
-    header = ["trial"] + list(names) + (["parameters"] if with_params else [])
-    rows = [[str(t.number) + (DEGENERATE_MARK if is_degenerate(t.user_attrs) else "")]
-            + [format_value(n, v) for n, v in zip(names, t.values)]
-            + ([_params_text(t.params)] if with_params else []) for t in best]
-    lines = _aligned(header, rows)
-    if any(r[0].endswith(DEGENERATE_MARK) for r in rows):
-        lines.append(f"{DEGENERATE_MARK} degenerate: the model predicts one class or is within "
-                     "0.05 of chance balanced accuracy on validation; its bias values say nothing")
-    note = "" if feasible_only else infeasible_note(best)
-    return "\n".join(lines + ([note] if note else []))
+def front_table(study: optuna.Study, *, with_params: bool = True, with_test: bool = True,
+                feasible_only: bool = True) -> str:
+    """The front as an aligned text table (:func:`fairfront.search.front_table.front_table`)."""
+    from fairfront.search.front_table import front_table as table  # it reads front_data, which reads this module
+
+    return table(study, with_params=with_params, with_test=with_test, feasible_only=feasible_only)
 
 
-def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
+def aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     """The header and rows as lines of left-aligned columns two spaces apart."""
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
@@ -169,7 +151,7 @@ def robust_table(robust: RobustFront, names: Sequence[str]) -> str:
             se = row[f"{n}_se"]
             cells.append(format_value(n, row[n]) + ("" if se != se else f" ± {format_value(n, se)}"))
         rows.append(cells + ["yes" if row["pareto"] else "no", f"{row['p_nondominated']:.3f}"])
-    lines = _aligned(header, rows)
+    lines = aligned(header, rows)
     lines.append(f"robust front: no other trial is at least as good on every objective and better on one by more "
                  f"than {robust.z:g} * sqrt(se_a^2 + se_b^2); p_nondominated from {robust.draws} draws of "
                  "normal(value, se)")
@@ -206,5 +188,5 @@ def status_text(study: optuna.Study, target: int | None) -> str:
         last = failed[-1]
         lines.append(f"last failure: trial {last.number}: {last.user_attrs.get('fail_reason', 'no reason recorded')}")
     lines.append(f"best trade-offs so far ({len(study.best_trials)} on the Pareto front):")
-    lines.append(front_table(study, with_params=False))
+    lines.append(front_table(study, with_params=False, with_test=False))
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from plotly.subplots import make_subplots
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.search.attrs import REASON_ATTR
 from fairfront.search.front_data import Objective, front_frame, interval, objectives, trial_report
+from fairfront.search.hypervolume import hypervolume_reference
 from fairfront.search.report import format_value, front_trials
 
 __all__ = ["render", "write_report", "hypervolume_reference", "MAX_BAR_TRIALS"]
@@ -157,21 +158,6 @@ def _front_3d(points: Sequence[_Point], objs: Sequence[Objective]) -> list[_Sect
         sections.append(_Section(f"The front in 3-D: {objs[0].name}, {objs[1].name}, {objs[b].name}",
                                  "Drag to rotate. Grey: dominated trials.", fig))
     return sections
-
-
-def hypervolume_reference(values: np.ndarray, maximize: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
-    """The reference point (each objective's worst value moved 10% of its range further) and the ideal point.
-
-    Args:
-        values: Objective values of the COMPLETE trials, ``[n_trials, n_objectives]``.
-        maximize: Whether each objective is maximised.
-    """
-    signs = np.where(np.asarray(maximize), -1.0, 1.0)  # minimisation form: lower is better everywhere
-    lowered = values * signs
-    best, worst = lowered.min(axis=0), lowered.max(axis=0)
-    span = worst - best
-    margin = np.where(span > 0, 0.1 * span, np.maximum(0.1 * np.abs(worst), 0.1))
-    return (worst + margin) * signs, best * signs
 
 
 def _hypervolume(study: optuna.Study, points: Sequence[_Point], objs: Sequence[Objective]) -> _Section:

@@ -38,10 +38,10 @@ from fairfront.search.attrs import FEASIBLE_ATTR, REASON_ATTR
 from fairfront.search.capacity import CapacityWatch
 from fairfront.search.constraints import ConstraintFunction
 from fairfront.search.executor import Executor, Ticket, TrialError
-from fairfront.search.front import ParetoFront
 from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseLost
 from fairfront.search.options import RunOptions
+from fairfront.search.progress import Progress
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
 from fairfront.search.storage import grouped_writes
@@ -94,7 +94,7 @@ class Scheduler:
         self.study, self.sf, self.executor, self.lease = study, sf, executor, lease
         self.constraints = constraints
         self.prepared, self.trial_fn, self.write_report = prepared, options.trial_fn, write_report
-        self.log, self.stats = options.log, options.stats
+        self.log, self.stats, self.live = options.log, options.stats, options.live
         self.resume_hint = resume_command(study.study_name, options)
         self.ex = ex = sf.execution
         self.target = sf.study.n_trials
@@ -103,7 +103,8 @@ class Scheduler:
         self.capacity = CapacityWatch(executor, ex, options.capacity_refresh_s, options.log)
         self.in_flight: dict[Ticket, Flight] = {}
         self.complete = 0  # counted from the study when the run starts
-        self.front = ParetoFront(study.directions, [])
+        self.maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+        self.progress = Progress(self.target, self.maximize)
         self.failed_here = 0
         self._signal: str | None = None
         self._warned: set[str] = set()  # each measurement warning is printed once per run
@@ -113,8 +114,10 @@ class Scheduler:
         wall_start = time.perf_counter()
         self._prepared_handle = self.executor.put(self.prepared)  # once: every attempt reads it from there
         self._fn_handle = self.executor.put(self.trial_fn)
-        self.complete = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        self.front = ParetoFront(self.study.directions, [t.values for t in self.study.best_trials])
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.complete = len(done)
+        self.progress = Progress(self.target, self.maximize, parallel=self.ex.parallel, complete=len(done),
+                                 values=[t.values for t in done if t.user_attrs.get(FEASIBLE_ATTR, True)])
         previous = self._catch_signals()
         ex = self.ex
         self.log(f"running {self.study.study_name!r}: {self.complete}/{self.target} complete, up to {ex.parallel} "
@@ -143,6 +146,7 @@ class Scheduler:
         t = time.perf_counter()
         self.lease.heartbeat()
         limit = min(self.ex.parallel, self.capacity.get())
+        self.progress.parallel = max(1, limit)
         stats.lease_s += time.perf_counter() - t
         self._refill(limit)
         stats.max_in_flight = max(stats.max_in_flight, len(self.in_flight))
@@ -208,16 +212,23 @@ class Scheduler:
         feasible = self._tell_complete(flight, outcome, self.sf.objectives.names)
         self.stats.told += 1
         self.complete += 1
-        if feasible:  # with [constraints] the front is the feasible one, as study.best_trials is
-            self.front.add(outcome.values)
-        self.log(f"trial {flight.trial.number} COMPLETE in {time.monotonic() - flight.first_submitted:.0f}s: "
-                 + report.format_values(self.sf.objectives.names, outcome.values)
-                 + ("" if feasible else " (infeasible)")
-                 + f" | {self.complete}/{self.target} complete, front {len(self.front)}")
+        seconds = time.monotonic() - flight.first_submitted
+        self.progress.add(seconds, outcome.values, feasible=feasible)
+        self._show(f"trial {flight.trial.number} COMPLETE in {seconds:.0f}s: "
+                   + report.format_values(self.sf.objectives.names, outcome.values)
+                   + ("" if feasible else " (infeasible)"))
         for line in report.trial_warnings(outcome.attrs):
             if line not in self._warned:
                 self._warned.add(line)
                 self.log(f"warning: {line} (first seen in trial {flight.trial.number})")
+
+    def _show(self, line: str) -> None:
+        """A finished trial's line; the progress follows it, or (on a terminal) is rewritten below it."""
+        if self.live is None:
+            self.log(f"{line} | {self.progress.text()}")
+            return
+        self.log(line)
+        self.live.show(self.progress.text())
 
     def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> bool:
         """Tell the study a COMPLETE trial; whether it meets the ``[constraints]`` (True without any)."""
@@ -250,7 +261,8 @@ class Scheduler:
             self.study.tell(trial, state=TrialState.FAIL)
         self.stats.told += 1
         self.failed_here += 1
-        self.log(f"trial {trial.number} FAIL: {reason}")
+        self.progress.add(time.monotonic() - flight.first_submitted, None)
+        self._show(f"trial {trial.number} FAIL: {reason}")
         if self.failed_here > self.max_failed:
             raise TooManyFailures(f"{self.failed_here} trials failed in this run (max_failed_trials = "
                                   f"{self.max_failed}); stopping. Last reason: {reason}")

@@ -28,7 +28,8 @@ import optuna
 
 from fairfront.errors import ConfigError
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "require_existing", "study_names", "grouped_writes", "redact_url"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "require_existing", "study_names", "load_study", "grouped_writes",
+           "redact_url"]
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -146,6 +147,25 @@ def _create_rdb_storage(url: str, engine_kwargs: dict, *, attempts: int = 5) -> 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     """Names of the studies in ``storage``, oldest first."""
     return [s.study_name for s in storage.get_all_studies()]
+
+
+def load_study(name: str, storage_url: str, *, driver: bool = False) -> optuna.Study:
+    """Open an existing study, or fail with one line listing the studies that exist.
+
+    ``driver=True`` opens it over :class:`~fairfront.search.driver_storage.DriverStorage` (trial
+    reads from an in-memory mirror): only for the driver, which holds the study's lease; readers
+    keep the plain storage. Lives here, apart from the driver, so that read-only commands open a
+    study without importing what runs trials (torch, Ray).
+    """
+    storage = open_storage(storage_url)
+    names = study_names(storage)
+    if name not in names:
+        raise ConfigError("study", name, "a study in " + storage_url + " (found: " + (", ".join(names) or "none") + ")")
+    if not driver:
+        return optuna.load_study(study_name=name, storage=storage)
+    from fairfront.search.driver_storage import DriverStorage
+
+    return optuna.load_study(study_name=name, storage=DriverStorage(storage))
 
 
 def redact_url(url: str) -> str:

@@ -86,6 +86,20 @@ def placeholder_prepared():
                     teacher_seconds=0.0)
 
 
+def run_noop_study(folder: Path, name: str = "tiny", *, n_trials: int = 4) -> str:
+    """A real study (SQLite in ``folder``, the driver's loop in this process) of :func:`noop_trial`s; its URL."""
+    from fairfront.search.driver import RunOptions, run_study
+    from fairfront.search.inprocess_executor import InProcessExecutor
+    from fairfront.search.studyfile import parse_study_text
+
+    url = f"sqlite:///{folder / 'studies.db'}"
+    run_study(parse_study_text(tiny_study_text(name, n_trials=n_trials), base_dir=folder),
+              RunOptions(storage=url, cache_dir=folder / "cache", artifact_dir=folder / "artifacts",
+                         log=lambda m: None, trial_fn=noop_trial, prepared=placeholder_prepared(),
+                         executor=InProcessExecutor(2)))
+    return url
+
+
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from fairfront.search.hypervolume import hypervolume_share
 
 from conftest import FAIRFRONT, cli_env, run_cli, tiny_study_text
 
@@ -39,6 +42,16 @@ def test_run_prints_progress_and_front(finished_study) -> None:
     out = result.stdout
     assert out.count(" COMPLETE in ") == 3
     assert "3/3 complete" in out
+    # not a terminal: each finished trial's line ends with the progress, the last one with the final front
+    lines = [line for line in out.splitlines() if " COMPLETE in " in line]
+    counts = [re.search(r"\| (\d)/3 complete · front \d · hypervolume", line).group(1) for line in lines]
+    assert counts == ["1", "2", "3"]
+    assert all(re.search(r"ETA \w+ \(\d in parallel\)", line) for line in lines[:2]) and "ETA" not in lines[2]
+    study = optuna.load_study(study_name="tiny", storage=_storage(tmp))
+    shown = float(re.search(r"hypervolume (\d\.\d+)", lines[2]).group(1))
+    values = [t.values for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert shown == pytest.approx(hypervolume_share(values, [True, False, False]), abs=5e-4)
+    assert f"front {len(study.best_trials)}" in lines[2]
     assert "Pareto front of 'tiny'" in out
     assert "storage:   sqlite:///studies/fairfront.db" in out
     assert "fairfront dashboard" in out

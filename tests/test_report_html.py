@@ -224,10 +224,18 @@ def test_front_exports_agree_on_rows_columns_and_types(study, monkeypatch, capsy
             assert [r["trial"] for r in rows] == order and list(rows[0]) == list(frame.columns)
             assert all(isinstance(r[p], int) for r in rows for p in integers if r[p] is not None)
         else:
-            header = out.splitlines()[0]  # the classes, then the table
-            assert header.startswith("classes: ") and "positive class" not in header  # synthetic bios: multi-class
-            rows_shown = [line.split()[0].rstrip("!") for line in out.splitlines()[2:] if line[:1].isdigit()]
-            assert [int(n) for n in rows_shown] == order
+            lines = out.splitlines()  # the classes, the table's header, the teacher's reference row, the front
+            assert lines[0].startswith("classes: ") and "positive class" not in lines[0]  # synthetic bios: multi-class
+            assert re.split(r"\s{2,}", lines[1])[:4] == ["trial", "accuracy", "size (nonzero_params, parameters)",
+                                                       "bias (tpr_gap)"]
+            assert lines[2].startswith("dense teacher*")
+            table = [line for line in lines[2:] if line[:1].isdigit()]
+            assert [int(line.split()[0].rstrip("!")) for line in table] == order
+            for line, number in zip(table, order):  # the test split and both intervals, as stored
+                row = frame.set_index("trial").loc[number]
+                assert f"{row['test_accuracy']:.4f}" in line
+                assert f"{row['bias']:.4f} [{row['bias_ci_low']:.4f}, {row['bias_ci_high']:.4f}]" in line
+                assert f"{row['test_bias']:.4f} [{row['test_bias_ci_low']:.4f}, {row['test_bias_ci_high']:.4f}]" in line
 
 
 def test_parquet_needs_an_out_file_and_writes_nothing_without_one(study, tmp_path, monkeypatch, capsys) -> None:

@@ -57,12 +57,14 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from fairfront.jsonsafe import finite_or_none
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: reading a study's measures needs no pandas
 
 __all__ = [
     "BIAS_MEASURES",
@@ -109,6 +111,8 @@ def _as_1d(name: str, values: Any) -> np.ndarray:
 
 def _group_labels(sensitive_features: Any, n: int) -> np.ndarray:
     """One group label per example; several feature columns are combined into one label."""
+    import pandas as pd
+
     if isinstance(sensitive_features, pd.DataFrame):
         columns = [sensitive_features[c].astype(str).to_numpy() for c in sensitive_features.columns]
         sf = np.array([" & ".join(row) for row in zip(*columns)], dtype=object) if columns else np.array([])
@@ -130,6 +134,8 @@ def _group_labels(sensitive_features: Any, n: int) -> np.ndarray:
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
     try:
         codes, uniques = pd.factorize(values, sort=True)
     except TypeError:  # labels of mixed, unorderable types: keep first-seen order
@@ -362,6 +368,8 @@ def _check_options(agg: str | None = None, class_agg: str | None = None) -> None
 
 
 def _frame_from(enc: _Encoded) -> pd.DataFrame:
+    import pandas as pd
+
     confusion = _confusion(enc)
     stats = _stats(confusion)  # (G, K, 4)
     n_groups, k = len(enc.groups), len(enc.classes)
@@ -382,6 +390,8 @@ def _frame_from(enc: _Encoded) -> pd.DataFrame:
 
 def _stats_from_frame(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(groups, classes, stats (G, K, 4)) back from a :func:`group_frame` table."""
+    import pandas as pd
+
     groups = pd.unique(frame["group"])
     classes = np.asarray(pd.unique(frame["class"]))
     stats = frame[list(_STAT_COLUMNS)].to_numpy(dtype=float).reshape(len(groups), len(classes), 4)

@@ -28,12 +28,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from torch import nn
 
-from fairfront.objectives.measures import accuracy, group_fairness, size
+from fairfront.objectives.measures import accuracy, group_fairness
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["Measure", "MeasureInputs", "MEASURES", "KINDS", "NEEDS", "BIAS_SETTINGS", "names", "measures"]
 
@@ -117,6 +119,8 @@ class MeasureInputs:
     @functools.cached_property
     def stored_bytes(self) -> dict[str, int]:
         """:func:`~fairfront.objectives.measures.size.storage_bytes` of the model, computed once for all four."""
+        from fairfront.objectives.measures import size  # torch: only where a model is measured
+
         return size.storage_bytes(self.need("model"))
 
 
@@ -184,6 +188,17 @@ def _stored(key: str) -> Callable[[MeasureInputs], float]:
     return lambda inputs: float(inputs.stored_bytes[key])
 
 
+def _model_count(function: str) -> Callable[[MeasureInputs], float]:
+    """A count from :mod:`~fairfront.objectives.measures.size` (imported when a model is measured: it needs torch)."""
+
+    def compute(inputs: MeasureInputs) -> float:
+        from fairfront.objectives.measures import size
+
+        return float(getattr(size, function)(inputs.need("model")))
+
+    return compute
+
+
 def _latency(batch: int) -> Callable[[MeasureInputs], float | None]:
     return lambda inputs: (inputs.latency_ms or {}).get(batch)
 
@@ -203,9 +218,9 @@ _ALL: list[Measure] = [
             task="masked_lm"),
 
     Measure("nonzero_params", "size", "parameters that are not exactly zero (embeddings and head included; int8 "
-            "weights count)", "", lambda inputs: float(size.nonzero_parameters(inputs.need("model")))),
+            "weights count)", "", _model_count("nonzero_parameters")),
     Measure("params", "size", "every parameter the model uses (int8 weights included)", "",
-            lambda inputs: float(size.parameter_count(inputs.need("model"))), objective=False),
+            _model_count("parameter_count"), objective=False),
     Measure("dense_bytes", "size", "bytes of all parameters stored densely in fp32", "", _stored("dense_fp32")),
     Measure("sparse_bytes", "size", "bytes stored as int32 CSR (values plus indices; per tensor the smaller of CSR "
             "and dense)", "", _stored("sparse")),
