@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR"]
+__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "CONFIRM_PREFIX"]
 
 STUDY_FILE_ATTR = "fairfront.study_file"
 """Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
@@ -15,3 +15,7 @@ REASON_ATTR = "fail_reason"
 
 RETRY_OF_ATTR = "fairfront.retry_of"
 """Trial attribute of an enqueued re-run: the number of the interrupted trial it runs again."""
+
+CONFIRM_PREFIX = "confirm."
+"""Study attributes ``fairfront confirm`` writes: ``confirm.<trial>`` (the record), ``confirm.<trial>.seed.<seed>``
+and ``confirm.<trial>.test.<objective>.<mean|ci_low|ci_high|n>`` (:mod:`fairfront.search.confirm`)."""

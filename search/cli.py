@@ -1,6 +1,6 @@
 """The ``fairfront`` command line.
 
-Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``report NAME``,
+Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``report NAME``, ``confirm NAME``,
 ``validate FILE`` and ``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
 written to storage. An interrupted run (Ctrl-C, SIGTERM) exits with 130 after recording its
 in-flight trials for ``resume``; more failed trials than ``max_failed_trials`` exit with 1; a study
@@ -51,12 +51,16 @@ def _execution_args(p: argparse.ArgumentParser) -> None:
     _storage_arg(p)
     p.add_argument("--n-trials", type=_positive_int, default=None,
                    help="number of COMPLETE trials to reach (overrides the study file)")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join ('auto' or HOST:PORT); default: $RAY_ADDRESS, else start a local one")
+    _ray_address_arg(p)
     p.add_argument("--cache-dir", type=Path, default=Path("studies/cache"),
                    help="where prepared studies (teacher, logits, tokenized data) are cached (default: studies/cache)")
     p.add_argument("--artifact-dir", type=Path, default=Path("studies/artifacts"),
                    help="where per-trial reports are stored as Optuna artifacts (default: studies/artifacts)")
+
+
+def _ray_address_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto' or HOST:PORT); default: $RAY_ADDRESS, else start a local one")
 
 
 def _positive_int(text: str) -> int:
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
 
     _export_parser(sub)
+    _confirm_parser(sub)
 
     p = sub.add_parser("validate", help="check a study file without running it")
     p.add_argument("study_file", type=Path)
@@ -138,8 +143,27 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trial", type=_trial_number, required=True, metavar="N", help="the trial's number")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write (new, or empty)")
     _storage_arg(p)
+    _cache_dir_arg(p)
+
+
+def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=Path("studies/cache"),
                    help="where prepared studies are cached (default: studies/cache)")
+
+
+def _confirm_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("confirm", help="train the front's trials again on fresh seeds, scored on the test split",
+                       description="Make each front trial's compressed model again with K seeds the study never "
+                       "trained with, score it on the test split, and store each result in the study as it "
+                       "finishes (a rerun runs only what is missing). front and status then show each objective's "
+                       "mean and t-based 95% CI across the seeds.")
+    p.add_argument("study", help="the study name")
+    p.add_argument("--seeds", type=_positive_int, required=True, metavar="K", help="fresh seeds per trial")
+    p.add_argument("--top", type=_positive_int, default=None, metavar="N",
+                   help="only the N front trials of largest crowding distance (default: the whole front)")
+    _storage_arg(p)
+    _ray_address_arg(p)
+    _cache_dir_arg(p)
 
 
 def _trial_number(text: str) -> int:
@@ -174,7 +198,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "front" and args.format == "parquet" and args.out is None:
         raise ConfigError("--out", message="--format parquet writes a binary file: give --out FILE.parquet (the other "
                           "formats print to standard output without it)")
-    if args.command in ("resume", "status", "front", "report"):
+    if args.command in ("resume", "status", "front", "report", "confirm"):
         from fairfront.search.storage import require_existing
 
         require_existing(args.storage)  # before anything is opened: a wrong path creates no empty database
@@ -184,6 +208,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _show(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "confirm":
+        return _confirm(args)
     if args.command == "dashboard":
         return _dashboard(args)
     raise AssertionError(args.command)
@@ -276,6 +302,29 @@ def _report(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError("--out", message=f"cannot write {out}: {err.strerror or err}") from None
     print(out)
+    return 0
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    from fairfront.search import report
+    from fairfront.search.confirm import ConfirmFailed, confirm_study
+    from fairfront.search.driver import RunOptions, load_study
+    from fairfront.search.lease import LeaseHeld, LeaseLost
+
+    options = RunOptions(storage=args.storage, ray_address=args.ray_address, cache_dir=args.cache_dir, log=_log)
+    try:
+        confirm_study(args.study, options, seeds=args.seeds, top=args.top)
+    except KeyboardInterrupt:
+        _log("interrupted: the finished results are stored; run the same command again for the rest")
+        return 130
+    except ConfirmFailed as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except (LeaseHeld, LeaseLost) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 3
+    _log("")
+    _log(report.front_table(load_study(args.study, args.storage)))
     return 0
 
 

@@ -28,10 +28,11 @@ from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.measures.report import TrialReport
-from fairfront.search.attrs import STUDY_FILE_ATTR
+from fairfront.search.attrs import CONFIRM_PREFIX, STUDY_FILE_ATTR
 from fairfront.search.report import front_trials
 
-__all__ = ["Objective", "objectives", "trial_report", "split_value", "interval", "front_frame"]
+__all__ = ["Objective", "objectives", "trial_report", "split_value", "interval", "front_frame", "confirmed",
+           "confirmed_cell"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,36 @@ def _row(trial: FrozenTrial, objs: list[Objective]) -> dict[str, Any]:
     return row
 
 
+def confirmed(study: optuna.Study) -> dict[int, dict[str, dict[str, Any]]]:
+    """``fairfront confirm``'s test-split results by trial number: per objective its seeds' mean, t-based 95% CI, n."""
+    records = {}
+    for key, value in study.user_attrs.items():
+        number = key[len(CONFIRM_PREFIX):]
+        if key.startswith(CONFIRM_PREFIX) and number.isdigit() and isinstance(value, dict):
+            records[int(number)] = value.get("test") or {}
+    return records
+
+
+def confirmed_cell(record: dict[str, dict[str, Any]], format_value: Any) -> str:
+    """One trial's confirmation as text: ``name mean±half-width`` per objective, then ``(n=K)``."""
+    parts, n = [], 0
+    for name, stats in record.items():
+        mean, low, high, n = stats.get("mean"), stats.get("ci_low"), stats.get("ci_high"), stats.get("n", 0)
+        if mean is None:
+            continue
+        half = "" if low is None or high is None else "±" + format_value(name, (high - low) / 2)
+        parts.append(f"{name} {format_value(name, mean)}{half}")
+    return " ".join(parts) + (f" (n={n})" if parts else "")
+
+
+def _confirmed_columns(trials: list[FrozenTrial], objs: list[Objective],
+                       records: dict[int, dict[str, dict[str, Any]]]) -> pd.DataFrame:
+    """``confirmed_<objective>_<mean|ci_low|ci_high|n>``: the test-split confirmation, NaN where none."""
+    columns = {f"confirmed_{o.name}_{key}": [(records.get(t.number, {}).get(o.name) or {}).get(key) for t in trials]
+               for o in objs for key in ("mean", "ci_low", "ci_high", "n")}
+    return pd.DataFrame(columns, dtype=float)
+
+
 def _param_column(trials: list[FrozenTrial], name: str) -> pd.Series:
     """One parameter over the trials: integers stay integers (nullable where a trial lacks the parameter),
     floats are floats (NaN where absent), a choice of mixed types becomes text (one type per column,
@@ -147,7 +178,8 @@ def front_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per front trial, in :func:`~fairfront.search.report.front_trials` order.
 
     Columns: the objective values (validation split), their test-split values, the bias
-    objectives' intervals on both splits, then the parameters.
+    objectives' intervals on both splits, the ``fairfront confirm`` results where the study has
+    any (``confirmed_<objective>_mean``, ``_ci_low``, ``_ci_high``, ``_n``), then the parameters.
     """
     objs = objectives(study)
     trials = front_trials(study)
@@ -155,4 +187,6 @@ def front_frame(study: optuna.Study) -> pd.DataFrame:
     params = sorted({name for t in trials for name in t.params})
     frame = pd.DataFrame.from_records([_row(t, objs) for t in trials], columns=columns)
     frame = frame.astype({c: float for c in columns if c != "trial"}).astype({"trial": int})
-    return pd.concat([frame, *(_param_column(trials, p) for p in params)], axis=1)
+    records = confirmed(study)
+    extra = [_confirmed_columns(trials, objs, records)] if records else []
+    return pd.concat([frame, *extra, *(_param_column(trials, p) for p in params)], axis=1)

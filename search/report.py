@@ -51,13 +51,28 @@ def front_table(study: optuna.Study, *, with_params: bool = True) -> str:
     best = front_trials(study)
     if not best:
         return "no COMPLETE trials yet"
-    header = ["trial"] + list(names) + (["parameters"] if with_params else [])
+    confirmed = _confirmed_cells(study, best)
+    header = (["trial"] + list(names) + (["confirmed test mean±95% CI"] if confirmed else [])
+              + (["parameters"] if with_params else []))
     rows = [[str(t.number)] + [format_value(n, v) for n, v in zip(names, t.values)]
+            + ([confirmed.get(t.number, "-")] if confirmed else [])
             + ([_params_text(t.params)] if with_params else []) for t in best]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def _confirmed_cells(study: optuna.Study, trials: list[FrozenTrial]) -> dict[int, str]:
+    """The ``fairfront confirm`` column's text by trial number; empty for a study never confirmed."""
+    from fairfront.search.attrs import CONFIRM_PREFIX
+
+    if not any(key.startswith(CONFIRM_PREFIX) for key in study.user_attrs):
+        return {}  # without importing the front's frame (pandas): status stays fast
+    from fairfront.search.front_data import confirmed, confirmed_cell
+
+    records = confirmed(study)
+    return {t.number: confirmed_cell(records[t.number], format_value) for t in trials if t.number in records}
 
 
 def front_text(study: optuna.Study, fmt: str) -> str:
