@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "CONFIRM_PREFIX"]
+__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "CONFIRM_PREFIX",
+           "REPLICATE_ATTR"]
 
 STUDY_FILE_ATTR = "fairfront.study_file"
 """Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
@@ -19,3 +20,8 @@ RETRY_OF_ATTR = "fairfront.retry_of"
 CONFIRM_PREFIX = "confirm."
 """Study attributes ``fairfront confirm`` writes: ``confirm.<trial>`` (the record), ``confirm.<trial>.seed.<seed>``
 and ``confirm.<trial>.test.<objective>.<mean|ci_low|ci_high|n>`` (:mod:`fairfront.search.confirm`)."""
+
+REPLICATE_ATTR = "fairfront.replicate"
+"""Trial attributes ``fairfront.replicate.<r>``: replicate *r* of a replicated trial that finished before the trial
+did (``{"seed", "values"}``, and replicate 0's ``attrs``), carried over to its re-run by recovery so ``resume`` runs
+only the replicates that are missing."""

@@ -8,6 +8,11 @@ parallel where the cluster has room. The study is told the mean of each objectiv
 standard error of the mean (``s / sqrt(k)`` with the sample standard deviation ``s``). Every
 other measure the trial stores is its first seed's.
 
+A replicate that finishes before its siblings is stored on the running trial at once
+(:func:`finished_replicate`); when the trial is interrupted, recovery carries those attributes to
+its re-run, whose group starts with them (:meth:`ReplicateGroup.restore`), so ``resume`` trains only
+the missing replicates and the finished ones keep their seeds.
+
 The same arithmetic gives ``fairfront confirm`` its mean and t-based 95% interval across seeds.
 """
 
@@ -20,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
+from fairfront.search.attrs import REPLICATE_ATTR
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["mean_se", "t_interval", "combine", "ReplicateGroup"]
+__all__ = ["mean_se", "t_interval", "combine", "ReplicateGroup", "finished_replicate"]
 
 
 def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
@@ -50,6 +56,14 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
+def finished_replicate(replicate: int, spec: TrialSpec, outcome: TrialOutcome) -> tuple[str, dict[str, Any]]:
+    """The trial attribute that keeps a replicate finished before its trial (replicate 0 with its measures)."""
+    record: dict[str, Any] = {"seed": spec.seed, "values": list(outcome.values)}
+    if replicate == 0:
+        record["attrs"] = outcome.attrs
+    return f"{REPLICATE_ATTR}.{replicate}", record
+
+
 def combine(outcomes: Sequence[TrialOutcome], seeds: Sequence[int], names: Sequence[str]) -> TrialOutcome:
     """One trial's outcome from its replicates (in seed order): the mean values, the per-seed record."""
     per_seed = {name: [o.values[i] for o in outcomes] for i, name in enumerate(names)}
@@ -72,6 +86,16 @@ class ReplicateGroup:
     specs: list[TrialSpec]
     results: dict[int, TrialOutcome] = field(default_factory=dict)
     attempts: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def restore(self, user_attrs: dict[str, Any]) -> None:
+        """Start with the replicates an interrupted run of this trial finished (:func:`finished_replicate`)."""
+        for key, record in user_attrs.items():
+            head, _, index = key.rpartition(".")
+            if head != REPLICATE_ATTR or not index.isdigit() or int(index) >= len(self.specs):
+                continue
+            r = int(index)
+            self.specs[r] = dataclasses.replace(self.specs[r], seed=record["seed"])
+            self.results[r] = TrialOutcome(list(record["values"]), dict(record.get("attrs") or {}))
 
     @property
     def done(self) -> bool:

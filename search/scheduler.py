@@ -10,7 +10,8 @@ With ``[study] replicates = k`` a trial is ``k`` attempts with their own seeds, 
 as separate tasks (:mod:`fairfront.search.replicates`); each is retried on its own, the trial is
 told once all ``k`` arrived (the mean values), and it fails when one of them fails for good (the
 others are cancelled). ``[execution] parallel`` then caps the trials in flight, ``k`` tasks each.
-An interrupted replicated trial is recovered whole: ``resume`` runs all its replicates again.
+A replicate that finishes before its trial is kept on the trial at once, so ``resume`` after an
+interruption runs only the replicates still missing.
 
 Failures never crash the study; only more than ``max_failed_trials`` of them in one run stop it
 (:class:`TooManyFailures`). Ctrl-C and SIGTERM record the results that already arrived, cancel
@@ -48,7 +49,7 @@ from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseLost
 from fairfront.search.options import RunOptions
 from fairfront.search.recovery import recover_interrupted
-from fairfront.search.replicates import ReplicateGroup
+from fairfront.search.replicates import ReplicateGroup, finished_replicate
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
 from fairfront.search.storage import grouped_writes
 from fairfront.search.storage_faults import storage_fault
@@ -185,9 +186,12 @@ class Scheduler:
             with grouped_writes(self.study)():  # the trial's parameters in one transaction, before it is submitted
                 config = self.sf.space.sample(trial)
             group = ReplicateGroup(trial, self.sf.replicate_specs(config, trial.number))
+            if self.replicates > 1:
+                group.restore(trial.user_attrs)  # what an interrupted run of these parameters finished
             self.stats.ask_s += time.perf_counter() - t
             for replicate, spec in enumerate(group.specs):
-                self._submit(Flight(group, replicate, spec))
+                if replicate not in group.results:
+                    self._submit(Flight(group, replicate, spec))
 
     def _trials_in_flight(self) -> int:
         return len({id(flight.group) for flight in self.in_flight.values()})
@@ -208,6 +212,8 @@ class Scheduler:
             flight.group.attempts[flight.replicate] = flight.attempts.user_attrs()
             if flight.group.done:
                 self._complete(flight, flight.group.outcome(self.sf.objectives.names))
+            else:  # kept at once: a resume after an interruption runs only the replicates still missing
+                flight.trial.set_user_attr(*finished_replicate(flight.replicate, flight.spec, result))
             return
         decision = self.retry.after_failure(result, flight.attempts, flight.spec)
         if isinstance(decision, Retry):
@@ -321,6 +327,8 @@ class Scheduler:
                         names = self.study.metric_names or []
                         self._tell_complete(flight, flight.group.outcome(names), names)
                         self.log(f"trial {flight.trial.number} COMPLETE (arrived while stopping)")
+                    else:
+                        flight.trial.set_user_attr(*finished_replicate(flight.replicate, flight.spec, result))
         except LeaseLost:  # taken over: this driver writes nothing more
             raise
         except Exception:  # noqa: BLE001 - best effort; whatever is left is recovered for resume

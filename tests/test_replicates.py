@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -15,7 +17,7 @@ from fairfront.errors import ConfigError
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.objectives.training.prepare import prepare
 from fairfront.objectives.training.trial import run_trial
-from fairfront.search.driver import RunOptions, run_study
+from fairfront.search.driver import RunOptions, resume_study, run_study
 from fairfront.search.faults import FAULTS_ENV
 from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.replicates import mean_se, t_interval
@@ -115,3 +117,35 @@ def test_validate_refuses_a_bad_replicates_value_with_one_error_line(tmp_path) -
     assert result.returncode == 2
     assert result.stderr.strip() == "error: study.replicates = 0 is not allowed: expected a value in [1, 32]"
     assert not (tmp_path / "studies").exists()
+
+
+def test_resume_after_an_interruption_runs_only_the_missing_replicates(tmp_path) -> None:
+    """Replicate 0 finishes, replicate 1 is interrupted: the re-run keeps replicate 0 and its seed, trains 1 and 2."""
+    calls: list[int] = []
+
+    def interrupted_at_replicate_1(prepared, spec, *, device=None, threads=None):
+        calls.append(spec.seed)
+        if spec.seed == replicate_seed(0, 0, 0):
+            time.sleep(1.2)  # past the in-process executor's wait: replicate 0 is handed over alone
+        if spec.seed == replicate_seed(0, 0, 1):
+            raise KeyboardInterrupt  # Ctrl-C a second time: the driver stops at once
+        return noop_trial(prepared, spec)
+
+    sf = _study_file(tmp_path, "resumed", replicates=3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, sf, fn=interrupted_at_replicate_1, capacity=3)
+    options = RunOptions(storage=f"sqlite:///{tmp_path / 'r.db'}", cache_dir=tmp_path / "cache",
+                         artifact_dir=tmp_path / "artifacts", log=lambda m: None, trial_fn=noop_trial,
+                         prepared=placeholder_prepared(), executor=InProcessExecutor(3, threads=1))
+    calls.clear()
+    options.trial_fn = lambda prepared, spec, **kw: (calls.append(spec.seed), noop_trial(prepared, spec))[1]
+    resume_study("resumed", options)
+    study = optuna.load_study(study_name="resumed", storage=options.storage)
+    first, rerun = study.get_trials(deepcopy=False)
+    assert first.state == TrialState.FAIL and rerun.state == TrialState.COMPLETE
+    seeds = rerun.user_attrs["replicates"]["seeds"]
+    assert seeds == [replicate_seed(0, 0, 0), replicate_seed(0, 1, 1), replicate_seed(0, 1, 2)]
+    assert sorted(calls) == sorted(seeds[1:])  # replicate 0 was not trained again
+    kept = noop_trial(None, SimpleNamespace(seed=0)).values
+    assert [values[0] for values in rerun.user_attrs["replicates"]["values"].values()] == kept
+    assert rerun.user_attrs["echo_seed"] == 0  # the trial's measures are replicate 0's, kept from the first run
