@@ -10,8 +10,10 @@ per study, its student trained ``--steps`` steps with real ``run_trial``. Replic
 2-replicate trial has the same seed and parameters as the 1-replicate trial, so each task does the
 same work. A warm-up study first starts Ray's two worker processes. Then ``--repeats`` pairs of
 studies, the order of the pair alternating; a trial's wall time is its Optuna start-to-complete
-time (from ask to tell). Reported: each time, the medians, their ratio, and the machine's load
-average before and after (the machine may be shared: a busy CPU slows the parallel pair most).
+time (from ask to tell). Reported: each time, the medians, their ratio, the machine's load
+average before and after, and the CPUs left idle over 5 s before and after (``/proc/stat``): on a
+shared machine with fewer than two idle CPUs the two tasks share what is left, and the ratio
+measures that machine, not the driver.
 
 Usage::
 
@@ -89,6 +91,22 @@ def _trial_seconds(folder: Path, name: str, replicates: int, steps: int, prepare
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
+def free_cpus(seconds: float = 5.0) -> float | None:
+    """CPUs left idle over ``seconds`` (``/proc/stat``): on a shared machine, what the two tasks can really have."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="utf-8") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait, total (guest time is inside user)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except OSError:
+        return None
+    return (idle1 - idle0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="student training steps per replicate")
@@ -101,7 +119,7 @@ def main() -> None:
     from fairfront.objectives.training.prepare import prepare
     from fairfront.search.studyfile import parse_study_text
 
-    load_before = os.getloadavg()
+    load_before, free_before = os.getloadavg(), free_cpus()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     times: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,15 +133,18 @@ def main() -> None:
                 times[k].append(_trial_seconds(folder, f"k{k}-{repeat}", k, args.steps, prepared))
         elapsed = time.perf_counter() - started
     ray.shutdown()
+    free_after = free_cpus()
     medians = {k: statistics.median(v) for k, v in times.items()}
     payload = {"question": "wall time of a 2-replicate trial / a 1-replicate trial, 2 CPUs, 1 CPU per task",
                "goal": "<= 1.2", "ratio": medians[2] / medians[1], "median_s": medians, "times_s": times,
                "steps": args.steps, "repeats": args.repeats, "elapsed_s": elapsed,
                "load_average_before": load_before, "load_average_after": os.getloadavg(),
+               "free_cpus_before": free_before, "free_cpus_after": free_after,
                "machine": {"cpu": cpu_model(), "cpus": os.cpu_count()}}
     write_json_atomic(args.out, payload)
     print(f"2 replicates / 1 replicate: {payload['ratio']:.2f}x (medians {medians[1]:.1f} s, {medians[2]:.1f} s; "
-          f"load {load_before[0]:.1f} -> {payload['load_average_after'][0]:.1f}) -> {args.out}")
+          f"load {load_before[0]:.1f} -> {payload['load_average_after'][0]:.1f}, idle CPUs {free_before} -> "
+          f"{free_after}) -> {args.out}")
 
 
 if __name__ == "__main__":
