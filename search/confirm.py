@@ -40,7 +40,7 @@ from fairfront.search.front_data import Objective, objectives, split_value
 from fairfront.search.lease import DriverLease
 from fairfront.search.options import RunOptions
 from fairfront.search.replicates import t_interval
-from fairfront.search.report import front_trials
+from fairfront.search.report import format_value, front_trials
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
 from fairfront.search.studyfile import MAX_REPLICATES, StudyFile, replicate_seed
 
@@ -171,9 +171,9 @@ class _Confirmation:
         where = f"trial {job.trial.number}, seed {job.spec.seed}"
         if isinstance(result, TrialOutcome):
             self._store(job, result)
-            self.options.log(f"confirm {where}: " + ", ".join(
-                f"{k} {v:.4f}" for k, v in stored_results(self.study, job.trial.number)[job.spec.seed].items()
-                if v is not None))
+            values = stored_results(self.study, job.trial.number)[job.spec.seed]
+            self.options.log(f"confirm {where} (test split): "
+                             + "  ".join(f"{k} {format_value(k, v)}" for k, v in values.items() if v is not None))
             return None
         decision = retry.after_failure(result, job.attempts, job.spec)
         if isinstance(decision, Retry):

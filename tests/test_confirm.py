@@ -25,7 +25,7 @@ from fairfront.search.faults import FAULTS_ENV
 from fairfront.search.front_data import front_frame, objectives, split_value
 from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.replicates import t_interval
-from fairfront.search.report import front_table, front_trials
+from fairfront.search.report import front_table, front_trials, status_text
 from fairfront.search.studyfile import parse_study_text
 
 from conftest import FAIRFRONT, cli_env, run_cli, tiny_study_text
@@ -93,6 +93,7 @@ def test_confirm_stores_each_seeds_test_values_the_mean_and_a_t_interval(tmp_pat
     assert frame.loc[frame.trial == trial.number, f"confirmed_{objs[0].name}_mean"].item() == pytest.approx(
         records[trial.number]["test"][objs[0].name]["mean"])
     assert "confirmed test mean±95% CI" in front_table(study) and "(n=2)" in front_table(study)
+    assert "(n=2)" in status_text(study, None)
     messages.clear()
     confirm_study("conf", _options(storage, made, messages), seeds=2)  # all stored: nothing runs again
     assert messages == [f"confirming {len(front)} trial(s) of 'conf' on 2 seed(s): {2 * len(front)} result(s) "
