@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 __all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "CLASSES_ATTR", "classes_line",
-           "TEACHER_ATTR", "FEASIBLE_ATTR"]
+           "TEACHER_ATTR", "FEASIBLE_ATTR",
+           "CONFIRM_PREFIX", "REPLICATE_ATTR"]
 
 STUDY_FILE_ATTR = "fairfront.study_file"
 """Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
@@ -16,6 +17,15 @@ REASON_ATTR = "fail_reason"
 
 RETRY_OF_ATTR = "fairfront.retry_of"
 """Trial attribute of an enqueued re-run: the number of the interrupted trial it runs again."""
+
+CONFIRM_PREFIX = "confirm."
+"""Study attributes ``fairfront confirm`` writes: ``confirm.<trial>`` (the record), ``confirm.<trial>.seed.<seed>``
+and ``confirm.<trial>.test.<objective>.<mean|ci_low|ci_high|n>`` (:mod:`fairfront.search.confirm`)."""
+
+REPLICATE_ATTR = "fairfront.replicate"
+"""Trial attributes ``fairfront.replicate.<r>``: replicate *r* of a replicated trial that finished before the trial
+did (``{"seed", "values"}``, and replicate 0's ``attrs``), carried over to its re-run by recovery so ``resume`` runs
+only the replicates that are missing."""
 
 TEACHER_ATTR = "fairfront.teacher"
 """Study attribute: the dense teacher scored as a trial is (``TrialReport.to_attrs()``: ``size``,

@@ -1,6 +1,6 @@
 """The ``fairfront`` command line.
 
-Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``report NAME``,
+Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``report NAME``, ``confirm NAME``,
 ``validate FILE`` and ``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
 written to storage. An interrupted run (Ctrl-C, SIGTERM) exits with 130 after recording its
 in-flight trials for ``resume``; more failed trials than ``max_failed_trials`` exit with 1; a study
@@ -86,7 +86,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "front" and args.format == "parquet" and args.out is None:
         raise ConfigError("--out", message="--format parquet writes a binary file: give --out FILE.parquet (the other "
                           "formats print to standard output without it)")
-    if args.command in ("resume", "status", "front", "report"):
+    if args.command in ("resume", "status", "front", "report", "confirm"):
         from fairfront.search.storage import require_existing
 
         require_existing(args.storage)  # before anything is opened: a wrong path creates no empty database
@@ -96,6 +96,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _show(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "confirm":
+        return _confirm(args)
     if args.command == "dashboard":
         return _dashboard(args)
     raise AssertionError(args.command)
@@ -259,6 +261,29 @@ def _report(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError("--out", message=f"cannot write {out}: {err.strerror or err}") from None
     print(out)
+    return 0
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    from fairfront.search import report
+    from fairfront.search.confirm import ConfirmFailed, confirm_study
+    from fairfront.search.driver import RunOptions, load_study
+    from fairfront.search.lease import LeaseHeld, LeaseLost
+
+    options = RunOptions(storage=args.storage, ray_address=args.ray_address, cache_dir=args.cache_dir, log=_log)
+    try:
+        confirm_study(args.study, options, seeds=args.seeds, top=args.top)
+    except KeyboardInterrupt:
+        _log("interrupted: the finished results are stored; run the same command again for the rest")
+        return 130
+    except ConfirmFailed as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except (LeaseHeld, LeaseLost) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 3
+    _log("")
+    _log(report.front_table(load_study(args.study, args.storage)))
     return 0
 
 

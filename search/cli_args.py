@@ -49,12 +49,16 @@ def _places(p: argparse.ArgumentParser, *, ignores: tuple[str, ...] = ()) -> Non
                    + note("artifact_dir"))
 
 
+def _ray_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto' or HOST:PORT); default: $RAY_ADDRESS, else start a local one")
+
+
 def _execution_args(p: argparse.ArgumentParser) -> None:
     _places(p)
     p.add_argument("--n-trials", type=_positive_int, default=None,
                    help="number of COMPLETE trials to reach (overrides the study file)")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join ('auto' or HOST:PORT); default: $RAY_ADDRESS, else start a local one")
+    _ray_address(p)
 
 
 def _whole_number(minimum: int, expected: str) -> Callable[[str], int]:
@@ -142,6 +146,20 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     _places(p, ignores=("artifact_dir",))
 
 
+def _confirm_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("confirm", help="train the front's trials again on fresh seeds, scored on the test split",
+                       description="Make each front trial's compressed model again with K seeds the study never "
+                       "trained with, score it on the test split, and store each result in the study as it "
+                       "finishes (a rerun runs only what is missing). front and status then show each objective's "
+                       "mean and t-based 95% CI across the seeds.")
+    p.add_argument("study", help="the study name")
+    p.add_argument("--seeds", type=_positive_int, required=True, metavar="K", help="fresh seeds per trial")
+    p.add_argument("--top", type=_positive_int, default=None, metavar="N",
+                   help="only the N front trials of largest crowding distance (default: the whole front)")
+    _places(p, ignores=("artifact_dir",))
+    _ray_address(p)
+
+
 def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="open optuna-dashboard on the study storage (127.0.0.1)")
     _places(p, ignores=("cache_dir",))
@@ -157,5 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parsers(sub)
     _read_parsers(sub)
     _export_parser(sub)
+    _confirm_parser(sub)
     _dashboard_parser(sub)
     return parser

@@ -29,7 +29,7 @@ from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.measures.report import TrialReport
-from fairfront.search.attrs import STUDY_FILE_ATTR, TEACHER_ATTR
+from fairfront.search.attrs import CONFIRM_PREFIX, STUDY_FILE_ATTR, TEACHER_ATTR
 from fairfront.search.report import front_trials, sort_front
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Objective", "objectives", "trial_report", "split_value", "interval", "front_frame", "standard_error",
            "teacher_report", "unit",
-           "RobustFront", "robust_front_frame"]
+           "RobustFront", "robust_front_frame", "confirmed", "confirmed_cell"]
 
 
 @dataclass(frozen=True)
@@ -159,11 +159,44 @@ def _row(trial: FrozenTrial, objs: list[Objective]) -> dict[str, Any]:
     return row
 
 
+def confirmed(study: optuna.Study) -> dict[int, dict[str, dict[str, Any]]]:
+    """``fairfront confirm``'s test-split results by trial number: per objective its seeds' mean, t-based 95% CI, n."""
+    records = {}
+    for key, value in study.user_attrs.items():
+        number = key[len(CONFIRM_PREFIX):]
+        if key.startswith(CONFIRM_PREFIX) and number.isdigit() and isinstance(value, dict):
+            records[int(number)] = value.get("test") or {}
+    return records
+
+
+def confirmed_cell(record: dict[str, dict[str, Any]], format_value: Any) -> str:
+    """One trial's confirmation as text: ``name mean±half-width`` per objective, then ``(n=K)``."""
+    parts, n = [], 0
+    for name, stats in record.items():
+        mean, low, high, n = stats.get("mean"), stats.get("ci_low"), stats.get("ci_high"), stats.get("n", 0)
+        if mean is None:
+            continue
+        half = "" if low is None or high is None else "±" + format_value(name, (high - low) / 2)
+        parts.append(f"{name} {format_value(name, mean)}{half}")
+    return " ".join(parts) + (f" (n={n})" if parts else "")
+
+
+def _confirmed_columns(trials: list[FrozenTrial], objs: list[Objective],
+                       records: dict[int, dict[str, dict[str, Any]]]) -> pd.DataFrame:
+    """``confirmed_<objective>_<mean|ci_low|ci_high|n>``: the test-split confirmation, NaN where none."""
+    import pandas as pd
+
+    columns = {f"confirmed_{o.name}_{key}": [(records.get(t.number, {}).get(o.name) or {}).get(key) for t in trials]
+               for o in objs for key in ("mean", "ci_low", "ci_high", "n")}
+    return pd.DataFrame(columns, dtype=float)
+
+
 def _param_column(trials: list[FrozenTrial], name: str) -> pd.Series:
     """One parameter over the trials: integers stay integers (nullable where a trial lacks the parameter),
     floats are floats (NaN where absent), a choice of mixed types becomes text (one type per column,
     as Parquet needs)."""
     import pandas as pd
+
     values = [t.params.get(name) for t in trials]
     present = [v for v in values if v is not None]
     kinds = {type(t.distributions[name]) for t in trials if name in t.distributions}
@@ -182,8 +215,9 @@ def front_frame(study: optuna.Study, *, feasible_only: bool = True,
 
     Columns: the objective values (validation split), their test-split values, the bias
     objectives' intervals on both splits, ``degenerate`` (the model predicts one class or is near
-    chance on validation), ``feasible`` in a study with ``[constraints]``, then the parameters.
-    ``feasible_only=False`` is the plain front of every COMPLETE trial.
+    chance on validation), ``feasible`` in a study with ``[constraints]``, the ``fairfront confirm``
+    results where the study has any (``confirmed_<objective>_mean``, ``_ci_low``, ``_ci_high``,
+    ``_n``), then the parameters. ``feasible_only=False`` is the plain front of every COMPLETE trial.
     """
     import pandas as pd
 
@@ -196,7 +230,9 @@ def front_frame(study: optuna.Study, *, feasible_only: bool = True,
     frame = frame.astype({"trial": int, "degenerate": bool})
     if any(t.constraints for t in trials):
         frame["feasible"] = [all(v <= 0 for v in t.constraints.values()) for t in trials]
-    return pd.concat([frame, *(_param_column(trials, p) for p in params)], axis=1)
+    records = confirmed(study)
+    extra = [_confirmed_columns(trials, objs, records)] if records else []
+    return pd.concat([frame, *extra, *(_param_column(trials, p) for p in params)], axis=1)
 
 
 BINOMIAL_MEASURES = ("accuracy", "balanced_accuracy", "macro_f1")

@@ -20,7 +20,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.search.front_data import Objective, interval, objectives, split_value, teacher_report, trial_report, unit
-from fairfront.search.report import DEGENERATE_MARK, aligned, format_value, front_trials, infeasible_note, is_degenerate
+from fairfront.search.report import (
+    DEGENERATE_MARK,
+    aligned,
+    confirmed_cells,
+    format_value,
+    front_trials,
+    infeasible_note,
+    is_degenerate,
+)
 
 __all__ = ["TEACHER_LABEL", "front_table"]
 
@@ -86,17 +94,21 @@ def front_table(study: optuna.Study, *, with_params: bool = True, with_test: boo
         return "no COMPLETE trials yet" if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) \
             else "no feasible COMPLETE trials yet"
     objs = objectives(study)
+    confirmed = confirmed_cells(study, best)
     rows = []
     teacher = teacher_report(study)
     if teacher is not None:
         values = [split_value(teacher, o, "validation") for o in objs]
-        rows.append([TEACHER_LABEL, *_cells(objs, values, teacher, with_test)] + ([""] if with_params else []))
+        rows.append([TEACHER_LABEL, *_cells(objs, values, teacher, with_test)] + ([""] if confirmed else [])
+                    + ([""] if with_params else []))
     for t in best:
         params = [" ".join(_param(t, k) for k in sorted(t.params))] if with_params else []
         mark = DEGENERATE_MARK if is_degenerate(t.user_attrs) else ""
-        rows.append([f"{t.number}{mark}", *_cells(objs, t.values, trial_report(t), with_test), *params])
+        rows.append([f"{t.number}{mark}", *_cells(objs, t.values, trial_report(t), with_test),
+                     *([confirmed.get(t.number, "-")] if confirmed else []), *params])
     notes = [TEACHER_NOTE] if teacher is not None else []
     notes += [DEGENERATE_NOTE] if any(is_degenerate(t.user_attrs) for t in best) else []
     notes += [] if feasible_only or not infeasible_note(best) else [infeasible_note(best)]
-    header = _header(objs, with_test) + (["parameters"] if with_params else [])
+    header = (_header(objs, with_test) + (["confirmed test mean±95% CI"] if confirmed else [])
+              + (["parameters"] if with_params else []))
     return "\n".join([line.rstrip() for line in aligned(header, rows)] + notes)

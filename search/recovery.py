@@ -2,7 +2,8 @@
 
 Optuna's heartbeat does not cover ask/tell, so recovery is explicit: a trial left RUNNING by a
 driver that died (even by SIGKILL) is marked FAIL with the reason "interrupted" and its
-parameters are enqueued again, so ``resume`` re-runs exactly the interrupted work. Recovery is
+parameters are enqueued again, so ``resume`` re-runs exactly the interrupted work (of a replicated
+trial, the replicates that had not finished: the finished ones go with the re-run). Recovery is
 idempotent: the parameters are enqueued before the trial is marked FAIL, and a trial that already
 has a re-run enqueued is not enqueued twice, so a driver killed during recovery loses nothing and
 duplicates nothing.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from fairfront.search.attrs import REASON_ATTR, RETRY_OF_ATTR
+from fairfront.search.attrs import REASON_ATTR, REPLICATE_ATTR, RETRY_OF_ATTR
 from fairfront.search.storage import grouped_writes
 
 __all__ = ["recover_interrupted"]
@@ -36,7 +37,8 @@ def recover_interrupted(study: optuna.Study, reason: str = "interrupted: the dri
         if t.number not in retried:
             # a re-run killed before its parameters were written still carries them as its fixed params
             params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number})
+            kept = {k: v for k, v in t.user_attrs.items() if k.startswith(REPLICATE_ATTR + ".")}  # finished replicates
+            study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number, **kept})
         with grouped_writes(study)():  # the reason and the FAIL state together, or neither
             storage.set_trial_user_attr(t._trial_id, REASON_ATTR, reason)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

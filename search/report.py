@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FRONT_FORMATS", "format_value", "format_values", "front_trials", "sort_front", "front_table",
            "front_text", "frame_text", "robust_table", "infeasible_note", "status_text",
-           "trial_warnings", "is_degenerate", "DEGENERATE_MARK"]
+           "trial_warnings", "is_degenerate", "DEGENERATE_MARK", "confirmed_cells", "aligned"]
 
 DEGENERATE_MARK = "!"
 """Suffix of a trial number in ``front`` / ``status`` when the trial's model is degenerate on validation."""
@@ -109,6 +109,18 @@ def aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     """The header and rows as lines of left-aligned columns two spaces apart."""
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+
+
+def confirmed_cells(study: optuna.Study, trials: list[FrozenTrial]) -> dict[int, str]:
+    """The ``fairfront confirm`` column's text by trial number; empty for a study never confirmed."""
+    from fairfront.search.attrs import CONFIRM_PREFIX
+
+    if not any(key.startswith(CONFIRM_PREFIX) for key in study.user_attrs):
+        return {}  # without importing the front's frame (pandas): status stays fast
+    from fairfront.search.front_data import confirmed, confirmed_cell
+
+    records = confirmed(study)
+    return {t.number: confirmed_cell(records[t.number], format_value) for t in trials if t.number in records}
 
 
 def front_text(study: optuna.Study, fmt: str, *, feasible_only: bool = True) -> str:

@@ -6,6 +6,13 @@ then waits up to a second for results and tells the study each one as it arrives
 its values, attributes and report, or FAIL with the reason in the trial's user attributes. A
 failed attempt goes to the :class:`~fairfront.search.retry.RetryPolicy` (run again, or fail).
 
+With ``[study] replicates = k`` a trial is ``k`` attempts with their own seeds, submitted together
+as separate tasks (:mod:`fairfront.search.replicates`); each is retried on its own, the trial is
+told once all ``k`` arrived (the mean values), and it fails when one of them fails for good (the
+others are cancelled). ``[execution] parallel`` then caps the trials in flight, ``k`` tasks each.
+A replicate that finishes before its trial is kept on the trial at once, so ``resume`` after an
+interruption runs only the replicates still missing.
+
 Failures never crash the study; only more than ``max_failed_trials`` of them in one run stop it
 (:class:`TooManyFailures`). Ctrl-C and SIGTERM record the results that already arrived, cancel
 the in-flight trials and recover them for ``resume`` before the loop stops (:class:`Interrupted`);
@@ -43,6 +50,7 @@ from fairfront.search.lease import DriverLease, LeaseLost
 from fairfront.search.options import RunOptions
 from fairfront.search.progress import Progress
 from fairfront.search.recovery import recover_interrupted
+from fairfront.search.replicates import ReplicateGroup, finished_replicate
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
 from fairfront.search.storage import grouped_writes
 from fairfront.search.storage_faults import storage_fault
@@ -64,13 +72,21 @@ class Interrupted(Exception):
 
 @dataclass
 class Flight:
-    """One trial in flight: its Optuna trial, what it runs, its attempts so far and when they started."""
+    """One replicate of a trial in flight: what it runs, its attempts so far and when they started.
 
-    trial: optuna.Trial
+    ``group`` holds the trial and its replicates' results; an unreplicated trial is one flight.
+    """
+
+    group: ReplicateGroup
+    replicate: int
     spec: TrialSpec
     attempts: Attempts = field(default_factory=Attempts)
     submitted: float = 0.0
     first_submitted: float = 0.0
+
+    @property
+    def trial(self) -> optuna.Trial:
+        return self.group.trial
 
 
 class Scheduler:
@@ -98,6 +114,7 @@ class Scheduler:
         self.resume_hint = resume_command(study.study_name, options)
         self.ex = ex = sf.execution
         self.target = sf.study.n_trials
+        self.replicates = sf.study.replicates
         self.max_failed = ex.max_failed_trials if ex.max_failed_trials is not None else max(3, self.target)
         self.retry = RetryPolicy(max_retries=ex.max_retries, timeout_s=ex.trial_timeout_s)
         self.capacity = CapacityWatch(executor, ex, options.capacity_refresh_s, options.log)
@@ -145,8 +162,8 @@ class Scheduler:
         stats = self.stats
         t = time.perf_counter()
         self.lease.heartbeat()
-        limit = min(self.ex.parallel, self.capacity.get())
-        self.progress.parallel = max(1, limit)
+        limit = min(self.ex.parallel * self.replicates, self.capacity.get())
+        self.progress.parallel = max(1, limit // self.replicates)  # trials in flight, each of `replicates` tasks
         stats.lease_s += time.perf_counter() - t
         self._refill(limit)
         stats.max_in_flight = max(stats.max_in_flight, len(self.in_flight))
@@ -160,21 +177,34 @@ class Scheduler:
         stats.wait_s += time.perf_counter() - t
         t = time.perf_counter()
         for ticket, result in finished:
-            self._handle(self.in_flight.pop(ticket), result)
+            flight = self.in_flight.pop(ticket, None)
+            if flight is not None:  # None: a replicate whose trial failed with a sibling in this batch
+                self._handle(flight, result)
         self._check_timeouts()
         stats.tell_s += time.perf_counter() - t
         return True
 
     def _refill(self, limit: int) -> None:
-        """Ask, sample and submit new trials up to ``limit`` in flight, and no more than the target needs."""
-        while len(self.in_flight) < limit and self.complete + len(self.in_flight) < self.target:
+        """Ask, sample and submit new trials up to ``limit`` tasks in flight, and no more than the target needs.
+
+        A trial's replicates go together; one more than ``limit`` fits runs when nothing else is in flight.
+        """
+        while (limit > 0 and (not self.in_flight or len(self.in_flight) + self.replicates <= limit)
+               and self.complete + self._trials_in_flight() < self.target):
             t = time.perf_counter()
             trial = self.study.ask()
             with grouped_writes(self.study)():  # the trial's parameters in one transaction, before it is submitted
                 config = self.sf.space.sample(trial)
-            spec = self.sf.trial_spec(config, trial.number)
+            group = ReplicateGroup(trial, self.sf.replicate_specs(config, trial.number))
+            if self.replicates > 1:
+                group.restore(trial.user_attrs)  # what an interrupted run of these parameters finished
             self.stats.ask_s += time.perf_counter() - t
-            self._submit(Flight(trial, spec))
+            for replicate, spec in enumerate(group.specs):
+                if replicate not in group.results:
+                    self._submit(Flight(group, replicate, spec))
+
+    def _trials_in_flight(self) -> int:
+        return len({id(flight.group) for flight in self.in_flight.values()})
 
     def _submit(self, flight: Flight) -> None:
         t = time.perf_counter()
@@ -188,7 +218,12 @@ class Scheduler:
 
     def _handle(self, flight: Flight, result: TrialOutcome | TrialError) -> None:
         if isinstance(result, TrialOutcome):
-            self._complete(flight, result)
+            flight.group.results[flight.replicate] = result
+            flight.group.attempts[flight.replicate] = flight.attempts.user_attrs()
+            if flight.group.done:
+                self._complete(flight, flight.group.outcome(self.sf.objectives.names))
+            else:  # kept at once: a resume after an interruption runs only the replicates still missing
+                flight.trial.set_user_attr(*finished_replicate(flight.replicate, flight.spec, result))
             return
         decision = self.retry.after_failure(result, flight.attempts, flight.spec)
         if isinstance(decision, Retry):
@@ -203,7 +238,7 @@ class Scheduler:
         now = time.monotonic()
         for ticket, flight in list(self.in_flight.items()):
             overdue = self.retry.overdue(now - flight.submitted)
-            if overdue is not None:
+            if overdue is not None and ticket in self.in_flight:  # a sibling replicate may have failed it already
                 self.executor.cancel(ticket)
                 del self.in_flight[ticket]
                 self._fail(flight, overdue.reason, "")
@@ -254,6 +289,9 @@ class Scheduler:
 
     def _fail(self, flight: Flight, reason: str, trace: str) -> None:
         trial = flight.trial
+        self._cancel_siblings(flight)
+        if self.replicates > 1:
+            reason = f"replicate {flight.replicate} (seed {flight.spec.seed}): {reason}"
         with grouped_writes(self.study)():  # the reason and the state in one transaction
             trial.set_user_attr(REASON_ATTR, reason)
             trial.set_user_attr("traceback", trace[-4000:])
@@ -267,9 +305,21 @@ class Scheduler:
             raise TooManyFailures(f"{self.failed_here} trials failed in this run (max_failed_trials = "
                                   f"{self.max_failed}); stopping. Last reason: {reason}")
 
-    @staticmethod
-    def _note_attempts(flight: Flight) -> None:
-        for key, value in flight.attempts.user_attrs().items():
+    def _cancel_siblings(self, flight: Flight) -> None:
+        """A trial fails with its first replicate that fails for good: its other replicates are given up."""
+        for ticket, other in list(self.in_flight.items()):
+            if other.group is flight.group:
+                self.executor.cancel(ticket)
+                del self.in_flight[ticket]
+
+    def _note_attempts(self, flight: Flight) -> None:
+        """The trial's attempts; with replicates, those of each replicate that needed more than one."""
+        attrs = flight.attempts.user_attrs()
+        if self.replicates > 1:
+            flight.group.attempts[flight.replicate] = attrs
+            notes = {str(r): a for r, a in sorted(flight.group.attempts.items()) if a}
+            attrs = {"fairfront.replicate_attempts": notes} if notes else {}
+        for key, value in attrs.items():
             flight.trial.set_user_attr(key, value)
 
     def _catch_signals(self) -> dict[int, Any]:
@@ -309,8 +359,13 @@ class Scheduler:
             for ticket, result in self.executor.wait(list(self.in_flight), timeout=0):
                 if isinstance(result, TrialOutcome):
                     flight = self.in_flight.pop(ticket)
-                    self._tell_complete(flight, result, self.study.metric_names or [])
-                    self.log(f"trial {flight.trial.number} COMPLETE (arrived while stopping)")
+                    flight.group.results[flight.replicate] = result
+                    if flight.group.done:
+                        names = self.study.metric_names or []
+                        self._tell_complete(flight, flight.group.outcome(names), names)
+                        self.log(f"trial {flight.trial.number} COMPLETE (arrived while stopping)")
+                    else:
+                        flight.trial.set_user_attr(*finished_replicate(flight.replicate, flight.spec, result))
         except LeaseLost:  # taken over: this driver writes nothing more
             raise
         except Exception:  # noqa: BLE001 - best effort; whatever is left is recovered for resume

@@ -30,7 +30,25 @@ from fairfront.search.samplers import SAMPLERS
 from fairfront.spaces.registry import families_for_task
 from fairfront.spaces.space import CompressionConfig, SearchSpace
 
-__all__ = ["StudySettings", "Execution", "StudyFile", "load_study_file", "parse_study_text"]
+__all__ = ["StudySettings", "Execution", "StudyFile", "load_study_file", "parse_study_text", "replicate_seed",
+           "MAX_REPLICATES"]
+
+MAX_REPLICATES = 32
+"""The most seeds ``[study] replicates`` may give a trial."""
+
+SEED_STRIDE = 1_000_003
+"""Between a trial's replicate seeds: above the most trials a study may have, so no two (trial, replicate)
+pairs of a study share a seed."""
+
+
+def replicate_seed(study_seed: int, number: int, replicate: int) -> int:
+    """The seed of replicate ``replicate`` of trial ``number``; replicate 0 is the seed an unreplicated trial has.
+
+    ``fairfront confirm`` draws its seeds from replicate indices at and above :data:`MAX_REPLICATES`,
+    so they never repeat a seed the study trained with.
+    """
+    return study_seed + number + replicate * SEED_STRIDE
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -45,6 +63,7 @@ class StudySettings:
     seed: int = 0
     population_size: int | None = None
     bootstrap_resamples: int = 200
+    replicates: int = 1
 
     @classmethod
     def from_table(cls, t: Table) -> StudySettings:
@@ -55,7 +74,8 @@ class StudySettings:
         s = cls(name=name, n_trials=t.integer("n_trials", low=1, high=1_000_000),
                 sampler=t.string("sampler", "tpe", choices=tuple(SAMPLERS)), seed=t.integer("seed", 0, low=0),
                 population_size=t.integer("population_size", None, low=2, high=10_000),
-                bootstrap_resamples=t.integer("bootstrap_resamples", 200, low=0, high=100_000))
+                bootstrap_resamples=t.integer("bootstrap_resamples", 200, low=0, high=100_000),
+                replicates=t.integer("replicates", 1, low=1, high=MAX_REPLICATES))
         t.done()
         return s
 
@@ -116,9 +136,10 @@ class StudyFile:
     def prepare_spec(self) -> PrepareSpec:
         return PrepareSpec(self.model, self.data, self.teacher, self.study.seed, self.bias)
 
-    def trial_spec(self, compression: CompressionConfig, number: int) -> TrialSpec:
-        """Everything a worker needs to run trial ``number`` with the sampled ``compression``."""
-        spec = TrialSpec(compression, self.student, self.objectives, seed=self.study.seed + number,
+    def trial_spec(self, compression: CompressionConfig, number: int, replicate: int = 0) -> TrialSpec:
+        """Everything a worker needs to run replicate ``replicate`` of trial ``number`` with ``compression``."""
+        seed = replicate_seed(self.study.seed, number, replicate)
+        spec = TrialSpec(compression, self.student, self.objectives, seed=seed,
                          bootstrap_resamples=self.study.bootstrap_resamples)
         if self.data is None:
             return spec
@@ -126,6 +147,10 @@ class StudyFile:
         return replace(spec, min_group_size=self.data.min_group_size, small_groups=self.data.small_groups,
                        group_objective=self.data.group_objective,
                        group_attributes=columns if isinstance(columns, tuple) else ())
+
+    def replicate_specs(self, compression: CompressionConfig, number: int) -> list[TrialSpec]:
+        """One spec per replicate of trial ``number`` (``[study] replicates``), each with its own seed."""
+        return [self.trial_spec(compression, number, r) for r in range(self.study.replicates)]
 
     def with_trials(self, n_trials: int) -> StudyFile:
         return replace(self, study=replace(self.study, n_trials=n_trials))

@@ -17,6 +17,9 @@ classes here document it::
     intrinsic            {benchmark: {"validation", "test", "dense"}} with [bias] intrinsic
     intrinsic_s          seconds spent on the intrinsic benchmarks
     timings              Timings: train_s or compress_s, eval_s, total_s, device, torch_threads, pid
+    replicates           with ``[study] replicates`` > 1: {"seeds": [...], "values": {objective: [per seed]},
+                         "mean": {objective: x}, "se": {objective: x}}; the objective values are the means,
+                         every other measure is the first seed's
 
 Every value is JSON: an undefined measure is ``None``, never NaN (:mod:`fairfront.jsonsafe`).
 
@@ -167,6 +170,8 @@ class TrialReport:
         intrinsic: Intrinsic benchmark results, with the dense model's, per benchmark.
         intrinsic_s: Seconds spent on the intrinsic benchmarks.
         timings: Where the trial's time went.
+        replicates: A replicated trial's seeds, each objective's value per seed, their mean and
+            standard error (None for a trial trained with one seed).
         extra: Other attributes of a stored trial (the worker, the driver's bookkeeping), kept so
             that :meth:`to_attrs` gives back what :meth:`from_attrs` read.
     """
@@ -181,6 +186,7 @@ class TrialReport:
     intrinsic: dict[str, Any] | None = None
     intrinsic_s: float | None = None
     timings: Timings | None = None
+    replicates: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -221,6 +227,8 @@ class TrialReport:
             attrs["intrinsic_s"] = json_safe(self.intrinsic_s)
         if self.timings is not None:
             attrs["timings"] = self.timings.to_attrs()
+        if self.replicates is not None:
+            attrs["replicates"] = json_safe(self.replicates)
         attrs.update(json_safe(self.extra))
         return attrs
 
@@ -253,6 +261,7 @@ class TrialReport:
             intrinsic=attrs.pop("intrinsic", None),
             intrinsic_s=attrs.pop("intrinsic_s", None),
             timings=Timings(**timings) if timings is not None else None,
+            replicates=attrs.pop("replicates", None),
         )
         report.compression_notes = {k: attrs.pop(k) for k in list(attrs) if k in COMPRESSION_NOTES}
         report.extra = attrs
