@@ -1,8 +1,23 @@
-"""The attributes the driver stores on a study and its trials, read back by ``resume`` and the reports."""
+"""The attributes the driver stores on a study and its trials, read back by ``resume`` and the reports.
+
+A trial's measures are stored twice (:mod:`fairfront.objectives.measures.report`): the full nested
+record in the trial system attribute :data:`RECORD_ATTR`, which optuna-dashboard does not display,
+and flat scalar user attributes, which it shows, sorts, filters and plots.
+"""
 
 from __future__ import annotations
 
-__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR"]
+from collections.abc import Collection
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from fairfront.jsonsafe import json_safe
+from fairfront.objectives.measures.report import RECORD_ATTR, flat_attrs
+
+__all__ = ["STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR", "RETRY_OF_ATTR", "RECORD_ATTR", "store_record",
+           "stored_record"]
 
 STUDY_FILE_ATTR = "fairfront.study_file"
 """Study attribute: the study file's text, so ``resume`` needs nothing but the study's name."""
@@ -15,3 +30,22 @@ REASON_ATTR = "fail_reason"
 
 RETRY_OF_ATTR = "fairfront.retry_of"
 """Trial attribute of an enqueued re-run: the number of the interrupted trial it runs again."""
+
+
+def store_record(trial: optuna.Trial, record: dict[str, Any], *, intervals: Collection[str] = ()) -> None:
+    """Store ``record`` whole as the trial's :data:`RECORD_ATTR` system attribute, and flat as its user attributes.
+
+    ``intervals``: the bias measures whose bootstrap intervals become flat attributes (the study's bias
+    objectives). Both go through the study's storage, so inside ``grouped_writes`` they share the
+    trial's transaction.
+    """
+    record = json_safe(record)
+    trial.storage.set_trial_system_attr(trial._trial_id, RECORD_ATTR, record)
+    for key, value in flat_attrs(record, intervals=intervals).items():
+        trial.set_user_attr(key, value)
+
+
+def stored_record(trial: FrozenTrial) -> dict[str, Any]:
+    """A stored trial's nested record: :data:`RECORD_ATTR`, or the user attributes of a study written before it."""
+    record = trial.system_attrs.get(RECORD_ATTR)
+    return record if isinstance(record, dict) else dict(trial.user_attrs)

@@ -61,6 +61,7 @@ from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.executor import Executor
 from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseLost, check_free, read_lease
+from fairfront.search.notes import write_study_note
 from fairfront.search.options import LoopStats, RunOptions
 from fairfront.search.ray_executor import RayExecutor
 from fairfront.search.recovery import recover_interrupted
@@ -148,6 +149,7 @@ def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     study.set_user_attr(STUDY_FILE_ATTR, sf.text)  # first: from here on the study can be resumed
     study.set_user_attr(N_TRIALS_ATTR, sf.study.n_trials)
     study.set_metric_names(sf.objectives.names)
+    write_study_note(study, sf)
     study.set_user_attr("fairfront.data", prepared.data_name)
     study.set_user_attr("fairfront.prepared", prepared.fingerprint)
     lease = DriverLease(study, command="run", ray_address=_ray_address(options), stale_after_s=options.lease_stale_s)
@@ -207,6 +209,7 @@ def _resume_study(name: str, options: RunOptions) -> optuna.Study:
             study.set_user_attr(N_TRIALS_ATTR, sf.study.n_trials)
         if not study.metric_names:
             study.set_metric_names(sf.objectives.names)
+        write_study_note(study, sf)  # a study written before notes gets one
         n_recovered = recover_interrupted(study)
         if n_recovered:
             log(f"recovered {n_recovered} interrupted trial(s): marked FAIL and enqueued again")

@@ -74,9 +74,10 @@ def objectives(study: optuna.Study) -> list[Objective]:
 
 
 def trial_report(trial: FrozenTrial) -> TrialReport:
-    """The trial's stored measures; an empty report where its attributes do not follow the schema."""
+    """The trial's stored measures (its record, or the nested user attributes of an older study); an empty
+    report where they do not follow the schema."""
     try:
-        return TrialReport.from_attrs(trial.user_attrs)
+        return TrialReport.from_attrs(trial.user_attrs, trial.system_attrs)
     except (TypeError, ValueError):
         return TrialReport()
 

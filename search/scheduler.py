@@ -31,15 +31,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from fairfront.objectives.measures.report import TrialReport
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search import report
-from fairfront.search.attrs import REASON_ATTR
+from fairfront.search.attrs import REASON_ATTR, store_record
 from fairfront.search.capacity import CapacityWatch
 from fairfront.search.executor import Executor, Ticket, TrialError
 from fairfront.search.front import ParetoFront
 from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseLost
+from fairfront.search.notes import write_trial_note
 from fairfront.search.options import RunOptions
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
@@ -209,19 +211,26 @@ class Scheduler:
 
     def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> None:
         trial = flight.trial
+        outcome.attrs = {**flight.attempts.user_attrs(), **outcome.attrs}
         with grouped_writes(self.study)():  # a trial's results, report and state: all in one transaction, or none
-            self._note_attempts(flight)
-            for key, value in outcome.attrs.items():
-                trial.set_user_attr(key, value)
+            store_record(trial, outcome.attrs, intervals=self.sf.objectives.bias)
             self.write_report(trial, outcome, names)  # artifacts attach only to a trial still running
             self.study.tell(trial, outcome.values)
+        write_trial_note(trial, self.sf.objectives, outcome.values, self._report(outcome))
+
+    @staticmethod
+    def _report(outcome: TrialOutcome) -> TrialReport:
+        if outcome.report is not None:
+            return outcome.report
+        try:
+            return TrialReport.from_record(outcome.attrs)
+        except (TypeError, ValueError):  # an outcome built by hand, outside the schema
+            return TrialReport()
 
     def _fail(self, flight: Flight, reason: str, trace: str) -> None:
         trial = flight.trial
         with grouped_writes(self.study)():  # the reason and the state in one transaction
-            trial.set_user_attr(REASON_ATTR, reason)
-            trial.set_user_attr("traceback", trace[-4000:])
-            self._note_attempts(flight)
+            store_record(trial, {REASON_ATTR: reason, "traceback": trace[-4000:], **flight.attempts.user_attrs()})
             self.study.tell(trial, state=TrialState.FAIL)
         self.stats.told += 1
         self.failed_here += 1
@@ -229,11 +238,6 @@ class Scheduler:
         if self.failed_here > self.max_failed:
             raise TooManyFailures(f"{self.failed_here} trials failed in this run (max_failed_trials = "
                                   f"{self.max_failed}); stopping. Last reason: {reason}")
-
-    @staticmethod
-    def _note_attempts(flight: Flight) -> None:
-        for key, value in flight.attempts.user_attrs().items():
-            flight.trial.set_user_attr(key, value)
 
     def _catch_signals(self) -> dict[int, Any]:
         """Ctrl-C and SIGTERM stop the loop at its next turn (signals reach only the main thread)."""

@@ -77,6 +77,23 @@ def failing_on_odd_seeds(prepared, spec, *, device=None, threads=None):
     return noop_trial(prepared, spec)
 
 
+def copy_in_the_nested_layout(study, storage: str, name: str):
+    """A copy of ``study`` stored as fairfront stored trials before the record: each trial's nested record
+    as its user attributes, no record system attribute, no flat attributes."""
+    import optuna
+
+    from fairfront.search.attrs import stored_record
+
+    copy = optuna.create_study(study_name=name, storage=storage, directions=study.directions)
+    copy.set_metric_names(study.metric_names)
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    for t in study.get_trials(deepcopy=False):
+        copy.add_trial(optuna.trial.create_trial(state=t.state, values=t.values, params=t.params,
+                                                 distributions=t.distributions, user_attrs=stored_record(t)))
+    return copy
+
+
 def placeholder_prepared():
     """A prepared study with nothing in it, for trials that read nothing from it."""
     from fairfront.objectives.training.prepare import Prepared
