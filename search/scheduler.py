@@ -31,7 +31,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from fairfront.objectives.measures.report import TrialReport
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search import report
@@ -41,7 +40,6 @@ from fairfront.search.executor import Executor, Ticket, TrialError
 from fairfront.search.front import ParetoFront
 from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseLost
-from fairfront.search.notes import write_trial_note
 from fairfront.search.options import RunOptions
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
@@ -216,16 +214,6 @@ class Scheduler:
             store_record(trial, outcome.attrs, intervals=self.sf.objectives.bias)
             self.write_report(trial, outcome, names)  # artifacts attach only to a trial still running
             self.study.tell(trial, outcome.values)
-        write_trial_note(trial, self.sf.objectives, outcome.values, self._report(outcome))
-
-    @staticmethod
-    def _report(outcome: TrialOutcome) -> TrialReport:
-        if outcome.report is not None:
-            return outcome.report
-        try:
-            return TrialReport.from_record(outcome.attrs)
-        except (TypeError, ValueError):  # an outcome built by hand, outside the schema
-            return TrialReport()
 
     def _fail(self, flight: Flight, reason: str, trace: str) -> None:
         trial = flight.trial

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from fairfront.errors import ConfigError
 from fairfront.search import lease as lease_mod
+from fairfront.search.attrs import stored_record
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, recover_interrupted, resume_study, run_study
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseInfo, LeaseLost, read_lease
 from fairfront.search.storage import open_storage, study_names
@@ -87,7 +88,7 @@ class TestStorageContract:
             seed = t.user_attrs["echo_seed"]
             assert seed == sf.study.seed + t.number  # the values belong to this trial's own spec
             assert t.values == noop_trial(None, SimpleNamespace(seed=seed)).values
-            assert t.user_attrs["worker"]["pid"] != os.getpid()  # computed in a Ray worker, told by the driver
+            assert stored_record(t)["worker"]["pid"] != os.getpid()  # computed in a Ray worker, told by the driver
             assert "pruning.sparsity" in t.params
         assert sum(" COMPLETE in " in m for m in messages) == 4
         lease = read_lease(study)
@@ -102,7 +103,7 @@ class TestStorageContract:
         assert failed and all(t.number % 2 == 1 for t in failed)
         for t in failed:
             assert t.user_attrs["fail_reason"] == f"ValueError: odd seed {t.number}"
-            assert "failing_on_odd_seeds" in t.user_attrs["traceback"]
+            assert "failing_on_odd_seeds" in stored_record(t)["traceback"]
 
     def test_a_second_driver_is_refused_naming_the_first(self, storage_url, tmp_path) -> None:
         sf = self._study_file(tmp_path, n_trials=1)
