@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from fairfront.errors import ConfigError
 from fairfront.search import lease as lease_mod
-from fairfront.search.attrs import stored_record
+from fairfront.search.attrs import store_record, stored_record
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, recover_interrupted, resume_study, run_study
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseInfo, LeaseLost, read_lease
 from fairfront.search.storage import open_storage, study_names
@@ -402,16 +402,18 @@ class TestDriverStorageMirror:
             for key in ("a", "b", "c"):
                 trial.set_user_attr(key, {"key": key})
             trial.set_user_attr("a", "again")  # the last write of a key wins, as in the database
+            store_record(trial, {"test": {"accuracy": {"accuracy": 0.75}}})  # the record and its flat attributes
             upload_artifact(artifact_store=FileSystemArtifactStore(str(tmp_path)), file_path=str(report),
                             study_or_trial=trial)
             study.tell(trial, [0.5, float("-inf")])
             assert trial.number == 0 and storage.get_trial(trial._trial_id).state == TrialState.COMPLETE
             inside = fresh.get_trial(trial._trial_id)  # nothing written yet
             assert inside.state == TrialState.RUNNING and inside.user_attrs == {} and inside.values is None
-        assert len(commits) == 3  # attributes, the artifact's attribute, values and state: one transaction
+        assert len(commits) == 3  # attributes, the record, the artifact's attribute, values and state: one transaction
         done = fresh.get_trial(trial._trial_id)
         assert done.state == TrialState.COMPLETE and done.values == [0.5, float("-inf")]
-        assert done.user_attrs == {"a": "again", "b": {"key": "b"}, "c": {"key": "c"}}
+        assert done.user_attrs == {"a": "again", "b": {"key": "b"}, "c": {"key": "c"}, "test.accuracy": 0.75}
+        assert stored_record(done) == {"test": {"accuracy": {"accuracy": 0.75}}}
         assert len(get_all_artifact_meta(done, storage=fresh)) == 1
         _assert_mirror_agrees(storage, storage_url, study._study_id)
         # a failed write (the trial was finished behind the driver's back): nothing of the block is written,
