@@ -72,6 +72,7 @@ from fairfront.search.driver_storage import DriverStorage
 from fairfront.search.executor import Executor
 from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseLost, check_free, read_lease
+from fairfront.search.notes import write_study_note
 from fairfront.search.options import LoopStats, RunOptions
 from fairfront.search.ray_executor import RayExecutor
 from fairfront.search.recovery import recover_interrupted
@@ -148,6 +149,7 @@ def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     study.set_user_attr(STUDY_FILE_ATTR, sf.text)  # first: from here on the study can be resumed
     study.set_user_attr(N_TRIALS_ATTR, sf.study.n_trials)
     study.set_metric_names(sf.objectives.names)
+    write_study_note(study, sf)
     study.set_user_attr("fairfront.data", prepared.data_name)
     study.set_user_attr("fairfront.prepared", prepared.fingerprint)
     positive = prepared.positive_index
@@ -222,6 +224,7 @@ def _resume_study(name: str, options: RunOptions) -> optuna.Study:
             if teacher is not None:
                 study.set_user_attr(TEACHER_ATTR, teacher)
         check_reference(sf, study.user_attrs.get(TEACHER_ATTR))
+        write_study_note(study, sf)  # a study written before notes gets one
         n_recovered = recover_interrupted(study)
         if n_recovered:
             log(f"recovered {n_recovered} interrupted trial(s): marked FAIL and enqueued again")
@@ -252,7 +255,7 @@ def _teacher_record(sf: StudyFile, prepared: Prepared, options: RunOptions) -> d
     values = ", ".join(f"{k} {v:.4g}" for k, v in (report.validation.accuracy or {}).items()
                        if isinstance(v, float)) if "validation" in report.splits else ""
     options.log("dense teacher scored as the reference" + (f" (validation {values})" if values else ""))
-    return report.to_attrs()
+    return report.to_record()
 
 
 def _hold(study: optuna.Study, lease: DriverLease) -> None:

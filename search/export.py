@@ -44,7 +44,7 @@ from fairfront.errors import ConfigError, DataError
 from fairfront.jsonsafe import json_safe
 from fairfront.objectives.training.prepare import Prepared, cached, compute, store
 from fairfront.objectives.training.trial import compress
-from fairfront.search.attrs import STUDY_FILE_ATTR
+from fairfront.search.attrs import STUDY_FILE_ATTR, stored_record
 from fairfront.search.model_card import model_card
 from fairfront.search.studyfile import StudyFile, parse_study_text
 
@@ -78,19 +78,20 @@ def export_trial(name: str, number: int, out: Path, *, storage: str, cache_dir: 
     if sf.model.task == "masked_lm":
         raise ConfigError("--trial", message=f"study {name!r} compresses a masked LM ([model] task = \"masked_lm\"); "
                           "export writes sequence classifiers only")
-    _check_loadable(trial.user_attrs.get("structured"), number)
+    record = stored_record(trial)
+    _check_loadable(record.get("structured"), number)
     config = sf.space.sample(optuna.trial.FixedTrial(trial.params))
-    stored = trial.user_attrs.get("compression")
+    stored = record.get("compression")
     if stored is not None and json_safe(config.as_dict()) != stored:
         raise DataError(f"trial {number}'s parameters no longer give its stored compression config ({stored}); "
                         "the study's compression families have changed since it ran")
     spec = sf.trial_spec(config, number)
-    batch_size = trial.user_attrs.get("student_batch_size")
+    batch_size = record.get("student_batch_size")
     if isinstance(batch_size, int) and batch_size != spec.student.batch_size:  # halved after a CUDA OOM
         spec = replace(spec, student=replace(spec.student, batch_size=batch_size))
 
     prepared = _prepared(sf, study, cache_dir, log)
-    device, threads = _where(trial.user_attrs.get("timings") or {}, log)
+    device, threads = _where(record.get("timings") or {}, log)
     log(f"making trial {number} of {name!r} again ({', '.join(config.names)}; seed {spec.seed}, {device.type}"
         + (f", {threads} torch threads)" if threads else ")"))
     started = time.perf_counter()
@@ -98,7 +99,7 @@ def export_trial(name: str, number: int, out: Path, *, storage: str, cache_dir: 
     _plain_config(model, prepared, number)
     int8 = bool(config.quantization is not None and config.quantization.int8)
     tokenizer = _tokenizer(sf, prepared)
-    validation = trial.user_attrs.get("validation") or {}
+    validation = record.get("validation") or {}
     stored_accuracy = (validation.get("accuracy") or {}).get("accuracy")
 
     out.parent.mkdir(parents=True, exist_ok=True)

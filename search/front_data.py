@@ -29,7 +29,7 @@ from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.measures.report import TrialReport
-from fairfront.search.attrs import CONFIRM_PREFIX, STUDY_FILE_ATTR, TEACHER_ATTR
+from fairfront.search.attrs import CONFIRM_PREFIX, STUDY_FILE_ATTR, TEACHER_ATTR, stored_record
 from fairfront.search.report import front_trials, sort_front
 
 if TYPE_CHECKING:
@@ -80,9 +80,10 @@ def objectives(study: optuna.Study) -> list[Objective]:
 
 
 def trial_report(trial: FrozenTrial) -> TrialReport:
-    """The trial's stored measures; an empty report where its attributes do not follow the schema."""
+    """The trial's stored measures (its record, or the nested user attributes of an older study); an empty
+    report where they do not follow the schema."""
     try:
-        return TrialReport.from_attrs(trial.user_attrs)
+        return TrialReport.from_attrs(trial.user_attrs, trial.system_attrs)
     except (TypeError, ValueError):
         return TrialReport()
 
@@ -247,7 +248,7 @@ def standard_error(trial: FrozenTrial, objective: Objective, value: float, repor
     0 for size (measured exactly); for accuracy, the binomial ``sqrt(p (1 - p) / n)`` over the
     validation split's ``n``; for a bias measure, its bootstrap 95% interval's half-width / 1.96.
     """
-    replicates = trial.user_attrs.get("replicates")
+    replicates = stored_record(trial).get("replicates")
     if isinstance(replicates, dict):
         se = (replicates.get("se") or {}).get(objective.name)
         if isinstance(se, (int, float)) and math.isfinite(se) and se >= 0:

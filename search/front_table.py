@@ -19,6 +19,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from fairfront.objectives.measures.report import TrialReport
+from fairfront.search.attrs import stored_record
 from fairfront.search.front_data import Objective, interval, objectives, split_value, teacher_report, trial_report, unit
 from fairfront.search.report import (
     DEGENERATE_MARK,
@@ -103,11 +104,11 @@ def front_table(study: optuna.Study, *, with_params: bool = True, with_test: boo
                     + ([""] if with_params else []))
     for t in best:
         params = [" ".join(_param(t, k) for k in sorted(t.params))] if with_params else []
-        mark = DEGENERATE_MARK if is_degenerate(t.user_attrs) else ""
+        mark = DEGENERATE_MARK if is_degenerate(stored_record(t)) else ""
         rows.append([f"{t.number}{mark}", *_cells(objs, t.values, trial_report(t), with_test),
                      *([confirmed.get(t.number, "-")] if confirmed else []), *params])
     notes = [TEACHER_NOTE] if teacher is not None else []
-    notes += [DEGENERATE_NOTE] if any(is_degenerate(t.user_attrs) for t in best) else []
+    notes += [DEGENERATE_NOTE] if any(is_degenerate(stored_record(t)) for t in best) else []
     notes += [] if feasible_only or not infeasible_note(best) else [infeasible_note(best)]
     header = (_header(objs, with_test) + (["confirmed test mean±95% CI"] if confirmed else [])
               + (["parameters"] if with_params else []))

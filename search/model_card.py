@@ -1,7 +1,7 @@
 """The model card (``README.md``) of an exported trial: what the model is, how it scored, how to load it.
 
 Everything in it is read from the study (its stored study file, the trial's values, parameters and
-user attributes), so the card says what the study measured, not what the export measured again;
+stored record), so the card says what the study measured, not what the export measured again;
 the one exception is the validation accuracy of the written weights, shown beside the stored one.
 """
 
@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from fairfront.objectives.training.prepare import Prepared
+from fairfront.search.attrs import stored_record
 from fairfront.search.studyfile import StudyFile
 
 __all__ = ["model_card"]
@@ -23,7 +24,7 @@ __all__ = ["model_card"]
 def model_card(*, study: optuna.Study, sf: StudyFile, trial: FrozenTrial, prepared: Prepared, accuracy: float,
                int8: bool, folder: Path) -> str:
     """The card's Markdown text."""
-    attrs = trial.user_attrs
+    attrs = stored_record(trial)
     validation = attrs.get("validation") or {}
     fairness = validation.get("fairness") or {}
     data = sf.data
@@ -96,8 +97,9 @@ def _objectives(study: optuna.Study, sf: StudyFile, trial: FrozenTrial, fairness
     resamples = fairness.get("n_resamples")
     if ci and resamples:
         lines += ["", f"Intervals: {resamples} bootstrap resamples of the validation split."]
-    test = (trial.user_attrs.get("test") or {}).get("accuracy") or {}
-    stored = ((trial.user_attrs.get("validation") or {}).get("accuracy") or {}).get("accuracy")
+    record = stored_record(trial)
+    test = (record.get("test") or {}).get("accuracy") or {}
+    stored = ((record.get("validation") or {}).get("accuracy") or {}).get("accuracy")
     lines += ["", f"Validation accuracy of these weights, measured when they were written: {accuracy:.4f}"
               + (f" (stored: {stored:.4f}{', int8 model' if int8 else ''})" if isinstance(stored, float) else "")
               + (f"; test accuracy stored: {test['accuracy']:.4f}" if isinstance(test.get("accuracy"), float) else "")

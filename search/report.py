@@ -10,6 +10,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from fairfront.search.attrs import REASON_ATTR, stored_record
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -198,7 +200,8 @@ def status_text(study: optuna.Study, target: int | None) -> str:
     failed = [t for t in trials if t.state == TrialState.FAIL]
     if failed:
         last = failed[-1]
-        lines.append(f"last failure: trial {last.number}: {last.user_attrs.get('fail_reason', 'no reason recorded')}")
+        reason = stored_record(last).get(REASON_ATTR, "no reason recorded")
+        lines.append(f"last failure: trial {last.number}: {reason}")
     lines.append(f"best trade-offs so far ({len(study.best_trials)} on the Pareto front):")
     lines.append(front_table(study, with_params=False, with_test=False))
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from fairfront.objectives.measures.report import TrialReport
-from fairfront.search.attrs import REASON_ATTR
+from fairfront.search.attrs import REASON_ATTR, stored_record
 from fairfront.search.front_data import Objective, front_frame, interval, objectives, trial_report
 from fairfront.search.hypervolume import hypervolume_reference
 from fairfront.search.report import format_value, front_trials
@@ -298,7 +298,7 @@ def _status_lines(study: optuna.Study) -> list[str]:
     if failed:
         last = failed[-1]
         lines.append(f"{len(failed)} trial(s) failed; the last, trial {last.number}: "
-                     f"{last.user_attrs.get(REASON_ATTR, 'no reason recorded')}")
+                     f"{stored_record(last).get(REASON_ATTR, 'no reason recorded')}")
     return lines
 
 

@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 from fairfront.objectives.training.prepare import Prepared
 from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search import report
-from fairfront.search.attrs import FEASIBLE_ATTR, REASON_ATTR
+from fairfront.search.attrs import FEASIBLE_ATTR, REASON_ATTR, store_record
 from fairfront.search.capacity import CapacityWatch
 from fairfront.search.constraints import ConstraintFunction
 from fairfront.search.executor import Executor, Ticket, TrialError
@@ -268,10 +268,9 @@ class Scheduler:
     def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> bool:
         """Tell the study a COMPLETE trial; whether it meets the ``[constraints]`` (True without any)."""
         trial = flight.trial
+        outcome.attrs = {**self._attempt_notes(flight), **outcome.attrs}
         with grouped_writes(self.study)():  # a trial's results, report and state: all in one transaction, or none
-            self._note_attempts(flight)
-            for key, value in outcome.attrs.items():
-                trial.set_user_attr(key, value)
+            store_record(trial, outcome.attrs, intervals=self.sf.objectives.bias)
             feasible = self._mark_constraints(trial, outcome.values)
             self.write_report(trial, outcome, names)  # artifacts attach only to a trial still running
             self.study.tell(trial, outcome.values)
@@ -293,9 +292,7 @@ class Scheduler:
         if self.replicates > 1:
             reason = f"replicate {flight.replicate} (seed {flight.spec.seed}): {reason}"
         with grouped_writes(self.study)():  # the reason and the state in one transaction
-            trial.set_user_attr(REASON_ATTR, reason)
-            trial.set_user_attr("traceback", trace[-4000:])
-            self._note_attempts(flight)
+            store_record(trial, {REASON_ATTR: reason, "traceback": trace[-4000:], **flight.attempts.user_attrs()})
             self.study.tell(trial, state=TrialState.FAIL)
         self.stats.told += 1
         self.failed_here += 1
@@ -312,15 +309,14 @@ class Scheduler:
                 self.executor.cancel(ticket)
                 del self.in_flight[ticket]
 
-    def _note_attempts(self, flight: Flight) -> None:
+    def _attempt_notes(self, flight: Flight) -> dict[str, Any]:
         """The trial's attempts; with replicates, those of each replicate that needed more than one."""
         attrs = flight.attempts.user_attrs()
         if self.replicates > 1:
             flight.group.attempts[flight.replicate] = attrs
             notes = {str(r): a for r, a in sorted(flight.group.attempts.items()) if a}
             attrs = {"fairfront.replicate_attempts": notes} if notes else {}
-        for key, value in attrs.items():
-            flight.trial.set_user_attr(key, value)
+        return attrs
 
     def _catch_signals(self) -> dict[int, Any]:
         """Ctrl-C and SIGTERM stop the loop at its next turn (signals reach only the main thread)."""

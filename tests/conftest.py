@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,23 @@ def failing_on_odd_seeds(prepared, spec, *, device=None, threads=None):
     return noop_trial(prepared, spec)
 
 
+def copy_in_the_nested_layout(study, storage: str, name: str):
+    """A copy of ``study`` stored as fairfront stored trials before the record: each trial's nested record
+    as its user attributes, no record system attribute, no flat attributes."""
+    import optuna
+
+    from fairfront.search.attrs import stored_record
+
+    copy = optuna.create_study(study_name=name, storage=storage, directions=study.directions)
+    copy.set_metric_names(study.metric_names)
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    for t in study.get_trials(deepcopy=False):
+        copy.add_trial(optuna.trial.create_trial(state=t.state, values=t.values, params=t.params,
+                                                 distributions=t.distributions, user_attrs=stored_record(t)))
+    return copy
+
+
 def placeholder_prepared():
     """A prepared study with nothing in it, for trials that read nothing from it."""
     from fairfront.objectives.training.prepare import Prepared
@@ -110,6 +129,23 @@ def cli_env() -> dict[str, str]:
 def run_cli(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([FAIRFRONT, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """``predicate()``'s first truthy value, polled until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

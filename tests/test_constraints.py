@@ -22,7 +22,7 @@ from fairfront.errors import ConfigError
 from fairfront.objectives.measures.objectives import ObjectiveSpec
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.objectives.training.prepare import cached
-from fairfront.search.attrs import N_TRIALS_ATTR, STUDY_FILE_ATTR, TEACHER_ATTR
+from fairfront.search.attrs import N_TRIALS_ATTR, STUDY_FILE_ATTR, TEACHER_ATTR, stored_record
 from fairfront.search.cli import main
 from fairfront.search.constraints import Constraints
 from fairfront.search.driver import RunOptions, resume_study, run_study
@@ -98,7 +98,7 @@ def test_the_teacher_record_is_the_dense_model_scored_as_a_trial(study):
     nonzero = sum(int((p != 0).sum()) for p in prepared.teacher().parameters())
     assert teacher.sizes["nonzero_params"] == nonzero
     trial = study["study"].trials[0]
-    assert set(record["validation"]) == set(trial.user_attrs["validation"])  # the same measures as a trial's
+    assert set(record["validation"]) == set(stored_record(trial)["validation"])  # the same measures as a trial's
 
 
 def test_resume_scores_the_teacher_of_a_study_that_has_no_record(study, tmp_path):
@@ -161,10 +161,10 @@ def test_robust_front_holds_the_plain_front_with_each_trials_uncertainty(study, 
     assert set(frame.loc[frame["pareto"], "trial"]) == plain
     for row in frame.to_dict("records"):
         trial = stored.trials[row["trial"]]
-        n = trial.user_attrs["validation"]["n"]
+        n = stored_record(trial)["validation"]["n"]
         assert row["accuracy_se"] == pytest.approx(math.sqrt(row["accuracy"] * (1 - row["accuracy"]) / n))
         assert row["size_se"] == 0.0
-        low, high = trial.user_attrs["validation"]["fairness"]["ci"]["tpr_gap"]
+        low, high = stored_record(trial)["validation"]["fairness"]["ci"]["tpr_gap"]
         assert row["bias_se"] == pytest.approx((high - low) / (2 * 1.96))
     infeasible = sorted(set(frame.loc[~frame["feasible"], "trial"]))
     assert infeasible == sorted(t.number for t in stored.trials if t.number in set(frame["trial"])

@@ -12,6 +12,7 @@ import pytest
 from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.data.task import DataSpec, load_task
 from fairfront.objectives.measures.group_fairness import BIAS_MEASURES, fairness_report
+from fairfront.search.attrs import stored_record
 from fairfront.search.cli import main
 
 STUDY = """
@@ -282,7 +283,7 @@ def test_a_real_run_measures_the_named_positive_class(tmp_path, cache_dir) -> No
                              executor=InProcessExecutor(1, threads=1))
         run_study(load_study_file(study), options)
         stored = optuna.load_study(study_name="trust", storage=storage)
-        fairness = stored.trials[0].user_attrs["validation"]["fairness"]
+        fairness = stored_record(stored.trials[0])["validation"]["fairness"]
         assert fairness["positive_class"] == positive
         rates[positive], classes[positive] = fairness["group_rates"], stored.user_attrs["fairfront.classes"]
     assert classes["not_hate"] == {"names": ["hate", "not_hate"], "positive": "not_hate"}

@@ -26,6 +26,7 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
+from fairfront.search.attrs import stored_record
 from fairfront.search.driver import RETRY_OF_ATTR
 from fairfront.search.faults import FAULTS_ENV
 from fairfront.search.lease import read_lease
@@ -256,7 +257,7 @@ def test_a_node_that_joins_mid_study_is_used(cluster, tmp_path, cache_dir) -> No
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / 'fairfront.db'}")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     assert len(complete) == n_trials
-    assert len({t.user_attrs["worker"]["node_id"] for t in complete}) == 2  # both nodes ran trials
+    assert len({stored_record(t)["worker"]["node_id"] for t in complete}) == 2  # both nodes ran trials
     # after the join more than two trials ran at once
     spans = [(t.datetime_start, t.datetime_complete) for t in complete]
     most = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)

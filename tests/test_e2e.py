@@ -6,9 +6,7 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,9 +14,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from fairfront.search.attrs import stored_record
 from fairfront.search.hypervolume import hypervolume_share
 
-from conftest import FAIRFRONT, cli_env, run_cli, tiny_study_text
+from conftest import FAIRFRONT, cli_env, free_port, run_cli, tiny_study_text, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -65,11 +64,12 @@ def test_storage_holds_directions_names_values_and_attributes(finished_study) ->
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 3
     for t in complete:
-        a = t.user_attrs
+        a, flat = stored_record(t), t.user_attrs
         accuracy, size, bias = t.values
-        assert accuracy == a["validation"]["accuracy"]["accuracy"]
+        assert accuracy == a["validation"]["accuracy"]["accuracy"] == flat["validation.accuracy"]
         assert size == a["size"]["nonzero_params"]
-        assert bias == a["validation"]["bias"]["tpr_gap"]
+        assert bias == a["validation"]["bias"]["tpr_gap"] == flat["validation.bias.tpr_gap"]
+        assert flat["test.bias.tpr_gap.ci_low"] <= flat["test.bias.tpr_gap"] <= flat["test.bias.tpr_gap.ci_high"]
         assert 0.0 <= accuracy <= 1.0 and bias >= 0.0
         # the sampled sparsity is what the model really has
         assert abs(a["achieved_sparsity"] - t.params["pruning.sparsity"]) < 0.005
@@ -102,16 +102,6 @@ def test_run_refuses_an_existing_study_name(finished_study, cache_dir) -> None:
     assert "fairfront resume tiny" in again.stderr
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigkill_driver_then_resume(tmp_path: Path, cache_dir: Path) -> None:
     (tmp_path / "k.toml").write_text(tiny_study_text("killme", n_trials=4, parallel=1, student_steps=60))
     proc = subprocess.Popen([FAIRFRONT, "run", "k.toml", "--cache-dir", str(cache_dir)], cwd=tmp_path,
@@ -130,7 +120,7 @@ def test_sigkill_driver_then_resume(tmp_path: Path, cache_dir: Path) -> None:
         return (done, running) if done and running else None
 
     try:
-        done, running = _wait_for(states, 300, "one COMPLETE and one RUNNING trial")
+        done, running = wait_for(states, 300, "one COMPLETE and one RUNNING trial")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -160,15 +150,9 @@ def test_sigkill_driver_then_resume(tmp_path: Path, cache_dir: Path) -> None:
     assert len(keys) == len(set(keys))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dashboard_serves_the_study(finished_study) -> None:
     tmp, _ = finished_study
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([FAIRFRONT, "dashboard", "--port", str(port)], cwd=tmp, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -180,7 +164,7 @@ def test_dashboard_serves_the_study(finished_study) -> None:
             return None
 
     try:
-        listing = _wait_for(studies, 60, "optuna-dashboard to answer")
+        listing = wait_for(studies, 60, "optuna-dashboard to answer")
         summary = next(s for s in listing["study_summaries"] if s["study_name"] == "tiny")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=10) as r:
             detail = json.loads(r.read())

@@ -19,12 +19,13 @@ import pytest
 from optuna.trial import TrialState
 
 from fairfront.objectives.data.task import load_task
+from fairfront.search.attrs import stored_record
 from fairfront.search.cli import main
 from fairfront.search.driver import RunOptions, resume_study, run_study
 from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.studyfile import parse_study_text
 
-from conftest import cli_env, run_cli, tiny_study_text
+from conftest import cli_env, copy_in_the_nested_layout, run_cli, tiny_study_text
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -135,22 +136,23 @@ def test_an_exported_trial_loads_without_fairfront_and_scores_as_stored(study, r
     assert "as stored" in run.stdout
     loaded = _load_without_fairfront(out, _validation_rows(study, study["folder"] / "validation.json"))
     assert not loaded["fairfront_imported"]
-    stored = trial.user_attrs["validation"]["accuracy"]["accuracy"]
+    stored = trial.user_attrs["validation.accuracy"]
     assert loaded["accuracy"] == stored == trial.values[0]
     assert loaded["sparsity"] == trial.user_attrs["achieved_sparsity"]  # the pruned zeros are still zero
+    record = stored_record(trial)
     assert loaded["layers"] == trial.params["distillation.student_layers"]
     if role == "dropped_layer":  # narrower feed-forward layers, one width in every layer
         assert loaded["layers"] == 1
-        assert loaded["intermediate_size"] == trial.user_attrs["structured"]["intermediate_sizes"][0] == 96
+        assert loaded["intermediate_size"] == record["structured"]["intermediate_sizes"][0] == 96
     else:
-        assert loaded["intermediate_size"] == 128 and "structured" not in trial.user_attrs
+        assert loaded["intermediate_size"] == 128 and "structured" not in record
 
 
 def test_the_model_card_holds_the_trial_measures_and_parameters(study) -> None:
     trial = study["study"].trials[study["numbers"]["pruned_distilled"]]
     out, _ = _export(study, "pruned_distilled")
     card = (out / "README.md").read_text()
-    fairness = trial.user_attrs["validation"]["fairness"]
+    fairness = stored_record(trial)["validation"]["fairness"]
     low, high = fairness["ci"]["tpr_gap"]
     assert f"| bias | `tpr_gap` | minimize | {trial.values[2]:.4f} | [{low:.4f}, {high:.4f}] |" in card
     assert f"| accuracy | `accuracy` | maximize | {trial.values[0]:.4f} |" in card
@@ -186,6 +188,22 @@ def test_a_trial_that_is_not_complete_is_refused(study, capsys) -> None:
 def test_a_trial_with_removed_heads_is_refused_before_anything_runs(study, capsys) -> None:
     line = _refused(study, capsys, study["numbers"]["heads_removed"], study["folder"] / "heads")
     assert "removed heads" in line and "from_pretrained cannot load it" in line
+
+
+def test_a_study_written_in_the_nested_layout_exports_the_same(study, capsys) -> None:
+    """A study stored before the record (nested user attributes) is read the same: its refusals and its card."""
+    copy_in_the_nested_layout(study["study"], study["storage"], "export_nested")
+    number = study["numbers"]["heads_removed"]
+    code = main(["export", "export_nested", "--trial", str(number), "--out", str(study["folder"] / "nested-heads"),
+                 "--storage", study["storage"], "--cache-dir", str(study["cache_dir"])])
+    assert code == 2 and "removed heads" in capsys.readouterr().err
+    out = study["folder"] / "nested-model"
+    code = main(["export", "export_nested", "--trial", str(study["numbers"]["pruned_distilled"]), "--out", str(out),
+                 "--storage", study["storage"], "--cache-dir", str(study["cache_dir"])])
+    assert code == 0, capsys.readouterr().err
+    card, _ = _export(study, "pruned_distilled")
+    assert (out / "README.md").read_text().replace("export_nested", "export").replace(str(out), str(card)) == (
+        card / "README.md").read_text()
 
 
 def test_an_out_folder_with_files_is_refused(study, capsys) -> None:

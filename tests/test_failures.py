@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from fairfront.errors import ConfigError
 from fairfront.objectives.training.prepare import prepare
 from fairfront.search import faults as fault_hook
+from fairfront.search.attrs import stored_record
 from fairfront.search.driver import RETRY_OF_ATTR, Interrupted, RunOptions, resume_study, run_study
 from fairfront.search.lease import read_lease
 from fairfront.search.storage import open_storage
@@ -72,7 +73,7 @@ def test_a_killed_worker_is_retried_up_to_max_retries_then_fails(tmp_path, prepa
     reason = trials[0].user_attrs["fail_reason"]
     assert reason.startswith("worker died (WorkerCrashedError") and "after 2 attempt(s) (max_retries = 1)" in reason
     assert trials[0].user_attrs["fairfront.attempts"] == 2
-    assert trials[0].user_attrs["fairfront.retries"][0].startswith("worker died (WorkerCrashedError")
+    assert stored_record(trials[0])["fairfront.retries"][0].startswith("worker died (WorkerCrashedError")
     assert any(m.startswith("trial 0: worker died") and m.endswith("(retry 1 of 1)") for m in messages)
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2  # the study went on
 
@@ -84,11 +85,11 @@ def test_exceptions_nan_loss_and_cuda_oom_fail_with_their_reason(tmp_path, prepa
     assert [t.state for t in trials[:4]] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3
     assert trials[0].user_attrs["fail_reason"] == "RuntimeError: injected fault"
-    assert "RuntimeError: injected fault" in trials[0].user_attrs["traceback"]
+    assert "RuntimeError: injected fault" in stored_record(trials[0])["traceback"]
     # the real training loop met the non-finite loss and said so
     assert trials[1].user_attrs["fail_reason"].startswith("NonFiniteLoss: non-finite training loss")
     # out of memory once: retried with half the batch size, and that is recorded
-    oom = trials[2].user_attrs
+    oom = stored_record(trials[2])
     assert oom["fairfront.oom_retry"]["batch_size"] == 32 and oom["fairfront.oom_retry"]["retry_batch_size"] == 16
     assert oom["student_batch_size"] == 16 and oom["fairfront.attempts"] == 2
     assert trials[4].user_attrs["student_batch_size"] == 32  # other trials keep the study file's batch size

@@ -20,6 +20,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 from fairfront._config import Table
 from fairfront.search import cli
+from fairfront.search.attrs import stored_record
 from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
 from fairfront.spaces.registry import families_for_task, family_names, register_family, unregister_family
 from fairfront.spaces.sampling import suggest_float
@@ -159,7 +160,8 @@ def test_registered_family_runs_in_a_study(label_smoothing, local_ray, tmp_path,
     for trial in trials:
         epsilon = trial.params["label_smoothing.epsilon"]
         assert 0.05 <= epsilon <= 0.3
-        assert trial.user_attrs["compression"]["label_smoothing"] == {"epsilon": epsilon}
-        recorded = trial.user_attrs["label_smoothing"]
-        assert recorded["steps"] == trial.user_attrs["train"]["steps"] == 6
+        record = stored_record(trial)
+        assert record["compression"]["label_smoothing"] == {"epsilon": epsilon}
+        recorded = record["label_smoothing"]
+        assert recorded["steps"] == record["train"]["steps"] == trial.user_attrs["label_smoothing.steps"] == 6
         assert recorded["largest_change"] > 0  # the smoothed loss is not the plain one

@@ -78,7 +78,7 @@ def test_without_a_stored_teacher_there_is_no_reference_row(study, capsys) -> No
 def test_a_stored_teacher_is_the_first_row_marked_as_a_reference(study, capsys) -> None:
     _, url = study
     stored = optuna.load_study(study_name="tiny", storage=url)
-    stored.set_user_attr(TEACHER_ATTR, TEACHER.to_attrs())
+    stored.set_user_attr(TEACHER_ATTR, TEACHER.to_record())
     for command in (["front", "tiny"], ["status", "tiny"]):
         text = _cli([*command, "--storage", url], capsys)
         lines = text.splitlines()

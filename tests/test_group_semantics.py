@@ -15,6 +15,7 @@ from fairfront.objectives.measures import group_fairness as gf
 from fairfront.objectives.measures.registry import MEASURES, MeasureInputs
 from fairfront.objectives.measures.scoring import degeneracy
 from fairfront.search import report
+from fairfront.search.attrs import stored_record
 from fairfront.search.studyfile import parse_study_text
 from fairfront.spaces.space import CompressionConfig
 
@@ -254,7 +255,7 @@ def test_a_one_class_teacher_is_warned_about(tmp_path: Path) -> None:
                          bootstrap_resamples=20, min_group_size=30)
     assert scores.degenerate["one_class"] and scores.degenerate["flagged"]
     assert scores.fairness["min_group_size"] == 30
-    shown = report.trial_warnings({"validation": scores.to_attrs()})
+    shown = report.trial_warnings({"validation": scores.to_record()})
     assert any("predicts one class" in line for line in shown)
     assert any("fewer than 30 positive examples" in line for line in shown)  # 'rare' has ~3 per group
 
@@ -381,7 +382,7 @@ def test_the_driver_prints_each_measurement_warning_once_per_run(tmp_path: Path)
     assert len(left_out) == 1 and left_out[0].startswith("warning: validation: groups below min_group_size 10")
     assert sum("predicts one class" in m for m in messages) == 1
     study = optuna.load_study(study_name="warned", storage=storage)
-    assert [report.is_degenerate(t.user_attrs) for t in study.trials] == [n % 2 == 0 for n in range(4)]
+    assert [report.is_degenerate(stored_record(t)) for t in study.trials] == [n % 2 == 0 for n in range(4)]
     for line in report.front_table(study).splitlines()[1:]:
         if line[:1].isdigit():
             number = line.split()[0]

@@ -27,6 +27,7 @@ from fairfront.objectives.measures.intrinsic import (
 )
 from fairfront.objectives.measures.intrinsic.halves import load_halves, split_indices
 from fairfront.objectives.training.masked_lm import attach_masked_lm_head, check_masked_lm_head, masked_lm_head_state
+from fairfront.search.attrs import stored_record
 from fairfront.search.studyfile import parse_study_text
 
 from conftest import run_cli
@@ -351,8 +352,10 @@ def test_masked_lm_study_end_to_end(assets, tmp_path, cache_dir):
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2
     for t in complete:
-        a = t.user_attrs
+        a = stored_record(t)
         lms, size, stereo, crows = t.values
+        flat = t.user_attrs
+        assert flat["validation.bias.stereoset"] == stereo and flat["validation.accuracy.stereoset_lms"] == lms
         intrinsic = a["intrinsic"]
         assert set(intrinsic) == {"stereoset", "crows_pairs", "winobias", "seat"}
         assert lms == intrinsic["stereoset"]["validation"]["overall"]["lms"]

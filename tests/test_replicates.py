@@ -17,6 +17,7 @@ from fairfront.errors import ConfigError
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.objectives.training.prepare import prepare
 from fairfront.objectives.training.trial import run_trial
+from fairfront.search.attrs import stored_record
 from fairfront.search.driver import RunOptions, resume_study, run_study
 from fairfront.search.faults import FAULTS_ENV
 from fairfront.search.inprocess_executor import InProcessExecutor
@@ -73,7 +74,7 @@ def test_a_replicated_trial_reproduces_single_seed_trials_exactly(tmp_path, cach
     (trial,) = study.get_trials(deepcopy=False)
     assert trial.state == TrialState.COMPLETE
     assert options.stats.max_in_flight == 2  # two tasks, in flight together
-    record = TrialReport.from_attrs(trial.user_attrs).replicates
+    record = TrialReport.from_attrs(trial.user_attrs, trial.system_attrs).replicates
     assert record["seeds"] == [replicate_seed(0, 0, 0), replicate_seed(0, 0, 1)]
     config = sf.space.sample(optuna.trial.FixedTrial(trial.params))
     for r, seed in enumerate(record["seeds"]):
@@ -94,9 +95,10 @@ def test_a_failed_replicate_is_retried_alone_and_a_replicate_that_fails_fails_th
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     retried = by_number[0]
     assert retried.state == TrialState.COMPLETE
-    assert set(retried.user_attrs["fairfront.replicate_attempts"]) == {"0", "1"}  # each replicate retried once
+    assert set(stored_record(retried)["fairfront.replicate_attempts"]) == {"0", "1"}  # each replicate retried once
     assert retried.user_attrs["student_batch_size"] == 16
-    assert retried.values == pytest.approx([sum(v) / 2 for v in retried.user_attrs["replicates"]["values"].values()])
+    per_seed = stored_record(retried)["replicates"]["values"]
+    assert retried.values == pytest.approx([sum(v) / 2 for v in per_seed.values()])
     failed = by_number[1]
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs["fail_reason"].startswith("replicate 0 (seed 1): RuntimeError: injected fault")
@@ -143,9 +145,9 @@ def test_resume_after_an_interruption_runs_only_the_missing_replicates(tmp_path)
     study = optuna.load_study(study_name="resumed", storage=options.storage)
     first, rerun = study.get_trials(deepcopy=False)
     assert first.state == TrialState.FAIL and rerun.state == TrialState.COMPLETE
-    seeds = rerun.user_attrs["replicates"]["seeds"]
+    seeds = stored_record(rerun)["replicates"]["seeds"]
     assert seeds == [replicate_seed(0, 0, 0), replicate_seed(0, 1, 1), replicate_seed(0, 1, 2)]
     assert sorted(calls) == sorted(seeds[1:])  # replicate 0 was not trained again
     kept = noop_trial(None, SimpleNamespace(seed=0)).values
-    assert [values[0] for values in rerun.user_attrs["replicates"]["values"].values()] == kept
+    assert [values[0] for values in stored_record(rerun)["replicates"]["values"].values()] == kept
     assert rerun.user_attrs["echo_seed"] == 0  # the trial's measures are replicate 0's, kept from the first run

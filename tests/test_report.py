@@ -16,7 +16,7 @@ from fairfront.objectives.measures import group_fairness
 from fairfront.objectives.measures.intrinsic import INTRINSIC_BENCHMARKS
 from fairfront.objectives.measures.objectives import TASKS, ObjectiveSpec
 from fairfront.objectives.measures.registry import MEASURES, names
-from fairfront.objectives.measures.report import SplitScores, TrialReport
+from fairfront.objectives.measures.report import MAX_TEXT, RECORD_ATTR, SplitScores, TrialReport, flat_attrs
 from fairfront.objectives.measures.scoring import objective_values, score_split
 from fairfront.objectives.training.prepare import compute
 from fairfront.objectives.training.trial import run_trial
@@ -51,10 +51,11 @@ def outcome(prepared, study_file):
     return run_trial(prepared, study_file.trial_spec(compression, 0), device=torch.device("cpu"), threads=1)
 
 
-def test_a_trial_report_is_its_user_attributes(outcome) -> None:
+def test_a_trial_report_is_its_record(outcome) -> None:
     report = outcome.report
-    assert report.to_attrs() == outcome.attrs
-    assert TrialReport.from_attrs(outcome.attrs) == report
+    assert report.to_record() == outcome.attrs
+    assert TrialReport.from_record(outcome.attrs) == report
+    assert TrialReport.from_attrs(outcome.attrs) == report  # a study written before the record: nested user attrs
     assert pickle.loads(pickle.dumps(outcome)).report == report  # it travels back from a Ray worker
     # what each attribute holds, read through the schema
     assert outcome.values[0] == report.validation.accuracy["accuracy"]
@@ -67,26 +68,66 @@ def test_a_trial_report_is_its_user_attributes(outcome) -> None:
     assert set(report.compression_notes) == {"student_layers", "achieved_sparsity", "group_dro_weights"}
 
 
-def test_the_stored_attributes_read_back_into_the_same_report(outcome) -> None:
-    # Optuna stores every user attribute as JSON; reading the study gives back what json.loads does
+def test_the_stored_record_reads_back_into_the_same_report(outcome) -> None:
+    # Optuna stores every attribute as JSON; reading the study gives back what json.loads does
     stored = json.loads(json.dumps(outcome.attrs, allow_nan=False))
-    assert TrialReport.from_attrs(stored) == outcome.report
-    assert json.loads(json.dumps(outcome.report.to_attrs(), allow_nan=False)) == stored
+    flat = json.loads(json.dumps(outcome.report.to_attrs(), allow_nan=False))
+    assert TrialReport.from_attrs(flat, {RECORD_ATTR: stored}) == outcome.report  # the record wins over flat attrs
+    assert json.loads(json.dumps(outcome.report.to_record(), allow_nan=False)) == stored
 
 
-def test_attributes_added_after_the_trial_survive_a_read(outcome) -> None:
+def test_keys_added_after_the_trial_survive_a_read(outcome) -> None:
     stored = json.loads(json.dumps({**outcome.attrs, "worker": {"host": "node-1", "pid": 7},
                                     "student_batch_size": 16}))
-    report = TrialReport.from_attrs(stored)
+    report = TrialReport.from_record(stored)
     assert report.extra == {"worker": {"host": "node-1", "pid": 7}, "student_batch_size": 16}
-    assert json.loads(json.dumps(report.to_attrs())) == stored
+    assert json.loads(json.dumps(report.to_record())) == stored
+    flat = report.to_attrs()
+    assert flat["student_batch_size"] == 16 and not any(k.startswith("worker") for k in flat)  # bookkeeping
+
+
+def test_the_user_attributes_are_flat_numbers_named_by_their_place_in_the_record(outcome) -> None:
+    report, flat = outcome.report, outcome.report.to_attrs()
+    assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
+    assert all(len(v) <= MAX_TEXT and "\n" not in v for v in flat.values() if isinstance(v, str))
+    for split in ("validation", "test"):
+        scores = report.splits[split]
+        assert flat[f"{split}.accuracy"] == scores.accuracy["accuracy"]  # said once, not accuracy.accuracy
+        assert flat[f"{split}.accuracy.macro_f1"] == scores.accuracy["macro_f1"]
+        assert flat[f"{split}.agreement_with_dense"] == scores.agreement_with_dense
+        assert {k for k in flat if k.startswith(f"{split}.bias.") and "ci_" not in k} == {
+            f"{split}.bias.{m}" for m, v in scores.bias.items() if v is not None}
+        low, high = scores.fairness["ci"]["tpr_gap"]
+        assert flat[f"{split}.bias.tpr_gap.ci_low"] == low <= flat[f"{split}.bias.tpr_gap"] <= high
+        assert flat[f"{split}.bias.tpr_gap.ci_high"] == high
+    assert flat["size.nonzero_params"] == report.size["nonzero_params"] == outcome.values[1]
+    assert flat["size.latency_b1_ms"] == report.latency_ms[1]
+    assert flat["achieved_sparsity"] == report.compression_notes["achieved_sparsity"]
+    assert flat["timings.total_s"] == report.timings.total_s and flat["train.steps"] == report.train.steps
+    # the nested parts (config, per-group reports, intervals of other measures) stay in the record only
+    assert not any(k.startswith(("compression", "latency_ms", "validation.fairness", "test.fairness")) for k in flat)
+    only_objective = report.to_attrs(intervals=["tpr_gap"])
+    assert {k for k in only_objective if k.endswith(".ci_low")} == {"validation.bias.tpr_gap.ci_low",
+                                                                    "test.bias.tpr_gap.ci_low"}
+    assert {k for k in flat if k.endswith(".ci_low")} > {k for k in only_objective if k.endswith(".ci_low")}
+
+
+def test_a_field_added_to_the_report_becomes_a_flat_attribute_without_more_code() -> None:
+    report = TrialReport(size={"nonzero_params": 3.0}, extra={"energy": {"joules": 2.5, "per_step": [1, 2]},
+                                                              "note": "line one\nline two", "label": "x" * 500})
+    flat = report.to_attrs()
+    assert flat["energy.joules"] == 2.5 and "energy.per_step" not in flat  # lists stay in the record
+    assert "note" not in flat and flat["label"] == "x" * (MAX_TEXT - 1) + "\u2026"
+    assert flat_attrs({"fail_reason": "ValueError: bad", "traceback": "Traceback\n  ...", "fairfront.attempts": 2}) \
+        == {"fail_reason": "ValueError: bad", "fairfront.attempts": 2}
 
 
 def test_a_split_without_groups_stores_undefined_bias_as_none(prepared, study_file) -> None:
     data = prepared.splits["validation"]
     no_groups = np.full(len(data), -1)
     scores = score_split(prepared, "validation", data.labels, prepared.dense_predictions("validation"), no_groups)
-    attrs = scores.to_attrs()
+    attrs = scores.to_record()
+    assert not any(k.startswith("validation.bias.") for k in scores.to_attrs("validation"))  # undefined: no attribute
     assert set(attrs["bias"]) == set(group_fairness.BIAS_MEASURES)
     assert all(v is None for v in attrs["bias"].values())
     assert "fairness" not in attrs
@@ -101,8 +142,9 @@ def test_nan_is_stored_as_none_everywhere() -> None:
                          splits={"validation": SplitScores(bias={"tpr_gap": float("nan")},
                                                            accuracy={"accuracy": np.float32(0.5)})},
                          compression_notes={"achieved_sparsity": np.float64("nan")})
-    attrs = report.to_attrs()
+    attrs = report.to_record()
     json.dumps(attrs, allow_nan=False)
+    assert report.to_attrs() == {"validation.accuracy": 0.5}
     assert attrs["validation"] == {"accuracy": {"accuracy": 0.5}, "bias": {"tpr_gap": None}}
     assert attrs["size"]["int8_bytes"] is None and attrs["achieved_sparsity"] is None
     assert attrs["compression"]["pruning"]["sparsity"] is None

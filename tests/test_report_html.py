@@ -24,12 +24,13 @@ from plotly.offline import get_plotlyjs
 
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import cli
+from fairfront.search.attrs import stored_record
 from fairfront.search.driver import RunOptions, TooManyFailures, run_study
 from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.report_html import hypervolume_reference
 from fairfront.search.studyfile import parse_study_text
 
-from conftest import failing_on_odd_seeds, placeholder_prepared, tiny_study_text
+from conftest import copy_in_the_nested_layout, failing_on_odd_seeds, placeholder_prepared, tiny_study_text
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.usefixtures("one_torch_thread")]
@@ -118,7 +119,8 @@ def test_each_bias_point_carries_its_bootstrap_interval(study, monkeypatch, caps
     for trace in data:
         ups, downs = _array(trace["error_x"]["array"]), _array(trace["error_x"]["arrayminus"])
         for number, x, up, down in zip(_numbers(trace), _array(trace["x"]), ups, downs):
-            low, high = trials[number].user_attrs["validation"]["fairness"]["ci"]["tpr_gap"]
+            attrs = trials[number].user_attrs  # the interval the dashboard shows is the one drawn
+            low, high = attrs["validation.bias.tpr_gap.ci_low"], attrs["validation.bias.tpr_gap.ci_high"]
             assert x == trials[number].values[2]
             assert x + up == pytest.approx(max(high, x)) and x - down == pytest.approx(min(low, x))
             checked += 1
@@ -132,7 +134,7 @@ def test_the_teacher_hypervolume_and_per_group_rates_are_drawn(study, monkeypatc
     figures = _figures(page)
     complete = s.get_trials(states=(TrialState.COMPLETE,))
     # the dense teacher's accuracy, as every trial stores it, is a line; its size and bias are said to be missing
-    teacher = complete[0].user_attrs["validation"]["forgetting"]["disparate_impact"]["class"]["overall"]
+    teacher = stored_record(complete[0])["validation"]["forgetting"]["disparate_impact"]["class"]["overall"]
     shapes = figures["accuracy against size"][1]["shapes"]
     assert [shape["y0"] for shape in shapes] == [teacher["dense_accuracy"]]
     assert "Its size and bias are not stored in the study" in page
@@ -149,7 +151,8 @@ def test_the_teacher_hypervolume_and_per_group_rates_are_drawn(study, monkeypatc
     female_accuracy = next(t for t in data if t["name"] == "female" and t["yaxis"] == "y")
     assert female_accuracy["x"][0] == f"trial {first.number}"
     assert len(female_accuracy["x"]) == len(s.best_trials)
-    assert female_accuracy["y"][0] == first.user_attrs["validation"]["fairness"]["group_rates"]["female"]["accuracy"]
+    rates = stored_record(first)["validation"]["fairness"]["group_rates"]
+    assert female_accuracy["y"][0] == rates["female"]["accuracy"]
     families, _ = figures["Bias against size, per compression family"]
     assert {t["name"] for t in families} == {"distillation", "pruning", "fairness"}
 
@@ -207,10 +210,11 @@ def test_front_exports_agree_on_rows_columns_and_types(study, monkeypatch, capsy
     for number in order:
         trial, values = s.trials[number], frame.set_index("trial").loc[number]
         assert [values["accuracy"], values["size"], values["bias"]] == trial.values
-        test = trial.user_attrs["test"]
-        assert values["test_accuracy"] == test["accuracy"]["accuracy"]
-        assert values["test_bias"] == test["bias"]["tpr_gap"]
-        assert [values["test_bias_ci_low"], values["test_bias_ci_high"]] == test["fairness"]["ci"]["tpr_gap"]
+        attrs = trial.user_attrs  # the same numbers as the dashboard's attributes
+        assert values["test_accuracy"] == attrs["test.accuracy"]
+        assert values["test_bias"] == attrs["test.bias.tpr_gap"]
+        assert [values["test_bias_ci_low"], values["test_bias_ci_high"]] == [attrs["test.bias.tpr_gap.ci_low"],
+                                                                             attrs["test.bias.tpr_gap.ci_high"]]
     integers = {p for t in s.best_trials for p, d in t.distributions.items() if isinstance(d, IntDistribution)}
     assert all(pd.api.types.is_integer_dtype(frame[p]) for p in integers)
     # every format lists the same rows in the same order
@@ -254,3 +258,22 @@ def test_report_on_a_missing_database_creates_nothing(extra: list[str], tmp_path
     assert len(err.splitlines()) == 1
     assert err.startswith("error: --storage: the SQLite database studies/fairfront.db does not exist")
     assert _tree(tmp_path) == []
+
+
+def test_a_study_written_in_the_nested_layout_reads_the_same(study, monkeypatch, capsys) -> None:
+    """Studies stored before the record (every measure nested in the user attributes) still report the same."""
+    folder, url, s = study
+    copy_in_the_nested_layout(s, url, "nested")
+    outputs = {}
+    for name in ("tiny", "nested"):
+        _cli(["report", name, "--storage", url, "--out", f"{name}.html"], folder, monkeypatch, capsys)
+        figures = _figures((folder / f"{name}.html").read_text(encoding="utf-8"))
+        code, front, err = _cli(["front", name, "--storage", url, "--format", "json"], folder, monkeypatch, capsys)
+        assert code == 0, err
+        code, status, err = _cli(["status", name, "--storage", url], folder, monkeypatch, capsys)
+        assert code == 0, err
+        outputs[name] = (figures, json.loads(front), status.replace(name, "NAME"))
+    assert outputs["nested"] == outputs["tiny"]
+    figures, front, _ = outputs["tiny"]
+    assert all(row["test_bias_ci_high"] is not None for row in front)  # read from the record, not left empty
+    assert figures["Per-group accuracy, TPR and FPR of the front's trials"][0]

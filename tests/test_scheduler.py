@@ -21,6 +21,7 @@ import torch
 from optuna.trial import TrialState
 
 from fairfront.objectives.training.trial import TrialOutcome
+from fairfront.search.attrs import stored_record
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, TooManyFailures, run_study
 from fairfront.search.executor import Executor, TrialError
 from fairfront.search.faults import FAULTS_ENV
@@ -66,7 +67,7 @@ def test_a_study_runs_to_its_target_of_complete_trials_without_ray(tmp_path) -> 
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
     for t in trials:
         assert t.values == noop_trial(None, SimpleNamespace(seed=t.user_attrs["echo_seed"])).values
-        assert t.user_attrs["worker"]["pid"] == os.getpid()  # run in the driver's own process
+        assert stored_record(t)["worker"]["pid"] == os.getpid()  # run in the driver's own process
         assert t.user_attrs["student_batch_size"] == 32 and "fairfront.attempts" not in t.user_attrs
         assert "pruning.sparsity" in t.params
     assert "the driver process fits 2 trial(s) at once; up to 2 in flight" in " ".join(messages)
@@ -82,7 +83,8 @@ def test_a_failing_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path) -
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [1, 3]
     assert failed[0].user_attrs["fail_reason"] == "ValueError: odd seed 1"
-    assert "ValueError: odd seed 1" in failed[0].user_attrs["traceback"]
+    assert "ValueError: odd seed 1" in stored_record(failed[0])["traceback"]  # many lines: in the record only
+    assert "traceback" not in failed[0].user_attrs
     assert any(m.startswith("trial 1 FAIL: ValueError: odd seed 1 | ") for m in messages)  # then the progress
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3
 
@@ -92,7 +94,8 @@ def test_cuda_out_of_memory_is_retried_once_with_half_the_batch_size(tmp_path) -
     study, _ = _run(tmp_path, _study_file(tmp_path, "oom", n_trials=2), out_of_memory_above_batch_16, messages)
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
-    retried = trials[0].user_attrs
+    retried = stored_record(trials[0])
+    assert trials[0].user_attrs["fairfront.oom_retry.retry_batch_size"] == 16  # and flat, for the dashboard
     assert retried["fairfront.oom_retry"] == {"reason": "CUDA out of memory: CUDA out of memory with batch size 32",
                                               "batch_size": 32, "retry_batch_size": 16}
     assert retried["student_batch_size"] == 16 and retried["fairfront.attempts"] == 2

@@ -231,7 +231,7 @@ def test_a_trial_stores_the_gap_tests_and_the_paired_comparison_with_its_teacher
     assert vs_dense["tpr_gap"]["a"] == pytest.approx(validation["bias"]["tpr_gap"])
     report = TrialReport.from_attrs(trial_attrs["attrs"])
     assert report.validation.gap_test == validation["gap_test"]
-    assert json.loads(json.dumps(report.to_attrs())) == trial_attrs["attrs"]
+    assert json.loads(json.dumps(report.to_record())) == trial_attrs["attrs"]
 
 
 def test_a_trial_stored_before_the_tests_still_reads(trial_attrs) -> None:
@@ -239,5 +239,5 @@ def test_a_trial_stored_before_the_tests_still_reads(trial_attrs) -> None:
     old["validation"] = {k: v for k, v in old["validation"].items() if k not in ("gap_test", "vs_dense")}
     report = TrialReport.from_attrs(old)
     assert report.validation.gap_test is None and report.validation.vs_dense is None
-    assert json.loads(json.dumps(report.to_attrs())) == old
-    assert SplitScores.from_attrs({"accuracy": {"accuracy": 0.5}}).gap_test is None
+    assert json.loads(json.dumps(report.to_record())) == old
+    assert SplitScores.from_record({"accuracy": {"accuracy": 0.5}}).gap_test is None

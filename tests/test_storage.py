@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from fairfront.errors import ConfigError
 from fairfront.search import lease as lease_mod
+from fairfront.search.attrs import store_record, stored_record
 from fairfront.search.driver import RETRY_OF_ATTR, RunOptions, recover_interrupted, resume_study, run_study
 from fairfront.search.lease import DriverLease, LeaseHeld, LeaseInfo, LeaseLost, read_lease
 from fairfront.search.storage import open_storage, study_names
@@ -63,7 +64,7 @@ class TestStorageContract:
             seed = t.user_attrs["echo_seed"]
             assert seed == sf.study.seed + t.number  # the values belong to this trial's own spec
             assert t.values == noop_trial(None, SimpleNamespace(seed=seed)).values
-            assert t.user_attrs["worker"]["pid"] != os.getpid()  # computed in a Ray worker, told by the driver
+            assert stored_record(t)["worker"]["pid"] != os.getpid()  # computed in a Ray worker, told by the driver
             assert "pruning.sparsity" in t.params
         assert sum(" COMPLETE in " in m for m in messages) == 4
         lease = read_lease(study)
@@ -78,7 +79,7 @@ class TestStorageContract:
         assert failed and all(t.number % 2 == 1 for t in failed)
         for t in failed:
             assert t.user_attrs["fail_reason"] == f"ValueError: odd seed {t.number}"
-            assert "failing_on_odd_seeds" in t.user_attrs["traceback"]
+            assert "failing_on_odd_seeds" in stored_record(t)["traceback"]
 
     def test_a_second_driver_is_refused_naming_the_first(self, storage_url, tmp_path) -> None:
         sf = self._study_file(tmp_path, n_trials=1)
@@ -377,16 +378,18 @@ class TestDriverStorageMirror:
             for key in ("a", "b", "c"):
                 trial.set_user_attr(key, {"key": key})
             trial.set_user_attr("a", "again")  # the last write of a key wins, as in the database
+            store_record(trial, {"test": {"accuracy": {"accuracy": 0.75}}})  # the record and its flat attributes
             upload_artifact(artifact_store=FileSystemArtifactStore(str(tmp_path)), file_path=str(report),
                             study_or_trial=trial)
             study.tell(trial, [0.5, float("-inf")])
             assert trial.number == 0 and storage.get_trial(trial._trial_id).state == TrialState.COMPLETE
             inside = fresh.get_trial(trial._trial_id)  # nothing written yet
             assert inside.state == TrialState.RUNNING and inside.user_attrs == {} and inside.values is None
-        assert len(commits) == 3  # attributes, the artifact's attribute, values and state: one transaction
+        assert len(commits) == 3  # attributes, the record, the artifact's attribute, values and state: one transaction
         done = fresh.get_trial(trial._trial_id)
         assert done.state == TrialState.COMPLETE and done.values == [0.5, float("-inf")]
-        assert done.user_attrs == {"a": "again", "b": {"key": "b"}, "c": {"key": "c"}}
+        assert done.user_attrs == {"a": "again", "b": {"key": "b"}, "c": {"key": "c"}, "test.accuracy": 0.75}
+        assert stored_record(done) == {"test": {"accuracy": {"accuracy": 0.75}}}
         assert len(get_all_artifact_meta(done, storage=fresh)) == 1
         _assert_mirror_agrees(storage, storage_url, study._study_id)
         # a failed write (the trial was finished behind the driver's back): nothing of the block is written,

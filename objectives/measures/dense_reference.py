@@ -10,7 +10,7 @@ goes through the same :func:`~fairfront.objectives.measures.scoring.score_split`
 bootstrap settings, and nothing is run through the model but the size and latency measures.
 
 The result is a :class:`~fairfront.objectives.measures.report.TrialReport` with an empty
-``compression``; the driver stores its ``to_attrs()`` once per study.
+``compression``; the driver stores its ``to_record()`` once per study.
 """
 
 from __future__ import annotations

@@ -1007,6 +1007,8 @@ def intersection_labels(columns: Sequence[Sequence[Any]]) -> np.ndarray:
         >>> intersection_labels([["f", "m", None], ["x", "y", "y"]]).tolist()
         ['f&x', 'm&y', None]
     """
+    import pandas as pd
+
     frame = pd.DataFrame({i: pd.Series(list(c), dtype="string") for i, c in enumerate(columns)})
     missing = frame.isna().any(axis=1).to_numpy()
     joined = frame.fillna("").agg(INTERSECTION_SEPARATOR.join, axis=1).to_numpy(dtype=object)

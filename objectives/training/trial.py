@@ -57,14 +57,15 @@ class TrialSpec:
 
 @dataclass
 class TrialOutcome:
-    """What a trial returns: its objective values and the user attributes the driver stores.
+    """What a trial returns: its objective values and the record the driver stores.
 
     Attributes:
         values: The objective values, in the order of the study's objectives.
-        attrs: The user attributes (``report.to_attrs()`` for a real trial; the executor adds
-            ``worker`` and ``student_batch_size``).
+        attrs: The trial's nested record (``report.to_record()`` for a real trial; the executor adds
+            ``worker`` and ``student_batch_size``). The driver stores it whole and as flat user
+            attributes (:mod:`fairfront.objectives.measures.report`).
         report: The typed record of what the trial measured; None for an outcome built by hand
-            (:meth:`TrialReport.from_attrs` reads one from ``attrs``).
+            (:meth:`TrialReport.from_record` reads one from ``attrs``).
     """
 
     values: list[float]
@@ -264,6 +265,6 @@ def _measure_masked_lm(prepared: Prepared, spec: TrialSpec, model: torch.nn.Modu
 
 
 def _outcome(report: TrialReport, spec: TrialSpec, *, hint: str) -> TrialOutcome:
-    """The trial's outcome: the objective values read from ``report``, and its user attributes."""
-    return TrialOutcome(values=objective_values(report, spec.objectives, hint=hint), attrs=report.to_attrs(),
+    """The trial's outcome: the objective values read from ``report``, and its record."""
+    return TrialOutcome(values=objective_values(report, spec.objectives, hint=hint), attrs=report.to_record(),
                         report=report)
