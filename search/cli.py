@@ -9,7 +9,8 @@ lost its lease while it was stopped; a storage fault (disk full, I/O error, read
 SQLite file) exits with 1 and one line.
 
 ``export NAME --trial N --out DIR`` writes one trial's model as a transformers folder
-(:mod:`fairfront.search.export`).
+(:mod:`fairfront.search.export`); ``explain NAME`` says where the study's bias comes from
+(:mod:`fairfront.search.explain`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
 
     _export_parser(sub)
+    _explain_parser(sub)
 
     p = sub.add_parser("validate", help="check a study file without running it")
     p.add_argument("study_file", type=Path)
@@ -142,6 +144,30 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
                    help="where prepared studies are cached (default: studies/cache)")
 
 
+def _explain_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="where the bias of the study's compressed models comes from",
+                       description="Rank the parameters by importance for every objective, show how the bias "
+                       "objectives move with the strongest ones and which classes and groups lose against the "
+                       "teacher as size shrinks; with --trial, ablate every attention head and feed-forward block "
+                       "of the trial's model and of the teacher; with --exemplars, write the compression-identified "
+                       "exemplars. The results are stored with the study.")
+    p.add_argument("study", help="the study name")
+    p.add_argument("--trial", type=_trial_number, default=None, metavar="N",
+                   help="also ablate this COMPLETE trial's model (made again as export makes it) and the teacher")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    p.add_argument("--evaluator", choices=("ped_anova", "fanova"), default="ped_anova",
+                   help="Optuna importance evaluator (default: ped_anova)")
+    p.add_argument("--exemplars", type=Path, default=None, metavar="FILE",
+                   help="write the CIEs of --trial (or of the front) to FILE (.csv or .jsonl)")
+    p.add_argument("--resamples", type=_positive_int, default=200,
+                   help="paired bootstrap resamples per ablated component (default: 200)")
+    _storage_arg(p)
+    p.add_argument("--cache-dir", type=Path, default=Path("studies/cache"),
+                   help="where prepared studies are cached (default: studies/cache)")
+    p.add_argument("--artifact-dir", type=Path, default=Path("studies/artifacts"),
+                   help="where the full results are stored as an Optuna artifact (default: studies/artifacts)")
+
+
 def _trial_number(text: str) -> int:
     try:
         value = int(text)
@@ -164,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "validate":
         from fairfront.search.studyfile import load_study_file
 
@@ -286,6 +314,29 @@ def _export(args: argparse.Namespace) -> int:
     require_existing(args.storage)  # a wrong path creates no empty database
     export_trial(args.study, args.trial, args.out, storage=args.storage, cache_dir=args.cache_dir, log=_log)
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from fairfront.search.explain import ExplainOptions, explain
+    from fairfront.search.explain.text import render
+    from fairfront.search.storage import require_existing
+
+    require_existing(args.storage)
+    options = ExplainOptions(storage=args.storage, cache_dir=args.cache_dir, artifact_dir=args.artifact_dir,
+                             trial=args.trial, evaluator=args.evaluator, exemplars=args.exemplars,
+                             resamples=args.resamples, log=_progress)
+    try:
+        record = explain(args.study, options)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was stored", file=sys.stderr, flush=True)
+        return 130
+    print(render(record, args.format), end="", flush=True)
+    return 0
+
+
+def _progress(message: str) -> None:
+    """Progress goes to standard error, so ``--format json`` output stays one document."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fairfront.objectives.measures.forgetting import cie_report, disparate_impact
+from fairfront.objectives.measures.forgetting import cie_report, compression_identified_exemplars, disparate_impact
 
 __all__ = ["DensePopulation", "member_seeds", "train_population", "forgetting_measures", "POPULATION_SPLITS"]
 
@@ -125,7 +125,9 @@ def forgetting_measures(y_true: np.ndarray, compressed: np.ndarray, *, dense: np
 
     Returns:
         ``{"cie": ..., "disparate_impact": {"class": ..., "group": ...}}`` (``cie`` only with a
-        population, ``group`` only when some example has a group).
+        population, ``group`` only when some example has a group). ``cie["examples"]`` names the
+        exemplars: their ``index`` in the split and the compressed model's ``prediction`` there (elsewhere
+        it predicts the population's modal class, so the model's predictions can be rebuilt from it).
     """
     y = np.asarray(y_true)
     pred = np.asarray(compressed)
@@ -138,6 +140,8 @@ def forgetting_measures(y_true: np.ndarray, compressed: np.ndarray, *, dense: np
     if population is not None:
         out["cie"] = cie_report(y, population, pred, sensitive_features=groups, class_names=class_names,
                                 group_names=names)
+        changed = np.flatnonzero(compression_identified_exemplars(population, pred))
+        out["cie"]["examples"] = {"index": changed.tolist(), "prediction": pred[changed].tolist()}
     impact = {"class": disparate_impact(y, dense, pred, by=y, alpha=alpha, level_names=class_names)}
     if groups is not None and (groups >= 0).any():
         keep = groups >= 0

@@ -1,0 +1,12 @@
+"""``fairfront explain``: where the bias of a study's compressed models comes from.
+
+One concept per module: :mod:`.importance` (which knob, per objective), :mod:`.dependence` (how a bias
+objective moves with its strongest parameters), :mod:`.who_pays` (which classes and groups lose against
+the teacher as size shrinks), :mod:`.model_origins` (which layer and head, by ablation and gradient),
+:mod:`.exemplars` (which examples), :mod:`.store` (the results kept with the study), :mod:`.text`
+(what the command prints), :mod:`.report_section` (the study report's plots), :mod:`.command` (the command).
+"""
+
+from fairfront.search.explain.command import ExplainOptions, explain
+
+__all__ = ["ExplainOptions", "explain"]
