@@ -38,6 +38,7 @@ from plotly.subplots import make_subplots
 
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.search.attrs import REASON_ATTR
+from fairfront.search.explain.report_section import explain_figures
 from fairfront.search.front_data import Objective, front_frame, interval, objectives, trial_report
 from fairfront.search.report import format_value, front_trials
 
@@ -340,6 +341,7 @@ def _sections(study: optuna.Study, objs: Sequence[Objective], points: Sequence[_
         sections.append(_hypervolume(study, points, objs))
     sections.append(_group_bars(study))
     sections.append(_family_section(points, objs))
+    sections += [_Section(title, note, figure) for title, note, figure in explain_figures(study)]
     table = front_frame(study).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}", border=0)
     sections.append(_Section("The front", "Objective values on the validation split, the test split's values, "
                              "the bias measures' bootstrap intervals, and the parameters "
