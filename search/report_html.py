@@ -2,7 +2,8 @@
 
 The page holds the front as 2-D projections and in 3-D (dominated trials grey, each bias value
 with its bootstrap interval, the parameters on hover), the hypervolume history, the per-group
-rates of the front's trials, bias against size per compression family, and the front as a table.
+rates of the front's trials, bias against size per compression family, the front as a table, and the
+"Origins of bias" plots where ``fairfront explain`` stored its results (:mod:`fairfront.search.explain`).
 plotly.js is embedded, so the file opens offline. Everything is read from the storage (the trials'
 user attributes, :mod:`fairfront.objectives.measures.report`); nothing is written to it.
 
