@@ -25,7 +25,10 @@ from fairfront.search.driver import RunOptions, resume_study, run_study
 from fairfront.search.explain.exemplars import stored_predictions
 from fairfront.search.explain.importance import MIN_TRIALS
 from fairfront.search.explain.store import EXPLAIN_ATTR
+from fairfront.search.explain.who_pays import TEACHER_ATTR, who_pays
+from fairfront.search.front_data import objectives
 from fairfront.search.inprocess_executor import InProcessExecutor
+from fairfront.search.report_html import _group_rates
 from fairfront.search.studyfile import parse_study_text
 
 from conftest import tiny_study_text
@@ -167,3 +170,21 @@ def test_exemplars_match_the_stored_mask_of_every_trial(study) -> None:
         assert np.flatnonzero(mask).tolist() == _stored_cie(trial)
         accuracy = float((pred == prepared.splits["validation"].labels).mean())
         assert accuracy == pytest.approx(trial.values[0])  # the rebuilt predictions are the trial's own
+
+
+def test_who_pays_reads_the_teachers_rates_from_the_study_attribute(study) -> None:
+    """A ``fairfront.teacher`` attribute (a trial report's attributes) is the TPR reference: given a trial's own
+    attributes as the teacher's, that trial pays nothing."""
+    loaded = optuna.load_study(study_name="explain", storage=study["storage"])
+    complete = [t for t in loaded.trials if t.state == TrialState.COMPLETE]
+    objs = objectives(loaded)
+    asked: list[str] = []
+    pays = who_pays(complete, objs, complete[0].user_attrs, lambda: asked.append("cache") or None)
+    assert pays["teacher_tpr_source"] == TEACHER_ATTR and not asked
+    own = next(r for r in pays["trials"] if r["trial"] == complete[0].number)
+    assert own["group_tpr"] and all(v == 0.0 for v in own["group_tpr"].values())
+    fallback = who_pays(complete, objs, None, lambda: {g: {"tpr": 0.5} for g in own["group_tpr"]})
+    assert fallback["teacher_tpr_source"] == "prepared cache"
+    first = next(r for r in fallback["trials"] if r["trial"] == complete[0].number)
+    rates = _group_rates(complete[0].user_attrs["validation"]["fairness"])  # multi-class: mean TPR over classes
+    assert first["group_tpr"] == {g: pytest.approx(rates[g]["tpr"] - 0.5) for g in own["group_tpr"]}
