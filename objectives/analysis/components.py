@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from fairfront.objectives.data.task import EncodedSplit
+from fairfront.objectives.training.first_token import first_token_only
 from fairfront.objectives.training.loop import iterate_batches, make_batch
 from fairfront.spaces.structured import _num_heads, encoder_layers
 
@@ -129,12 +130,13 @@ def ablated_predictions(model: nn.Module, split: EncodedSplit, ablate: Sequence[
     model.to(device).eval()
     copies = max(1, len(ablate))
     out = np.zeros((copies, len(split)), dtype=np.int64)
-    for index in iterate_batches(split, max(1, batch_size // copies), rng=None):
-        batch = make_batch(split, index, pad_id=pad_id, device=device)
-        ids = batch["input_ids"].repeat(copies, 1)
-        mask = batch["attention_mask"].repeat(copies, 1)
-        heads, ffns = _gates(model, ablate, len(index), device) if ablate else ([], [])
-        with gated(model, heads, ffns):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        out[:, index] = logits.argmax(dim=-1).reshape(copies, len(index)).cpu().numpy()
+    with first_token_only(model):  # as the trial predicts: the last layer at the first position only
+        for index in iterate_batches(split, max(1, batch_size // copies), rng=None):
+            batch = make_batch(split, index, pad_id=pad_id, device=device)
+            ids = batch["input_ids"].repeat(copies, 1)
+            mask = batch["attention_mask"].repeat(copies, 1)
+            heads, ffns = _gates(model, ablate, len(index), device) if ablate else ([], [])
+            with gated(model, heads, ffns):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            out[:, index] = logits.argmax(dim=-1).reshape(copies, len(index)).cpu().numpy()
     return out

@@ -50,7 +50,7 @@ def _who_pays(record: dict[str, Any]) -> list[str]:
     for family, kinds in pays["families"].items():
         for kind, label in _LEVELS:
             for name, row in kinds.get(kind, {}).items():
-                lines.append(f"  {family:<14} {label} {name:<20} {_num(row['smallest'], 3):>7} -> "
+                lines.append(f"  {family:<14} {label + ' ' + name:<40} {_num(row['smallest'], 3):>7} -> "
                              f"{_num(row['largest'], 3):>7}  ({row['n']} trials)")
     return lines
 
