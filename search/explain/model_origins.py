@@ -67,7 +67,7 @@ def teacher_and_trial(study: optuna.Study, sf: StudyFile, trial: FrozenTrial, pr
     made = remake(study, sf, trial, Path("."), log, prepared=prepared)
     model = made.model()
     batch_size = made.spec.student.eval_batch_size
-    common = {"focus": focus, "n_resamples": n_resamples, "seed": seed, "batch_size": batch_size,
+    common: dict[str, Any] = {"focus": focus, "n_resamples": n_resamples, "seed": seed, "batch_size": batch_size,
               "device": made.device, "log": log}
     out = {f"trial {trial.number}": analyse_model(model, made.prepared, label=f"trial {trial.number}", **common)}
     out["teacher"] = analyse_model(made.prepared.teacher().eval(), made.prepared, label="teacher", **common)
