@@ -64,6 +64,9 @@ def teacher_and_trial(study: optuna.Study, sf: StudyFile, trial: FrozenTrial, pr
     """``{"trial N": ..., "teacher": ...}``: the trial's model made again as ``export`` makes it, and the teacher."""
     from fairfront.search.export import remake
 
+    if not (prepared.splits["validation"].groups >= 0).any():
+        raise ConfigError("--trial", message=f"study {sf.study.name!r} has no group labels in its validation split; "
+                          "ablation ranks components by how they move a group measure (leave --trial out)")
     made = remake(study, sf, trial, Path("."), log, prepared=prepared)
     model = made.model()
     batch_size = made.spec.student.eval_batch_size
