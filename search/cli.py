@@ -1,18 +1,18 @@
 """The ``fairfront`` command line.
 
 Commands: ``run FILE``, ``resume NAME``, ``status NAME``, ``front NAME``, ``report NAME``, ``confirm NAME``,
-``validate FILE`` and ``dashboard``. Bad input prints one ``error:`` line and exits with status 2, before anything is
-written to storage. An interrupted run (Ctrl-C, SIGTERM) exits with 130 after recording its
-in-flight trials for ``resume``; more failed trials than ``max_failed_trials`` exit with 1; a study
-that another live driver is running exits with 3, naming that driver, and so does a driver that
-lost its lease while it was stopped; a storage fault (disk full, I/O error, read-only, a deleted
+``explain NAME``, ``export NAME``, ``validate FILE`` and ``dashboard``. Bad input prints one ``error:`` line
+and exits with status 2, before anything is written to storage. An interrupted run (Ctrl-C, SIGTERM) exits
+with 130 after recording its in-flight trials for ``resume``; more failed trials than ``max_failed_trials``
+exit with 1; a study that another live driver is running exits with 3, naming that driver, and so does a
+driver that lost its lease while it was stopped; a storage fault (disk full, I/O error, read-only, a deleted
 SQLite file) exits with 1 and one line.
 
 ``export NAME --trial N --out DIR`` writes one trial's model as a transformers folder
 (:mod:`fairfront.search.export`). Every command takes ``--storage``, ``--cache-dir`` and
 ``--artifact-dir`` (:mod:`fairfront.search.cli_args`). The read-only commands and every error
 import nothing that runs trials (torch, transformers, Ray): each command imports what it needs
-when it runs.
+when it runs. ``explain NAME`` says where the study's bias comes from (:mod:`fairfront.search.explain`).
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "validate":
         return _validate(args)
     if args.command == "front" and args.format == "parquet" and args.out is None:
@@ -294,6 +296,29 @@ def _export(args: argparse.Namespace) -> int:
     require_existing(args.storage)  # a wrong path creates no empty database
     export_trial(args.study, args.trial, args.out, storage=args.storage, cache_dir=args.cache_dir, log=_log)
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from fairfront.search.explain.command import ExplainOptions, explain
+    from fairfront.search.explain.text import render
+    from fairfront.search.storage import require_existing
+
+    require_existing(args.storage)
+    options = ExplainOptions(storage=args.storage, cache_dir=args.cache_dir, artifact_dir=args.artifact_dir,
+                             trial=args.trial, evaluator=args.evaluator, exemplars=args.exemplars,
+                             resamples=args.resamples, log=_progress)
+    try:
+        record = explain(args.study, options)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was stored", file=sys.stderr, flush=True)
+        return 130
+    print(render(record, args.format), end="", flush=True)
+    return 0
+
+
+def _progress(message: str) -> None:
+    """Progress goes to standard error, so ``--format json`` output stays one document."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -160,6 +160,26 @@ def _confirm_parser(sub: argparse._SubParsersAction) -> None:
     _ray_address(p)
 
 
+def _explain_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="where the bias of the study's compressed models comes from",
+                       description="Rank the parameters by importance for every objective, show how the bias "
+                       "objectives move with the strongest ones and which classes and groups lose against the "
+                       "teacher as size shrinks; with --trial, ablate every attention head and feed-forward block "
+                       "of the trial's model and of the teacher; with --exemplars, write the compression-identified "
+                       "exemplars. The results are stored with the study.")
+    p.add_argument("study", help="the study name")
+    p.add_argument("--trial", type=_trial_number, default=None, metavar="N",
+                   help="also ablate this COMPLETE trial's model (made again as export makes it) and the teacher")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    p.add_argument("--evaluator", choices=("ped_anova", "fanova"), default="ped_anova",
+                   help="Optuna importance evaluator (default: ped_anova)")
+    p.add_argument("--exemplars", type=Path, default=None, metavar="FILE",
+                   help="write the CIEs of --trial (or of the front) to FILE (.csv or .jsonl)")
+    p.add_argument("--resamples", type=_positive_int, default=200,
+                   help="paired bootstrap resamples per ablated component (default: 200)")
+    _places(p)
+
+
 def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="open optuna-dashboard on the study storage (127.0.0.1)")
     _places(p, ignores=("cache_dir",))
@@ -176,5 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     _read_parsers(sub)
     _export_parser(sub)
     _confirm_parser(sub)
+    _explain_parser(sub)
     _dashboard_parser(sub)
     return parser

@@ -43,12 +43,13 @@ from optuna.trial import FrozenTrial, TrialState
 from fairfront.errors import ConfigError, DataError
 from fairfront.jsonsafe import json_safe
 from fairfront.objectives.training.prepare import Prepared, cached, compute, store
-from fairfront.objectives.training.trial import compress
+from fairfront.objectives.training.trial import TrialSpec, compress
 from fairfront.search.attrs import STUDY_FILE_ATTR, stored_record
 from fairfront.search.model_card import model_card
 from fairfront.search.studyfile import StudyFile, parse_study_text
+from fairfront.spaces.space import CompressionConfig
 
-__all__ = ["Exported", "export_trial"]
+__all__ = ["Exported", "Remade", "export_trial", "prepared_study", "remake"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,43 @@ class Exported:
     folder: Path
     accuracy: float
     stored_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class Remade:
+    """What a COMPLETE trial's model is made again from: its config and spec, the prepared study, its device."""
+
+    config: CompressionConfig
+    spec: TrialSpec
+    prepared: Prepared
+    device: torch.device
+    threads: int | None
+
+    def model(self) -> Any:
+        """The trial's compressed model, on the CPU, in eval mode (through the trial's own code path)."""
+        return compress(self.prepared, self.spec, device=self.device, threads=self.threads).model.cpu().eval()
+
+
+def remake(study: optuna.Study, sf: StudyFile, trial: FrozenTrial, cache_dir: Path,
+           log: Callable[[str], None], prepared: Prepared | None = None) -> Remade:
+    """Everything :meth:`Remade.model` needs to make ``trial``'s model again (the prepared study loaded or
+    prepared again); the trial's parameters must still give its stored compression config."""
+    number = trial.number
+    record = stored_record(trial)
+    config = sf.space.sample(optuna.trial.FixedTrial(trial.params))
+    stored = record.get("compression")
+    if stored is not None and json_safe(config.as_dict()) != stored:
+        raise DataError(f"trial {number}'s parameters no longer give its stored compression config ({stored}); "
+                        "the study's compression families have changed since it ran")
+    spec = sf.trial_spec(config, number)
+    batch_size = record.get("student_batch_size")
+    if isinstance(batch_size, int) and batch_size != spec.student.batch_size:  # halved after a CUDA OOM
+        spec = replace(spec, student=replace(spec.student, batch_size=batch_size))
+    prepared = prepared or prepared_study(sf, study, cache_dir, log)
+    device, threads = _where(record.get("timings") or {}, log)
+    log(f"making trial {number} of {study.study_name!r} again ({', '.join(config.names)}; seed {spec.seed}, "
+        f"{device.type}" + (f", {threads} torch threads)" if threads else ")"))
+    return Remade(config, spec, prepared, device, threads)
 
 
 def export_trial(name: str, number: int, out: Path, *, storage: str, cache_dir: Path,
@@ -80,22 +118,10 @@ def export_trial(name: str, number: int, out: Path, *, storage: str, cache_dir: 
                           "export writes sequence classifiers only")
     record = stored_record(trial)
     _check_loadable(record.get("structured"), number)
-    config = sf.space.sample(optuna.trial.FixedTrial(trial.params))
-    stored = record.get("compression")
-    if stored is not None and json_safe(config.as_dict()) != stored:
-        raise DataError(f"trial {number}'s parameters no longer give its stored compression config ({stored}); "
-                        "the study's compression families have changed since it ran")
-    spec = sf.trial_spec(config, number)
-    batch_size = record.get("student_batch_size")
-    if isinstance(batch_size, int) and batch_size != spec.student.batch_size:  # halved after a CUDA OOM
-        spec = replace(spec, student=replace(spec.student, batch_size=batch_size))
-
-    prepared = _prepared(sf, study, cache_dir, log)
-    device, threads = _where(record.get("timings") or {}, log)
-    log(f"making trial {number} of {name!r} again ({', '.join(config.names)}; seed {spec.seed}, {device.type}"
-        + (f", {threads} torch threads)" if threads else ")"))
+    made = remake(study, sf, trial, cache_dir, log)
+    config, spec, prepared, device = made.config, made.spec, made.prepared, made.device
     started = time.perf_counter()
-    model: Any = compress(prepared, spec, device=device, threads=threads).model.cpu().eval()
+    model: Any = made.model()
     _plain_config(model, prepared, number)
     int8 = bool(config.quantization is not None and config.quantization.int8)
     tokenizer = _tokenizer(sf, prepared)
@@ -199,7 +225,7 @@ def _uniform_width(widths: list[int], number: int) -> int | None:
     return widths[0] if widths else None
 
 
-def _prepared(sf: StudyFile, study: optuna.Study, cache_dir: Path, log: Callable[[str], None]) -> Prepared:
+def prepared_study(sf: StudyFile, study: optuna.Study, cache_dir: Path, log: Callable[[str], None]) -> Prepared:
     """The study's teacher and data from the cache, or prepared again in this process (and cached)."""
     spec = sf.prepare_spec
     fingerprint = spec.fingerprint()

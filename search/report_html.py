@@ -2,7 +2,8 @@
 
 The page holds the front as 2-D projections and in 3-D (dominated trials grey, each bias value
 with its bootstrap interval, the parameters on hover), the hypervolume history, the per-group
-rates of the front's trials, bias against size per compression family, and the front as a table.
+rates of the front's trials, bias against size per compression family, the front as a table, and the
+"Origins of bias" plots where ``fairfront explain`` stored its results (:mod:`fairfront.search.explain`).
 plotly.js is embedded, so the file opens offline. Everything is read from the storage (the trials'
 user attributes, :mod:`fairfront.objectives.measures.report`); nothing is written to it.
 
@@ -38,6 +39,7 @@ from plotly.subplots import make_subplots
 
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.search.attrs import REASON_ATTR, stored_record
+from fairfront.search.explain.report_section import explain_figures
 from fairfront.search.front_data import Objective, front_frame, interval, objectives, trial_report
 from fairfront.search.hypervolume import hypervolume_reference
 from fairfront.search.report import format_value, front_trials
@@ -326,6 +328,7 @@ def _sections(study: optuna.Study, objs: Sequence[Objective], points: Sequence[_
         sections.append(_hypervolume(study, points, objs))
     sections.append(_group_bars(study))
     sections.append(_family_section(points, objs))
+    sections += [_Section(title, note, figure) for title, note, figure in explain_figures(study)]
     table = front_frame(study).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}", border=0)
     sections.append(_Section("The front", "Objective values on the validation split, the test split's values, "
                              "the bias measures' bootstrap intervals, and the parameters "

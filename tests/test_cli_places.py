@@ -80,7 +80,7 @@ def test_one_option_string_works_with_every_command() -> None:
     places = ["--storage", "sqlite:///x.db", "--cache-dir", "c", "--artifact-dir", "a"]
     commands = {"run": ["f.toml"], "resume": ["s"], "status": ["s"], "front": ["s"], "report": ["s"],
                 "export": ["s", "--trial", "0", "--out", "o"], "validate": ["f.toml"], "dashboard": [],
-                "confirm": ["s", "--seeds", "2"]}
+                "confirm": ["s", "--seeds", "2"], "explain": ["s"]}
     parser = build_parser()
     assert set(commands) == set(parser._subparsers._group_actions[0].choices)  # every command is checked
     for name, rest in commands.items():

@@ -165,6 +165,9 @@ def cie_report(y_true: Any, dense_population: Any, compressed: Any, *, sensitive
         ``class_makeup`` and, with groups, ``group_makeup``: per level ``count`` and ``share``
         of all examples, ``cie_count`` and ``cie_share`` of the CIEs, and ``cie_rate`` (the
         level's examples that are CIEs; above ``cie_fraction`` means over-represented).
+        ``examples`` names the CIEs: their ``index`` and the compressed models' modal ``prediction``
+        there (elsewhere it is the dense modal prediction, so one compressed model's predictions can
+        be rebuilt from it).
     """
     dense = _population("dense_population", dense_population)
     comp = _population("compressed", compressed)
@@ -186,6 +189,8 @@ def cie_report(y_true: Any, dense_population: Any, compressed: Any, *, sensitive
         "dense_accuracy": accuracy(dense),
         "compressed_accuracy": accuracy(comp),
         "class_makeup": _makeup(y, cie, class_names),
+        "examples": {"index": np.flatnonzero(cie).tolist(),
+                     "prediction": modal_predictions(comp)[cie].tolist()},
     }
     if sensitive_features is not None:
         groups = _labels("sensitive_features", np.asarray(sensitive_features, dtype=object), n)

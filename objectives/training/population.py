@@ -39,6 +39,7 @@ import numpy as np
 
 from fairfront.objectives.measures.forgetting import (
     cie_report,
+    compression_identified_exemplars,
     disparate_impact,
     modal_predictions,
     population_disparate_impact,
@@ -136,7 +137,9 @@ def forgetting_measures(y_true: np.ndarray, compressed: np.ndarray, *, dense: np
     Returns:
         ``{"cie": ..., "disparate_impact": {"class": ..., "group": ..., "population": ...}}`` (``cie``
         only with a population, ``group`` only when some example has a group, ``population`` only
-        with several compressed models and a population of two or more).
+        with several compressed models and a population of two or more). ``cie["examples"]`` names the
+        exemplars: their ``index`` in the split and the compressed model's ``prediction`` there (elsewhere
+        it predicts the population's modal class, so the model's predictions can be rebuilt from it).
     """
     y = np.asarray(y_true)
     compressed_population = np.asarray(compressed)
@@ -150,6 +153,8 @@ def forgetting_measures(y_true: np.ndarray, compressed: np.ndarray, *, dense: np
     if population is not None:
         out["cie"] = cie_report(y, population, compressed_population, sensitive_features=groups,
                                 class_names=class_names, group_names=names)
+        changed = np.flatnonzero(compression_identified_exemplars(population, pred))
+        out["cie"]["examples"] = {"index": changed.tolist(), "prediction": pred[changed].tolist()}
     impact = {"class": disparate_impact(y, dense, pred, by=y, alpha=alpha, level_names=class_names)}
     if groups is not None and (groups >= 0).any():
         keep = groups >= 0
