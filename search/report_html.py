@@ -14,10 +14,11 @@ trial has the same value) in the worse direction. The history is shown as a shar
 between each objective's best value and that reference point, so 1 would be a single trial best
 at everything; the raw value depends on the objectives' units.
 
-**The dense teacher.** A study stores the teacher's plain accuracy on the validation split in
-every trial's disparate-impact report; where the accuracy objective is ``accuracy`` it is drawn
-as a dashed line. The teacher's size and bias are not stored, and the page says so rather than
-drawing a point.
+**The dense teacher.** A study stores the teacher scored as a trial is (study attribute
+``fairfront.teacher``): it is drawn as a red star in every projection and in 3-D, at its
+validation values. Studies made before that record keep only the teacher's plain accuracy (in
+every trial's disparate-impact report); where the accuracy objective is ``accuracy`` it is drawn
+as a dashed line, and the page says the teacher's size and bias are not stored.
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ from plotly.subplots import make_subplots
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.search.attrs import REASON_ATTR, stored_record
 from fairfront.search.explain.report_section import explain_figures
-from fairfront.search.front_data import Objective, front_frame, interval, objectives, trial_report
+from fairfront.search.front_data import (
+    Objective,
+    front_frame,
+    interval,
+    objectives,
+    split_value,
+    teacher_report,
+    trial_report,
+)
 from fairfront.search.hypervolume import hypervolume_reference
 from fairfront.search.report import format_value, front_trials
 
@@ -128,12 +137,33 @@ def _scatter_traces(points: Sequence[_Point], objs: Sequence[Objective], axes: S
     return traces
 
 
+TEACHER_COLOR = "#d62728"
+
+
+def _teacher_trace(teacher: list[float | None] | None, axes: Sequence[int],
+                   three_d: bool = False) -> list[go.BaseTraceType]:
+    """The dense teacher as a red star at its validation values on ``axes``; none where one is not stored."""
+    if teacher is None or any(teacher[i] is None for i in axes):
+        return []
+    coords = {letter: [teacher[i]] for letter, i in zip("xyz", axes)}
+    common = {"name": "dense teacher (reference)", "mode": "markers", "hovertemplate": "dense teacher<extra></extra>"}
+    if three_d:
+        return [go.Scatter3d(marker={"size": 6, "color": TEACHER_COLOR, "symbol": "diamond"}, **coords, **common)]
+    return [go.Scatter(marker={"size": 16, "color": TEACHER_COLOR, "symbol": "star"}, **coords, **common)]
+
+
+def _teacher_values(study: optuna.Study, objs: Sequence[Objective]) -> list[float | None] | None:
+    """The dense teacher's validation value of each objective (study attribute ``fairfront.teacher``)."""
+    report = teacher_report(study)
+    return None if report is None else [split_value(report, o, "validation") for o in objs]
+
+
 def _projection(points: Sequence[_Point], objs: Sequence[Objective], x: int, y: int,
-                teacher_accuracy: float | None) -> go.Figure:
-    fig = go.Figure(_scatter_traces(points, objs, (x, y)))
+                teacher_accuracy: float | None, teacher: list[float | None] | None = None) -> go.Figure:
+    fig = go.Figure(_scatter_traces(points, objs, (x, y)) + _teacher_trace(teacher, (x, y)))
     fig.update_layout(title=f"{objs[y].name} against {objs[x].name}", xaxis_title=_axis_title(objs[x]),
                       yaxis_title=_axis_title(objs[y]), template="plotly_white", height=480)
-    if teacher_accuracy is not None and objs[y].kind == "accuracy":
+    if teacher is None and teacher_accuracy is not None and objs[y].kind == "accuracy":
         fig.add_hline(y=teacher_accuracy, line_dash="dash", line_color="#d62728",
                       annotation_text=f"dense teacher {teacher_accuracy:.4f}", annotation_position="top left")
     return fig
@@ -148,12 +178,14 @@ def _projections(objs: Sequence[Objective]) -> list[tuple[int, int]]:
     return pairs + [(s, b) for s in size for b in bias]
 
 
-def _front_3d(points: Sequence[_Point], objs: Sequence[Objective]) -> list[_Section]:
+def _front_3d(points: Sequence[_Point], objs: Sequence[Objective],
+              teacher: list[float | None] | None = None) -> list[_Section]:
     if len(objs) < 3:
         return []
     sections = []
     for b in range(2, len(objs)):
-        fig = go.Figure(_scatter_traces(points, objs, (1, b, 0), three_d=True))
+        fig = go.Figure(_scatter_traces(points, objs, (1, b, 0), three_d=True)
+                        + _teacher_trace(teacher, (1, b, 0), three_d=True))
         fig.update_layout(scene={"xaxis_title": objs[1].name, "yaxis_title": objs[b].name,
                                  "zaxis_title": objs[0].name}, template="plotly_white", height=620,
                           title=f"{objs[0].name}, {objs[1].name} and {objs[b].name}")
@@ -195,7 +227,9 @@ def _teacher_accuracy(points: Sequence[_Point], objs: Sequence[Objective]) -> fl
     return None
 
 
-def _teacher_note(teacher_accuracy: float | None) -> str:
+def _teacher_note(teacher_accuracy: float | None, stored: bool = False) -> str:
+    if stored:
+        return "Red star: the dense teacher every trial compresses, at its validation values (a reference)."
     if teacher_accuracy is None:
         return ("The study does not store the dense teacher's objective values, so no teacher reference is "
                 "drawn.")
@@ -316,14 +350,15 @@ def _interval_note(points: Sequence[_Point]) -> str:
 
 def _sections(study: optuna.Study, objs: Sequence[Objective], points: Sequence[_Point]) -> list[_Section]:
     teacher = _teacher_accuracy(points, objs)
+    reference = _teacher_values(study, objs)
     sections = []
     for x, y in _projections(objs):
         note = "Grey: dominated trials. " + _interval_note(points)
         sections.append(_Section(f"{objs[y].name} against {objs[x].name}", note,
-                                 _projection(points, objs, x, y, teacher)))
+                                 _projection(points, objs, x, y, teacher, reference)))
     if sections:
-        sections[0].note += " " + _teacher_note(teacher)
-    sections += _front_3d(points, objs)
+        sections[0].note += " " + _teacher_note(teacher, stored=reference is not None)
+    sections += _front_3d(points, objs, reference)
     if len(objs) > 1:  # Optuna's hypervolume is for multi-objective studies (every fairfront study is one)
         sections.append(_hypervolume(study, points, objs))
     sections.append(_group_bars(study))

@@ -133,11 +133,15 @@ def test_the_teacher_hypervolume_and_per_group_rates_are_drawn(study, monkeypatc
     page = (folder / "studies" / "reports" / "tiny.html").read_text(encoding="utf-8")
     figures = _figures(page)
     complete = s.get_trials(states=(TrialState.COMPLETE,))
-    # the dense teacher's accuracy, as every trial stores it, is a line; its size and bias are said to be missing
-    teacher = stored_record(complete[0])["validation"]["forgetting"]["disparate_impact"]["class"]["overall"]
-    shapes = figures["accuracy against size"][1]["shapes"]
-    assert [shape["y0"] for shape in shapes] == [teacher["dense_accuracy"]]
-    assert "Its size and bias are not stored in the study" in page
+    # the dense teacher, as the study stores it, is a star at its validation values in every projection
+    overall = stored_record(complete[0])["validation"]["forgetting"]["disparate_impact"]["class"]["overall"]
+    stored = s.user_attrs["fairfront.teacher"]
+    for title, (x, y) in {"accuracy against size": (stored["size"]["nonzero_params"], overall["dense_accuracy"]),
+                          "bias against size": (stored["size"]["nonzero_params"],
+                                                stored["validation"]["bias"]["tpr_gap"])}.items():
+        (star,) = [t for t in figures[title][0] if t.get("name") == "dense teacher (reference)"]
+        assert _array(star["x"]) == [pytest.approx(x)] and _array(star["y"]) == [pytest.approx(y)]
+    assert "Red star: the dense teacher" in page
     # the hypervolume grows (never falls) over the trials, as a share of the box it is measured in
     data, _ = figures["Hypervolume history"]
     assert _array(data[0]["x"]) == [t.number for t in complete]
