@@ -36,10 +36,10 @@ CONFIRM_PREFIX = "confirm."
 """Study attributes ``fairfront confirm`` writes: ``confirm.<trial>`` (the record), ``confirm.<trial>.seed.<seed>``
 and ``confirm.<trial>.test.<objective>.<mean|ci_low|ci_high|n>`` (:mod:`fairfront.search.confirm`)."""
 
-REPLICATE_ATTR = "fairfront.replicate"
-"""Trial attributes ``fairfront.replicate.<r>``: replicate *r* of a replicated trial that finished before the trial
-did (``{"seed", "values"}``, and replicate 0's ``attrs``), carried over to its re-run by recovery so ``resume`` runs
-only the replicates that are missing."""
+REPLICATE_ATTR = "fairfront:replicate"
+"""Trial system attributes ``fairfront:replicate.<r>`` (out of the dashboard's columns): replicate *r* of a
+replicated trial that finished before the trial did (``{"seed", "values"}``, and replicate 0's ``attrs``),
+carried over to its re-run by recovery so ``resume`` runs only the replicates that are missing."""
 
 TEACHER_ATTR = "fairfront.teacher"
 """Study attribute: the dense teacher scored as a trial is (``TrialReport.to_record()``: ``size``,

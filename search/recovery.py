@@ -37,8 +37,10 @@ def recover_interrupted(study: optuna.Study, reason: str = "interrupted: the dri
         if t.number not in retried:
             # a re-run killed before its parameters were written still carries them as its fixed params
             params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            kept = {k: v for k, v in t.user_attrs.items() if k.startswith(REPLICATE_ATTR + ".")}  # finished replicates
-            study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: t.number, **kept})
+            kept = {k: v for k, v in t.system_attrs.items() if k.startswith(REPLICATE_ATTR + ".")}
+            study.add_trial(optuna.trial.create_trial(  # as enqueue_trial does, keeping finished replicates
+                state=TrialState.WAITING, system_attrs={"fixed_params": params, **kept},
+                user_attrs={RETRY_OF_ATTR: t.number}))
         with grouped_writes(study)():  # the reason and the FAIL state together, or neither
             storage.set_trial_user_attr(t._trial_id, REASON_ATTR, reason)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

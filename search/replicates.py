@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fairfront.jsonsafe import json_safe
 from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search.attrs import REPLICATE_ATTR
 
@@ -62,6 +63,13 @@ def finished_replicate(replicate: int, spec: TrialSpec, outcome: TrialOutcome) -
     if replicate == 0:
         record["attrs"] = outcome.attrs
     return f"{REPLICATE_ATTR}.{replicate}", record
+
+
+def keep_finished(trial: optuna.Trial, replicate: int, spec: TrialSpec, outcome: TrialOutcome) -> None:
+    """Store a replicate finished before its trial as a system attribute of the running trial (its nested
+    record stays out of the dashboard's columns), so a resume after an interruption runs only the rest."""
+    key, record = finished_replicate(replicate, spec, outcome)
+    trial.storage.set_trial_system_attr(trial._trial_id, key, json_safe(record))
 
 
 def combine(outcomes: Sequence[TrialOutcome], seeds: Sequence[int], names: Sequence[str]) -> TrialOutcome:

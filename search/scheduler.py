@@ -50,7 +50,7 @@ from fairfront.search.lease import DriverLease, LeaseLost
 from fairfront.search.options import RunOptions
 from fairfront.search.progress import Progress
 from fairfront.search.recovery import recover_interrupted
-from fairfront.search.replicates import ReplicateGroup, finished_replicate
+from fairfront.search.replicates import ReplicateGroup, keep_finished
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
 from fairfront.search.storage import grouped_writes
 from fairfront.search.storage_faults import storage_fault
@@ -197,7 +197,8 @@ class Scheduler:
                 config = self.sf.space.sample(trial)
             group = ReplicateGroup(trial, self.sf.replicate_specs(config, trial.number))
             if self.replicates > 1:
-                group.restore(trial.user_attrs)  # what an interrupted run of these parameters finished
+                # what an interrupted run of these parameters finished
+                group.restore(self.study._storage.get_trial_system_attrs(trial._trial_id))
             self.stats.ask_s += time.perf_counter() - t
             for replicate, spec in enumerate(group.specs):
                 if replicate not in group.results:
@@ -223,7 +224,7 @@ class Scheduler:
             if flight.group.done:
                 self._complete(flight, flight.group.outcome(self.sf.objectives.names))
             else:  # kept at once: a resume after an interruption runs only the replicates still missing
-                flight.trial.set_user_attr(*finished_replicate(flight.replicate, flight.spec, result))
+                keep_finished(flight.trial, flight.replicate, flight.spec, result)
             return
         decision = self.retry.after_failure(result, flight.attempts, flight.spec)
         if isinstance(decision, Retry):
@@ -361,7 +362,7 @@ class Scheduler:
                         self._tell_complete(flight, flight.group.outcome(names), names)
                         self.log(f"trial {flight.trial.number} COMPLETE (arrived while stopping)")
                     else:
-                        flight.trial.set_user_attr(*finished_replicate(flight.replicate, flight.spec, result))
+                        keep_finished(flight.trial, flight.replicate, flight.spec, result)
         except LeaseLost:  # taken over: this driver writes nothing more
             raise
         except Exception:  # noqa: BLE001 - best effort; whatever is left is recovered for resume
