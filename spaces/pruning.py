@@ -250,7 +250,14 @@ class MagnitudePruner:
 
 
 class ScheduledPruning:
-    """A training-loop hook: follows the sparsity schedule before each step, keeps pruned weights at zero after it."""
+    """A training-loop hook: follows the sparsity schedule before each step, keeps pruned weights at zero after it.
+
+    ``cuda_graph_safe``: ``after_step`` multiplies the same weights by the same scale tensors every
+    step (``prune_to``, before a step, rewrites the scales in place), so a captured training step
+    may include it.
+    """
+
+    cuda_graph_safe = True
 
     def __init__(self, pruner: MagnitudePruner, schedule: SparsitySchedule):
         self.pruner, self.schedule = pruner, schedule
