@@ -203,7 +203,7 @@ def _train(prepared: Prepared, spec: TrialSpec, ctx: TrialContext, runs: list[Fa
                   pad_id=prepared.pad_id, hooks=hooks, device=ctx.device, forward_kwargs=ctx.forward_kwargs,
                   cuda_graphs=spec.cuda_graphs)
     ctx.attrs["train"] = {"steps": stats.steps, "final_loss": stats.final_loss,
-                          "examples_per_second": stats.examples_per_second}
+                          "examples_per_second": stats.examples_per_second, "step_mode": stats.step_mode}
     for run in runs:
         run.after_training(ctx)
 
