@@ -23,6 +23,7 @@ from fairfront.objectives.training import captured_step
 from fairfront.objectives.training.captured_step import capture_blocker, length_buckets
 from fairfront.objectives.training.loop import TrainSettings, make_optimizer, train
 from fairfront.search.studyfile import parse_study_text
+from fairfront.spaces.fairness_losses import equal_opportunity_penalty
 from fairfront.spaces.pruning import MagnitudePruner, MovementScores, ScheduledPruning, prunable_weights
 from fairfront.spaces.schedules import SparsitySchedule
 
@@ -49,15 +50,16 @@ def _split(n: int = 44, seed: int = 1) -> EncodedSplit:
 
 
 def _loss(teacher_logits: torch.Tensor):
-    """Cross-entropy, distillation against cached teacher logits (by example index) and a group-gap penalty."""
+    """Cross-entropy, distillation against cached teacher logits (by example index), the equal-opportunity penalty.
+
+    The penalty in its fixed-shape form, as the fairness family builds it (``num_groups`` given).
+    """
     def loss_fn(logits: torch.Tensor, batch: dict) -> torch.Tensor:
         ce = F.cross_entropy(logits, batch["labels"])
         kd = F.kl_div(F.log_softmax(logits / 2, -1), F.softmax(teacher_logits[batch["index"]] / 2, -1),
                       reduction="batchmean")
-        group = batch["groups"].float()
-        p = logits.softmax(-1)[:, 1]
-        gap = (p * group).sum() / group.sum().clamp(min=1) - (p * (1 - group)).sum() / (1 - group).sum().clamp(min=1)
-        return 0.5 * ce + 0.5 * kd + 0.1 * gap.abs()
+        gap = equal_opportunity_penalty(logits, batch["labels"], batch["groups"], num_groups=2)
+        return 0.5 * ce + 0.5 * kd + 0.5 * gap
     return loss_fn
 
 

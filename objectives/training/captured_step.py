@@ -22,9 +22,9 @@ Only hooks marked ``cuda_graph_safe = True`` run inside the graph (their ``after
 runs its ``after_step`` eagerly after the replay, and one with an ``after_backward`` keeps the
 whole step uncaptured. Where the step cannot be captured (no CUDA device, such a hook, an
 optimizer other than fused AdamW, a capture that fails on an operation that synchronises with
-the host) the loop takes the ordinary step and says why once per process. (The group-fairness penalties
-and group DRO size their group tables from each batch on the host, so a capture that includes them
-fails and falls back this way.)
+the host) the loop takes the ordinary step and says why once per process. (Group DRO selects rows by
+boolean indexing, which reads a count back to the host: a capture that includes it fails and falls
+back this way. The fairness penalties take the study's group count and have fixed shapes.)
 
 :class:`StaticShapeStep` also runs without capture (``capture=False``), on any device: that is how
 the padded static-shape step is checked against the ordinary one on a CPU.
