@@ -279,7 +279,14 @@ class MovementScores:
     zero loses it, whatever its size. Pass :meth:`scores` to :class:`MagnitudePruner`: weights
     already pruned (exactly zero) score ``-inf``, so they stay pruned as the sparsity grows; before
     any step has been seen the magnitudes are used, since there is no movement to rank by yet.
+
+    ``cuda_graph_safe``: ``after_backward`` adds into the same score tensors from the same
+    gradient tensors every step (a captured step zeroes gradients in place), so a captured step may
+    include it. Inside a graph ``steps`` stops counting, which changes nothing: it is only asked
+    whether any step has been seen, and a bucket's first step runs eagerly before its capture.
     """
+
+    cuda_graph_safe = True
 
     def __init__(self, weights: dict[str, nn.Parameter]):
         self.weights = weights

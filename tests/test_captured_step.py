@@ -63,12 +63,16 @@ def _loss(teacher_logits: torch.Tensor):
     return loss_fn
 
 
-def _run(static_shapes: bool, *, steps: int = 6) -> tuple[list[float], dict[str, torch.Tensor], str]:
+def _run(static_shapes: bool, *, movement: bool = False, steps: int = 6
+         ) -> tuple[list[float], dict[str, torch.Tensor], str]:
     model = _tiny_bert()
     split = _split()
     teacher = torch.randn(len(split), 2, generator=torch.Generator().manual_seed(3))
-    pruner = MagnitudePruner(prunable_weights(model))
-    hooks = [ScheduledPruning(pruner, SparsitySchedule("gradual", 0.5, start=0.0, end=0.8, frequency=2))]
+    weights = prunable_weights(model)
+    scores = MovementScores(weights) if movement else None
+    pruner = MagnitudePruner(weights, scores=scores.scores if scores else None)
+    hooks: list[object] = [scores] if scores else []
+    hooks.append(ScheduledPruning(pruner, SparsitySchedule("gradual", 0.5, start=0.0, end=0.8, frequency=2)))
     losses: list[float] = []
     stats = train(model, split, TrainSettings(epochs=10, max_steps=steps, batch_size=8, learning_rate=1e-3),
                   loss_fn=_loss(teacher), seed=0, pad_id=0, hooks=hooks, device=CPU,
@@ -81,9 +85,10 @@ def test_length_buckets_are_powers_of_two_then_the_longest_and_each_batch_takes_
     assert length_buckets(16) == [16] and length_buckets(5) == [5] and length_buckets(64) == [16, 32, 64]
 
 
-def test_the_padded_static_shape_step_trains_to_the_same_losses_and_parameters(one_torch_thread) -> None:
-    eager_losses, eager_params, eager_mode = _run(static_shapes=False)
-    static_losses, static_params, static_mode = _run(static_shapes=True)
+@pytest.mark.parametrize("movement", [False, True], ids=["magnitude", "movement"])
+def test_the_padded_static_shape_step_trains_to_the_same_losses_and_parameters(one_torch_thread, movement) -> None:
+    eager_losses, eager_params, eager_mode = _run(static_shapes=False, movement=movement)
+    static_losses, static_params, static_mode = _run(static_shapes=True, movement=movement)
     assert (eager_mode, static_mode) == ("eager", "static shapes, uncaptured")
     assert len(static_losses) == len(eager_losses) == 6
     np.testing.assert_allclose(static_losses, eager_losses, rtol=1e-5, atol=1e-6)
@@ -116,15 +121,24 @@ def test_a_tensor_learning_rate_updated_in_place_gives_the_float_learning_rate_u
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
 
 
+class _StepCounter:
+    """A hook that counts steps in Python after the backward pass: frozen inside a graph, so not marked safe."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def after_backward(self, step: int, total: int) -> None:
+        self.seen.append(step)
+
+
 def test_why_the_step_is_not_captured_is_logged_once_per_process(monkeypatch, caplog) -> None:
     monkeypatch.setattr(captured_step, "_reported", set())
     caplog.set_level(logging.INFO, logger="fairfront.training")
-    movement = MovementScores({"w": torch.nn.Parameter(torch.ones(2, 2))})
     for _ in range(2):
-        train(_tiny_bert(), _split(), TrainSettings(max_steps=2, batch_size=8), hooks=[movement],
+        train(_tiny_bert(), _split(), TrainSettings(max_steps=2, batch_size=8), hooks=[_StepCounter()],
               loss_fn=lambda logits, batch: F.cross_entropy(logits, batch["labels"]), seed=0, pad_id=0, device=CPU)
     lines = [r.getMessage() for r in caplog.records if r.name == "fairfront.training"]
-    assert lines == ["training without CUDA graphs: no CUDA device; the MovementScores hook's after_backward "
+    assert lines == ["training without CUDA graphs: no CUDA device; the _StepCounter hook's after_backward "
                      "is not marked cuda_graph_safe"]
     caplog.clear()
     train(_tiny_bert(), _split(), TrainSettings(max_steps=1, batch_size=8), cuda_graphs="off",
@@ -132,10 +146,10 @@ def test_why_the_step_is_not_captured_is_logged_once_per_process(monkeypatch, ca
     assert not [r for r in caplog.records if r.name == "fairfront.training"]  # "off" was asked for: nothing to say
 
 
-def test_capture_blocker_allows_a_pruning_schedule_inside_the_graph() -> None:
-    pruning = ScheduledPruning(MagnitudePruner({"w": torch.nn.Parameter(torch.ones(2, 2))}),
-                               SparsitySchedule("gradual", 0.5))
-    assert capture_blocker("auto", CPU, [pruning], fused_adamw=True) == "no CUDA device"
+def test_capture_blocker_allows_pruning_schedules_and_movement_scores_inside_the_graph() -> None:
+    weights = {"w": torch.nn.Parameter(torch.ones(2, 2))}
+    pruning = ScheduledPruning(MagnitudePruner(weights), SparsitySchedule("gradual", 0.5))
+    assert capture_blocker("auto", CPU, [pruning, MovementScores(weights)], fused_adamw=True) == "no CUDA device"
     assert capture_blocker("off", CPU, [], fused_adamw=True) == 'cuda_graphs = "off"'
     assert "fused AdamW" in capture_blocker("auto", CPU, [], fused_adamw=False)
 
