@@ -22,6 +22,8 @@ Ray tasks, SQLite storage), on the study file given (``studies/demo.toml`` by de
 4. **Levels.** For each allowed ``k``: a fresh study of ``max(--trials, 2k)`` trials with
    ``parallel = k``, ``gpus_per_trial = 1/k``, ``cpus_per_trial = cores / k``. Trials per hour =
    completed trials / (last completion - first start) x 3600, from the trials' own timestamps.
+   Trials that ran out of memory and were retried with half the batch size
+   (:mod:`fairfront.search.retry`) are counted (``oom_retries``): such a packing is too tight.
 5. **Study.** ``--study-trials`` (50) trials of the same study at the packing with the most trials
    per hour; its wall time is that of :func:`run_study` with the prepared study given (the one-off
    preparation is reported separately as ``preparation_s``).
@@ -154,6 +156,7 @@ def measure_level(sf: StudyFile, k: int, n_trials: int, folder: Path, prepared: 
     return {"per_gpu": k, "trials": len(study.trials), "complete": len(done), "wall_s": wall, "span_s": span,
             "trials_per_hour": len(done) / span * 3600 if done and span > 0 else 0.0,
             "median_trial_train_s": train_s[len(train_s) // 2] if train_s else None, "step_modes": modes,
+            "oom_retries": sum("fairfront.oom_retry" in t.user_attrs for t in study.trials),
             "utilisation": sampler.summary(t0, time.monotonic())}
 
 
