@@ -110,10 +110,14 @@ def _checked(logits: Tensor, labels: Tensor | None, groups: Tensor, num_groups: 
         raise ValueError(f"groups must hold integer group ids (-1 = unknown); got dtype {groups.dtype}")
     groups = groups.to(device=logits.device, dtype=torch.long)
     check = batch and not _capturing()
-    if check and bool(groups.min() < -1):
-        raise ValueError(f"groups must be >= -1 (-1 = unknown); got {int(groups.min())}")
-    if check and num_groups is not None and bool(groups.max() >= num_groups):
-        raise ValueError(f"groups must be < num_groups = {num_groups}; got {int(groups.max())}")
+    if check:
+        bad = groups.min() < -1
+        if num_groups is not None:
+            bad = bad | (groups.max() >= num_groups)
+        if bool(bad):  # one read-back for both checks
+            if bool(groups.min() < -1):
+                raise ValueError(f"groups must be >= -1 (-1 = unknown); got {int(groups.min())}")
+            raise ValueError(f"groups must be < num_groups = {num_groups}; got {int(groups.max())}")
     if labels is not None:
         if labels.dim() != 1 or labels.shape[0] != batch:
             raise ValueError(f"labels must have shape [{batch}] to match logits; got shape {tuple(labels.shape)}")
