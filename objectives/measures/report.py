@@ -114,8 +114,9 @@ class SplitScores:
 class TrainSummary:
     """The student's training: optimizer steps, the last loss, throughput, and how the step ran.
 
-    ``step_mode`` is ``eager``, ``static shapes, uncaptured`` or ``cuda graphs (N bucket(s)
-    captured)`` (:mod:`fairfront.objectives.training.captured_step`); None for trials stored before it.
+    ``step_mode`` is ``eager``, ``static shapes, uncaptured`` (with `` (capture failed)`` when a
+    CUDA graph capture failed) or ``cuda graphs (N bucket(s) captured)``
+    (:mod:`fairfront.objectives.training.captured_step`); None for trials stored before it.
     """
 
     steps: int

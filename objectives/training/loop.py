@@ -18,6 +18,7 @@ buffers kept for the run (:class:`KeptEmbeddingGradients`).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -88,7 +89,7 @@ class TrainStats:
     final_loss: float
     examples_per_second: float
     step_mode: str = "eager"
-    """``eager``, ``static shapes, uncaptured`` or ``cuda graphs (N bucket(s) captured)``."""
+    """``eager``, ``static shapes, uncaptured`` (``(capture failed)``) or ``cuda graphs (N bucket(s) captured)``."""
 
 
 def make_batch(split: EncodedSplit, index: np.ndarray, *, pad_id: int, device: torch.device) -> dict:
@@ -160,8 +161,9 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
     total = settings.total_steps(len(split))
     fused = _fused_ok([p for p in model.parameters() if p.requires_grad])
     blocker = capture_blocker(cuda_graphs, device, hooks, fused_adamw=fused)
-    if blocker is not None and cuda_graphs != "off":
-        report_once(f"training without CUDA graphs: {blocker}")
+    if blocker is not None and cuda_graphs != "off":  # on a GPU this costs speed: say it louder
+        report_once(f"training without CUDA graphs: {blocker}", level=logging.WARNING if device.type == "cuda"
+                    else logging.INFO)
     static = blocker is None if static_shapes is None else static_shapes
     optimizer, scheduler = make_optimizer(model, settings, total, tensor_lr=static)
     rng = np.random.default_rng(seed)
@@ -201,8 +203,9 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
     loss_value = window.flush()
     seconds = time.perf_counter() - started
     model.eval()
-    mode = f"cuda graphs ({runner.captured} bucket(s) captured)" if runner and runner.captured else (
-        "static shapes, uncaptured" if runner else "eager")
+    mode = "eager" if runner is None else "static shapes, uncaptured" + (" (capture failed)" if runner.failed else "")
+    if runner is not None and runner.captured and not runner.failed:
+        mode = f"cuda graphs ({runner.captured} bucket(s) captured)"
     return TrainStats(step, seconds, loss_value, seen / seconds if seconds > 0 else float("inf"), mode)
 
 
