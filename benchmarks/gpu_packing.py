@@ -19,7 +19,7 @@ Ray tasks, SQLite storage), on the study file given (``studies/demo.toml`` by de
    numbers, not run.
 3. **Warm-up.** A study with the largest allowed packing and two-step trials starts Ray's worker
    processes (imports, CUDA contexts), so no level pays for them.
-4. **Levels.** For each allowed ``k``: a fresh study of ``max(--trials, 2k)`` trials with
+4. **Levels.** For each allowed ``k``: a fresh study of ``max(--trials, 2k)`` (4, 4, 8, 16) trials with
    ``parallel = k``, ``gpus_per_trial = 1/k``, ``cpus_per_trial = cores / k``. Trials per hour =
    completed trials / (last completion - first start) x 3600, from the trials' own timestamps.
    Trials that ran out of memory and were retried with half the batch size
@@ -29,7 +29,9 @@ Ray tasks, SQLite storage), on the study file given (``studies/demo.toml`` by de
    preparation is reported separately as ``preparation_s``).
 
 GPU utilisation is sampled by ``nvidia-smi`` every second throughout and summarised per part.
-Results go to ``benchmarks/results/gpu_packing.json`` (``--out``), with the card's name.
+Results go to ``benchmarks/results/gpu_packing.json`` (``--out``), with the card's name, saved
+after every part (``finished`` is false until the end), so a run stopped by a time limit keeps
+what it measured.
 
 Usage::
 
@@ -49,6 +51,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,35 +184,47 @@ def main(argv: list[str] | None = None) -> int:
     payload: dict = {"benchmark": "gpu_packing", "created": _dt.datetime.now().isoformat(timespec="seconds"),
                      "cpu_smoke": smoke, "study": str(sf.path), "model": sf.model.name,
                      "student_max_steps": sf.student.max_steps, "preparation_s": time.perf_counter() - started,
-                     "torch": torch.__version__, "cpu_count": os.cpu_count(), "margin": args.margin}
-    with tempfile.TemporaryDirectory(prefix="fairfront-packing-") as tmp, UtilisationSampler() as sampler:
-        folder = Path(tmp)
-        payload["probe"] = one = probe(sf, prepared, folder, args.cache, gpu)
-        free, payload["device"] = free_memory(gpu)
-        payload["free_bytes_before_packing"] = free
-        allowed, payload["refused"] = _check(packings, one["per_trial_bytes"], free, args.margin)
-        if allowed:  # start the workers the largest packing needs (imports, contexts): no level pays for them
-            start_ray(None, num_cpus=os.cpu_count(), log=_log)
-            _run(_study(sf, "warm-up", n_trials=max(allowed), per_gpu=max(allowed), gpu=gpu, max_steps=2), folder,
-                 prepared, args.cache)
-        trials = args.trials or (2 if smoke else 8)
-        payload["levels"] = levels = [measure_level(sf, k, max(trials, 2 * k), folder, prepared, args.cache, gpu,
-                                                    sampler) for k in allowed]
-        _report_levels(levels, payload["refused"])
-        n = args.study_trials if args.study_trials is not None else (3 if smoke else 50)
-        if levels and n > 0:
-            best = max(levels, key=lambda x: x["trials_per_hour"])["per_gpu"]
-            t0 = time.monotonic()
-            study, wall = _run(_study(sf, "study", n_trials=n, per_gpu=best, gpu=gpu), folder, prepared, args.cache)
-            payload["study_run"] = {"trials": n, "per_gpu": best, "wall_s": wall,
-                                    "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
-                                    "utilisation": sampler.summary(t0, time.monotonic())}
-            _log(f"gpu_packing: a {n}-trial study at {best} per GPU took {wall:.1f} s")
-        payload["utilisation_whole_run"] = sampler.summary()
+                     "torch": torch.__version__, "cpu_count": os.cpu_count(), "margin": args.margin,
+                     "finished": False}
     out = args.out or RESULTS
+    with tempfile.TemporaryDirectory(prefix="fairfront-packing-") as tmp, UtilisationSampler() as sampler:
+        _measure(args, sf, prepared, packings, payload, Path(tmp), sampler,
+                 save=lambda: write_json_atomic(out, payload))
+    payload["finished"] = True
     write_json_atomic(out, payload)
     _log(f"gpu_packing: -> {out}")
     return 0
+
+
+def _measure(args: argparse.Namespace, sf: StudyFile, prepared: Prepared, packings: list[int], payload: dict,
+             folder: Path, sampler: UtilisationSampler, *, save: Callable[[], None]) -> None:
+    """Probe, memory check, warm-up, levels, study: into ``payload``, saved after each (a timeout keeps them)."""
+    gpu, smoke = torch.cuda.is_available(), args.cpu_smoke
+    payload["probe"] = one = probe(sf, prepared, folder, args.cache, gpu)
+    free, payload["device"] = free_memory(gpu)
+    payload["free_bytes_before_packing"] = free
+    allowed, payload["refused"] = _check(packings, one["per_trial_bytes"], free, args.margin)
+    save()
+    if allowed:  # start the workers the largest packing needs (imports, contexts): no level pays for them
+        start_ray(None, num_cpus=os.cpu_count(), log=_log)
+        _run(_study(sf, "warm-up", n_trials=max(allowed), per_gpu=max(allowed), gpu=gpu, max_steps=2), folder,
+             prepared, args.cache)
+    trials = args.trials or (2 if smoke else 4)
+    payload["levels"] = levels = []
+    for k in allowed:
+        levels.append(measure_level(sf, k, max(trials, 2 * k), folder, prepared, args.cache, gpu, sampler))
+        save()
+    _report_levels(levels, payload["refused"])
+    n = args.study_trials if args.study_trials is not None else (3 if smoke else 50)
+    if levels and n > 0:
+        best = max(levels, key=lambda x: x["trials_per_hour"])["per_gpu"]
+        t0 = time.monotonic()
+        study, wall = _run(_study(sf, "study", n_trials=n, per_gpu=best, gpu=gpu), folder, prepared, args.cache)
+        payload["study_run"] = {"trials": n, "per_gpu": best, "wall_s": wall,
+                                "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
+                                "utilisation": sampler.summary(t0, time.monotonic())}
+        _log(f"gpu_packing: a {n}-trial study at {best} per GPU took {wall:.1f} s")
+    payload["utilisation_whole_run"] = sampler.summary()
 
 
 def _check(packings: list[int], per_trial: int, free: int, margin: float) -> tuple[list[int], list[dict]]:
@@ -241,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
                         "with --cpu-smoke studies/smoke.toml)")
     parser.add_argument("--packings", default=None, help="trials per GPU to measure (default 1,2,4,8; smoke 1,2)")
     parser.add_argument("--trials", type=int, default=None,
-                        help="trials per level, at least 2 x the packing (default 8; smoke 2)")
+                        help="trials per level, at least 2 x the packing (default 4; smoke 2)")
     parser.add_argument("--study-trials", type=int, default=None,
                         help="trials of the study run at the best packing (default 50; smoke 3; 0 skips it)")
     parser.add_argument("--max-steps", type=int, default=None, help="student optimizer steps (default the "

@@ -8,15 +8,16 @@ Made for a GPU machine lent for a few minutes: start it, run this once, read the
    captured)`` when the capture worked).
 2. ``packing`` — ``gpu_packing.py``: trials per hour at 1, 2, 4 and 8 trials per GPU (memory
    checked before packing), then the wall time of a 50-trial demo study (MiniLM) at the best packing.
-3. ``compression_eager`` — part 1 again with ``--cuda-graphs off`` (1 repeat): what the graphs
-   themselves change. It runs last, only with the time left.
+3. ``compression_eager`` — part 1 again with ``--cuda-graphs off`` (1 repeat, no warm-up run):
+   what the graphs themselves change. It runs last, only with the time left.
 
 Each part is a subprocess; its limit is the smaller of its share and what is left of ``--budget-s``
-(a part that overruns is stopped and recorded as ``timed out``; the parts after it still run while
-time is left). ``nvidia-smi`` is sampled every second throughout and summarised per part. The
-result, named after the card (``benchmarks/results/gpu_run_<card>.json``), holds each part's exit
-status, seconds, headline figures read from its own JSON file (also kept in ``benchmarks/results/``),
-and the last lines of its output.
+(a part that overruns is stopped and recorded as ``timed out``, with the headline of what it saved
+so far; the parts after it still run while time is left). ``nvidia-smi`` is sampled every second
+throughout and summarised per part. The result, named after the card
+(``benchmarks/results/gpu_run_<card>.json``), holds each part's exit status, seconds, headline
+figures read from its own JSON file (also kept in ``benchmarks/results/``), and the last lines of
+its output.
 
 Without a GPU it prints ``no CUDA device: nothing measured`` and exits 1. ``--cpu-smoke`` runs the
 same parts with tiny sizes on the CPU to check the path end to end; it writes to the temp folder,
@@ -56,12 +57,13 @@ def parts(smoke: bool, cache: Path, results: Path) -> list[dict]:
     loop_args = ["--quick", "--steps", "3"] if smoke else ["--steps", "300", "--repeats", "2"]
     packing = [sys.executable, str(HERE / "gpu_packing.py"), "--cache", str(cache)]
     packing_args = ["--cpu-smoke"] if smoke else ["--packings", "1,2,4,8", "--study-trials", "50"]
-    eager_args = ["--quick", "--steps", "3"] if smoke else ["--steps", "300", "--repeats", "1"]
+    # no warm-up run here (--quick with explicit sizes): the first part already warmed the card and the cache
+    eager_args = ["--quick", "--steps", "3"] if smoke else ["--quick", "--steps", "300", "--repeats", "1"]
     return [
-        {"name": "compression", "share": 0.35, "out": results / "compression_loop_cuda_graphs.json",
+        {"name": "compression", "share": 0.42, "out": results / "compression_loop_cuda_graphs.json",
          "command": [*loop, *loop_args, "--cuda-graphs", "auto"]},
-        {"name": "packing", "share": 0.45, "out": results / "gpu_packing.json", "command": [*packing, *packing_args]},
-        {"name": "compression_eager", "share": 0.20, "out": results / "compression_loop_cuda_eager.json",
+        {"name": "packing", "share": 0.42, "out": results / "gpu_packing.json", "command": [*packing, *packing_args]},
+        {"name": "compression_eager", "share": 0.16, "out": results / "compression_loop_cuda_eager.json",
          "command": [*loop, *eager_args, "--cuda-graphs", "off"]},
     ]
 
@@ -69,7 +71,7 @@ def parts(smoke: bool, cache: Path, results: Path) -> list[dict]:
 def run_part(part: dict, limit_s: float, sampler: UtilisationSampler) -> dict:
     """Run one part as a subprocess under ``limit_s``; what it did, and its result file's headline."""
     command = [*part["command"], "--out", str(part["out"])]
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, cwd=HERE.parent)
         rc, output, status = done.returncode, done.stdout + done.stderr, "ok" if done.returncode == 0 else "failed"
@@ -81,7 +83,7 @@ def run_part(part: dict, limit_s: float, sampler: UtilisationSampler) -> dict:
     record = {"name": part["name"], "status": status, "returncode": rc, "seconds": seconds, "limit_s": limit_s,
               "command": " ".join(command), "utilisation": sampler.summary(t0, time.monotonic()),
               "output_tail": output.splitlines()[-15:]}
-    if status == "ok" and part["out"].is_file():
+    if part["out"].is_file() and part["out"].stat().st_mtime >= started:  # this run's file, maybe partial
         record["headline"] = headline(json.loads(part["out"].read_text(encoding="utf-8")))
     print(f"gpu_run: {part['name']}: {status} in {seconds:.0f} s", file=sys.stderr, flush=True)
     return record
@@ -98,7 +100,7 @@ def headline(result: dict) -> dict:
                 "equal_accuracy_within_2se": result["equal_accuracy_within_2se"], "cuda_graphs": result["cuda_graphs"],
                 "step_modes": modes, "steps": result["steps"], "repeats": result["repeats"]}
     levels = {str(x["per_gpu"]): round(x["trials_per_hour"], 1) for x in result.get("levels", [])}
-    return {"trials_per_hour_by_trials_per_gpu": levels,
+    return {"finished": result.get("finished"), "trials_per_hour_by_trials_per_gpu": levels,
             "refused_trials_per_gpu": [x["per_gpu"] for x in result.get("refused", [])],
             "study": result.get("study_run"), "probe": result.get("probe")}
 
