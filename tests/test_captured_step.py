@@ -20,7 +20,7 @@ import transformers
 from fairfront.errors import ConfigError
 from fairfront.objectives.data.task import EncodedSplit
 from fairfront.objectives.training import captured_step
-from fairfront.objectives.training.captured_step import capture_blocker, length_buckets
+from fairfront.objectives.training.captured_step import StaticShapeStep, capture_blocker, length_buckets
 from fairfront.objectives.training.loop import TrainSettings, make_optimizer, train
 from fairfront.search.studyfile import parse_study_text
 from fairfront.spaces.fairness_losses import equal_opportunity_penalty
@@ -42,7 +42,7 @@ def _tiny_bert(seed: int = 0) -> transformers.BertForSequenceClassification:
 
 
 def _split(n: int = 44, seed: int = 1) -> EncodedSplit:
-    """Lengths 3 to 40: batches fall in several buckets (16, 32, 40); 44 examples leave a short batch of 4."""
+    """Lengths 3 to 39: batches fall in several buckets (16, 32, the longest); 44 examples leave a short batch of 4."""
     rng = np.random.default_rng(seed)
     ids = [np.concatenate([[2], rng.integers(5, 60, size=rng.integers(1, 38)), [3]]).astype(np.int64)
            for _ in range(n)]
@@ -162,3 +162,27 @@ def test_study_file_cuda_graphs_setting_reaches_the_trial_and_a_bad_value_is_ref
     with pytest.raises(ConfigError) as info:
         parse_study_text(base + 'cuda_graphs = "always"\n', base_dir=tmp_path)
     assert str(info.value).startswith("execution.cuda_graphs = 'always' is not allowed: expected one of: auto, off")
+
+
+def test_each_bucket_keeps_one_static_input_buffer_and_short_batches_are_left_to_the_ordinary_step() -> None:
+    """What a graph replays from: one fixed buffer per bucket, refilled in place with the padded batch."""
+    split = _split()
+    seen: list[tuple[int, dict]] = []
+    runner = StaticShapeStep(lambda batch: seen.append((batch["input_ids"].data_ptr(), batch)) or torch.zeros(()),
+                             batch_size=4, longest=int(split.lengths.max()), pad_id=0, device=CPU, capture=False)
+    assert split.lengths.max() > 32 and runner.widths == [16, 32, int(split.lengths.max())]
+    by_width: dict[int, set[int]] = {}
+    for index in (np.arange(i, i + 4) for i in range(0, 40, 4)):
+        runner.run(split, index)
+        address, batch = seen[-1]
+        longest = int(split.lengths[index].max())
+        width = batch["input_ids"].shape[1]
+        assert width == min(w for w in runner.widths if w >= longest)
+        by_width.setdefault(width, set()).add(address)
+        for row, i in enumerate(index):
+            n = len(split.input_ids[i])
+            assert batch["input_ids"][row, :n].tolist() == split.input_ids[i].tolist()
+            assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
+        assert batch["index"].tolist() == index.tolist() and batch["labels"].tolist() == split.labels[index].tolist()
+    assert len(by_width) >= 2 and all(len(addresses) == 1 for addresses in by_width.values())
+    assert runner.run(split, np.arange(40, 43)) is None and len(seen) == 10
