@@ -244,26 +244,28 @@ def run_baseline(prepared: Prepared, teacher: nn.Module, tokenizer, train_ds, va
 
 
 def run_ours(prepared: Prepared, study: StudyFile, setting: Setting, student: TrainSettings, *, seed: int,
-             threads: int, device: torch.device) -> dict:
+             threads: int, device: torch.device, cuda_graphs: str = "auto") -> dict:
     """One trial with :func:`run_trial` (the whole trial timed, evaluation included)."""
     spec = TrialSpec(setting.compression(student.max_steps), student, study.objectives, seed=seed,
-                     bootstrap_resamples=study.study.bootstrap_resamples, latency=False)
+                     bootstrap_resamples=study.study.bootstrap_resamples, latency=False, cuda_graphs=cuda_graphs)
     started, cpu_started = time.perf_counter(), time.process_time()
     out = run_trial(prepared, spec, device=device, threads=threads)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     report = out.report
     return {"wall_s": wall, "cpu_s": cpu, "train_s": report.timings.train_s, "eval_s": report.timings.eval_s,
             "accuracy": report.validation.accuracy["accuracy"],
-            "sparsity": report.compression_notes["achieved_sparsity"], "steps": report.train.steps}
+            "sparsity": report.compression_notes["achieved_sparsity"], "steps": report.train.steps,
+            "step_mode": report.train.step_mode}
 
 
-def run_floor(prepared: Prepared, student: TrainSettings, *, seed: int, device: torch.device) -> dict:
+def run_floor(prepared: Prepared, student: TrainSettings, *, seed: int, device: torch.device,
+              cuda_graphs: str = "auto") -> dict:
     """The student's bare training: cross-entropy only, the same optimizer, schedule, clipping and batches."""
     model = prepared.teacher()
     started = time.perf_counter()
     stats = train(model, prepared.splits["train"], student, seed=seed, pad_id=prepared.pad_id, device=device,
-                  loss_fn=lambda logits, batch: F.cross_entropy(logits, batch["labels"]))
-    return {"train_s": time.perf_counter() - started, "steps": stats.steps}
+                  loss_fn=lambda logits, batch: F.cross_entropy(logits, batch["labels"]), cuda_graphs=cuda_graphs)
+    return {"train_s": time.perf_counter() - started, "steps": stats.steps, "step_mode": stats.step_mode}
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: see the module docstring)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cuda-graphs", choices=("auto", "off"), default="auto",
+                        help="capture fairfront's training step in CUDA graphs where it qualifies (default auto)")
     parser.add_argument("--study", type=Path, default=STUDY, help="study file giving model, data and teacher")
     parser.add_argument("--cache", type=Path, default=ROOT / "studies" / "cache", help="prepared-study cache")
     parser.add_argument("--out", type=Path, default=None, help=f"result JSON (default {RESULTS.relative_to(ROOT)}; "
@@ -395,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
                     torch.set_num_threads(args.threads)
                     if side == "ours":
                         pair["ours"] = run_ours(prepared, study, setting, student, seed=args.seed + r,
-                                                threads=args.threads, device=device)
+                                                threads=args.threads, device=device, cuda_graphs=args.cuda_graphs)
                     elif side == "floor":
-                        pair["floor"] = run_floor(prepared, student, seed=args.seed + r, device=device)
+                        pair["floor"] = run_floor(prepared, student, seed=args.seed + r, device=device,
+                                                  cuda_graphs=args.cuda_graphs)
                     else:
                         pair["baseline"] = run_baseline(prepared, teacher, tokenizer, train_ds, val_ds, setting,
                                                         student, seed=args.seed + r, workdir=workdir)
@@ -433,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         "steps": steps, "batch_size": student.batch_size, "learning_rate": student.learning_rate,
         "weight_decay": student.weight_decay, "warmup_fraction": student.warmup_fraction,
         "max_grad_norm": student.max_grad_norm, "eval_batch_size": student.eval_batch_size,
-        "repeats": repeats, "seed": args.seed, "bootstrap_resamples_ours": study.study.bootstrap_resamples,
+        "repeats": repeats, "seed": args.seed, "cuda_graphs": args.cuda_graphs,
+        "bootstrap_resamples_ours": study.study.bootstrap_resamples,
         "untimed": "study preparation (tokenization, teacher fine-tuning, teacher logits), the baseline's "
                    "datasets.Dataset construction and teacher network (loaded once)"
                    + ("" if args.quick else ", one 2-step warm-up run of each side"),

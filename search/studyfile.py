@@ -20,6 +20,7 @@ from fairfront.errors import ConfigError
 from fairfront.objectives.data.task import DataSpec
 from fairfront.objectives.measures.bias_settings import BiasSettings, check_objectives
 from fairfront.objectives.measures.objectives import ObjectiveSpec
+from fairfront.objectives.training.captured_step import CUDA_GRAPH_MODES
 from fairfront.objectives.training.loop import TrainSettings
 from fairfront.objectives.training.models import MINILM, TINY, ModelSpec
 from fairfront.objectives.training.prepare import PrepareSpec
@@ -89,6 +90,8 @@ class Execution:
     trial whose worker process or node died is run again before it fails; a trial that runs out
     of CUDA memory is always retried once with half the student's batch size. A trial running
     longer than ``trial_timeout_s`` (from its submission) is cancelled and fails with that reason.
+    ``cuda_graphs`` (``auto``/``off``): whether a trial on a GPU captures its training step in
+    CUDA graphs where the step qualifies (:mod:`fairfront.objectives.training.captured_step`).
     """
 
     parallel: int = 1
@@ -97,6 +100,7 @@ class Execution:
     max_failed_trials: int | None = None
     max_retries: int = 1
     trial_timeout_s: float | None = None
+    cuda_graphs: str = "auto"
 
     @classmethod
     def from_table(cls, t: Table) -> Execution:
@@ -105,7 +109,8 @@ class Execution:
                 gpus_per_trial=t.number("gpus_per_trial", 0.0, low=0.0, high=64),
                 max_failed_trials=t.integer("max_failed_trials", None, low=0),
                 max_retries=t.integer("max_retries", 1, low=0, high=100),
-                trial_timeout_s=t.number("trial_timeout_s", None, low=0.0, low_open=True, high=30 * 86400.0))
+                trial_timeout_s=t.number("trial_timeout_s", None, low=0.0, low_open=True, high=30 * 86400.0),
+                cuda_graphs=t.string("cuda_graphs", "auto", choices=CUDA_GRAPH_MODES))
         for key in ("cpus_per_trial", "gpus_per_trial", "trial_timeout_s"):  # TOML allows nan, which compares false
             value = getattr(e, key)
             if value is not None and value != value:
@@ -140,7 +145,8 @@ class StudyFile:
         """Everything a worker needs to run replicate ``replicate`` of trial ``number`` with ``compression``."""
         seed = replicate_seed(self.study.seed, number, replicate)
         spec = TrialSpec(compression, self.student, self.objectives, seed=seed,
-                         bootstrap_resamples=self.study.bootstrap_resamples)
+                         bootstrap_resamples=self.study.bootstrap_resamples,
+                         cuda_graphs=self.execution.cuda_graphs)
         if self.data is None:
             return spec
         columns = self.data.group_column

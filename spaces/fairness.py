@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -97,7 +98,8 @@ class FairnessFamily(CompressionFamily):
         if config.weight <= 0:
             return FamilyTrial()
         if config.is_penalty:
-            return _Penalty(penalty_function(config.method), config.weight)
+            # the group count fixes the penalty's shapes, so a CUDA graph can capture it
+            return _Penalty(partial(penalty_function(config.method), num_groups=ctx.num_groups), config.weight)
         if config.method == "group_dro":
             return _GroupDRO(fairness_losses.GroupDRO(ctx.num_groups, config.weight))
         return _GroupReweight(config.weight, ctx)

@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 
-def equal_opportunity_penalty(logits: Tensor, labels: Tensor, groups: Tensor) -> Tensor:
+def equal_opportunity_penalty(logits: Tensor, labels: Tensor, groups: Tensor, *, num_groups: int | None = None
+                              ) -> Tensor:
     """Soft equal-opportunity gap (Hardt et al. 2016): the spread of true-positive rates across groups.
 
     The soft TPR of class ``y`` in group ``g`` is the mean of ``p(y|x)`` over group ``g``'s examples
@@ -59,6 +60,9 @@ def equal_opportunity_penalty(logits: Tensor, labels: Tensor, groups: Tensor) ->
         logits: ``[B, C]`` scores, ``C >= 2``.
         labels: ``[B]`` long class ids.
         groups: ``[B]`` long group ids, ``-1`` for unknown.
+        num_groups: how many group ids there are, when known: the group tables then have this
+            fixed size and nothing is read back to the host while a CUDA graph is being captured
+            (the value is the same; see :func:`_group_rates`).
 
     Returns:
         A scalar tensor, ``>= 0``, differentiable with respect to ``logits``.
@@ -70,17 +74,33 @@ def equal_opportunity_penalty(logits: Tensor, labels: Tensor, groups: Tensor) ->
         >>> round(float(equal_opportunity_penalty(logits, labels, groups)), 4)  # 0.8808 - 0.5
         0.3808
     """
-    probs, labels, groups = _checked(logits, labels, groups)
-    members = torch.nn.functional.one_hot(labels, probs.shape[1]).to(probs.dtype)
-    return _spread_over_classes(probs, members, groups)
+    probs, labels, groups = _checked(logits, labels, groups, num_groups)
+    return _spread_over_classes(probs, _one_hot(labels, probs), groups, num_groups)
 
 
 # ---------------------------------------------------------------------------------------------
 # shared machinery
 
 
-def _checked(logits: Tensor, labels: Tensor | None, groups: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Validate shapes and ids; return ``softmax(logits)`` (float32 or wider) with labels and groups."""
+def _capturing() -> bool:
+    """Whether a CUDA graph is being captured: then no value may be read back to the host."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _one_hot(labels: Tensor, probs: Tensor) -> Tensor:
+    """``one_hot(labels, C)`` in ``probs``' dtype, by comparison (``F.one_hot`` may check its input on the host)."""
+    classes = torch.arange(probs.shape[1], device=labels.device)
+    return (labels.unsqueeze(1) == classes).to(probs.dtype)
+
+
+def _checked(logits: Tensor, labels: Tensor | None, groups: Tensor, num_groups: int | None = None
+             ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Validate shapes and ids; return ``softmax(logits)`` (float32 or wider) with labels and groups.
+
+    The checks of values read them back to the host, so they are skipped while a CUDA graph is
+    being captured; every step that runs eagerly (each bucket's first, short batches, every step
+    on a CPU) still makes them.
+    """
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must have shape [B, C] with C >= 2; got shape {tuple(logits.shape)}")
     batch, num_classes = logits.shape
@@ -89,27 +109,45 @@ def _checked(logits: Tensor, labels: Tensor | None, groups: Tensor) -> tuple[Ten
     if groups.dtype.is_floating_point or groups.dtype == torch.bool:
         raise ValueError(f"groups must hold integer group ids (-1 = unknown); got dtype {groups.dtype}")
     groups = groups.to(device=logits.device, dtype=torch.long)
-    if batch and bool(groups.min() < -1):
-        raise ValueError(f"groups must be >= -1 (-1 = unknown); got {int(groups.min())}")
+    check = batch and not _capturing()
+    if check:
+        bad = groups.min() < -1
+        if num_groups is not None:
+            bad = bad | (groups.max() >= num_groups)
+        if bool(bad):  # one read-back for both checks
+            if bool(groups.min() < -1):
+                raise ValueError(f"groups must be >= -1 (-1 = unknown); got {int(groups.min())}")
+            raise ValueError(f"groups must be < num_groups = {num_groups}; got {int(groups.max())}")
     if labels is not None:
         if labels.dim() != 1 or labels.shape[0] != batch:
             raise ValueError(f"labels must have shape [{batch}] to match logits; got shape {tuple(labels.shape)}")
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"labels must hold integer class ids; got dtype {labels.dtype}")
         labels = labels.to(device=logits.device, dtype=torch.long)
-        if batch and bool((labels.min() < 0) | (labels.max() >= num_classes)):
+        if check and bool((labels.min() < 0) | (labels.max() >= num_classes)):
             raise ValueError(f"labels must lie in 0..{num_classes - 1}; got values "
                              f"{int(labels.min())}..{int(labels.max())}")
     dtype = torch.promote_types(logits.dtype, torch.float32)
     return torch.softmax(logits.to(dtype), dim=1), labels, groups
 
 
-def _group_rates(values: Tensor, members: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+def _group_rates(values: Tensor, members: Tensor, groups: Tensor, num_groups: int | None = None
+                 ) -> tuple[Tensor, Tensor]:
     """Per-(group, class) means of ``values`` over ``members``; also the member counts.
 
     ``values`` and ``members`` are ``[B, C]``; rows with group ``-1`` are dropped. Returns
-    ``rates [G, C]`` (0 where a cell is empty) and ``counts [G, C]``.
+    ``rates [G, C]`` (0 where a cell is empty) and ``counts [G, C]``. ``G`` is the batch's largest
+    group id + 1, or ``num_groups`` when given: then unknown rows get weight 0 instead of being
+    dropped, so every shape is fixed and nothing is read back to the host (a CUDA graph can
+    capture it). The extra groups are empty, and empty groups take no part in a spread.
     """
+    if num_groups is not None:
+        shape = (num_groups, values.shape[1])
+        w = members * (groups >= 0).to(members.dtype).unsqueeze(1)
+        g = groups.clamp(min=0)
+        sums = values.new_zeros(shape).index_add(0, g, values * w)
+        counts = values.new_zeros(shape).index_add(0, g, w)
+        return sums / counts.clamp(min=1.0), counts
     known = groups >= 0
     g = groups[known]
     num_groups = int(g.max()) + 1 if g.numel() else 0
@@ -121,13 +159,13 @@ def _group_rates(values: Tensor, members: Tensor, groups: Tensor) -> tuple[Tenso
     return rates, counts
 
 
-def _spread_over_classes(values: Tensor, members: Tensor, groups: Tensor) -> Tensor:
+def _spread_over_classes(values: Tensor, members: Tensor, groups: Tensor, num_groups: int | None = None) -> Tensor:
     """Spread across groups of per-(group, class) soft rates, reduced over classes.
 
     ``values [B, C]`` are the per-example quantities averaged into rates (``p(y|x)``);
     ``members [B, C]`` says which examples count toward each class's rate.
     """
-    rates, counts = _group_rates(values, members, groups)
+    rates, counts = _group_rates(values, members, groups, num_groups)
     if values.shape[1] == 2:  # binary: the positive class only
         rates, counts = rates[:, 1:], counts[:, 1:]
     present = (counts > 0).to(rates.dtype)  # [G, C']
@@ -153,7 +191,8 @@ def _safe_sqrt(x: Tensor) -> Tensor:
 _EO_AGGREGATIONS = ("max", "sum")
 
 
-def equalized_odds_penalty(logits: Tensor, labels: Tensor, groups: Tensor, *, agg: str = "max") -> Tensor:
+def equalized_odds_penalty(logits: Tensor, labels: Tensor, groups: Tensor, *, agg: str = "max",
+                           num_groups: int | None = None) -> Tensor:
     """Soft equalized-odds gap (Hardt et al. 2016): TPR spread and FPR spread across groups, combined.
 
     The soft FPR of class ``y`` in group ``g`` is the mean of ``p(y|x)`` over group ``g``'s examples
@@ -170,20 +209,22 @@ def equalized_odds_penalty(logits: Tensor, labels: Tensor, groups: Tensor, *, ag
         labels: ``[B]`` long class ids.
         groups: ``[B]`` long group ids, ``-1`` for unknown.
         agg: ``"max"`` or ``"sum"``.
+        num_groups: as for :func:`equal_opportunity_penalty`.
 
     Returns:
         A scalar tensor, ``>= 0``.
     """
     if agg not in _EO_AGGREGATIONS:
         raise ValueError(f"agg must be one of {', '.join(_EO_AGGREGATIONS)}; got {agg!r}")
-    probs, labels, groups = _checked(logits, labels, groups)
-    positives = torch.nn.functional.one_hot(labels, probs.shape[1]).to(probs.dtype)
-    tpr = _spread_over_classes(probs, positives, groups)
-    fpr = _spread_over_classes(probs, 1.0 - positives, groups)
+    probs, labels, groups = _checked(logits, labels, groups, num_groups)
+    positives = _one_hot(labels, probs)
+    tpr = _spread_over_classes(probs, positives, groups, num_groups)
+    fpr = _spread_over_classes(probs, 1.0 - positives, groups, num_groups)
     return torch.maximum(tpr, fpr) if agg == "max" else tpr + fpr
 
 
-def demographic_parity_penalty(logits: Tensor, labels: Tensor | None, groups: Tensor) -> Tensor:
+def demographic_parity_penalty(logits: Tensor, labels: Tensor | None, groups: Tensor, *,
+                               num_groups: int | None = None) -> Tensor:
     """Soft demographic-parity gap: the spread across groups of the mean ``p(y|x)`` per group.
 
     The soft selection rate of class ``y`` in group ``g`` is the mean of ``p(y|x)`` over all of group
@@ -194,8 +235,8 @@ def demographic_parity_penalty(logits: Tensor, labels: Tensor | None, groups: Te
     Returns:
         A scalar tensor, ``>= 0``.
     """
-    probs, _, groups = _checked(logits, labels, groups)
-    return _spread_over_classes(probs, torch.ones_like(probs), groups)
+    probs, _, groups = _checked(logits, labels, groups, num_groups)
+    return _spread_over_classes(probs, torch.ones_like(probs), groups, num_groups)
 
 
 # ---------------------------------------------------------------------------------------------

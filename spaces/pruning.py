@@ -250,7 +250,14 @@ class MagnitudePruner:
 
 
 class ScheduledPruning:
-    """A training-loop hook: follows the sparsity schedule before each step, keeps pruned weights at zero after it."""
+    """A training-loop hook: follows the sparsity schedule before each step, keeps pruned weights at zero after it.
+
+    ``cuda_graph_safe``: ``after_step`` multiplies the same weights by the same scale tensors every
+    step (``prune_to``, before a step, rewrites the scales in place), so a captured training step
+    may include it.
+    """
+
+    cuda_graph_safe = True
 
     def __init__(self, pruner: MagnitudePruner, schedule: SparsitySchedule):
         self.pruner, self.schedule = pruner, schedule
@@ -272,7 +279,14 @@ class MovementScores:
     zero loses it, whatever its size. Pass :meth:`scores` to :class:`MagnitudePruner`: weights
     already pruned (exactly zero) score ``-inf``, so they stay pruned as the sparsity grows; before
     any step has been seen the magnitudes are used, since there is no movement to rank by yet.
+
+    ``cuda_graph_safe``: ``after_backward`` adds into the same score tensors from the same
+    gradient tensors every step (a captured step zeroes gradients in place), so a captured step may
+    include it. Inside a graph ``steps`` stops counting, which changes nothing: it is only asked
+    whether any step has been seen, and a bucket's first step runs eagerly before its capture.
     """
+
+    cuda_graph_safe = True
 
     def __init__(self, weights: dict[str, nn.Parameter]):
         self.weights = weights

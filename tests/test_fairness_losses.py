@@ -408,3 +408,30 @@ def test_sampler_weights_draw_groups_equally_and_keep_unknowns():
     assert share_minor == pytest.approx(0.5 * 100 / 120, abs=0.02)
     with pytest.raises(ValueError, match="non-empty"):
         group_balanced_sampler_weights([])
+
+
+@pytest.mark.parametrize("name, penalty", PENALTIES, ids=PENALTY_IDS)
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_a_fixed_group_count_gives_the_same_penalty_and_gradient(name, penalty, num_classes):
+    """The fixed-shape form a CUDA graph captures: unknown rows, an absent group and spare group ids."""
+    gen = torch.Generator().manual_seed(7)
+    raw = torch.randn(12, num_classes, generator=gen)
+    labels = torch.randint(0, num_classes, (12,), generator=gen)
+    groups = torch.tensor([0, 0, 2, 2, -1, 0, 2, -1, 0, 2, 2, 0])  # group 1 absent, two unknown rows
+    values, grads = [], []
+    for num_groups in (None, 3, 6):
+        logits = raw.clone().requires_grad_(True)
+        value = penalty(logits, labels, groups, num_groups=num_groups)
+        value.backward()
+        values.append(float(value.detach()))
+        grads.append(logits.grad)
+    assert values[0] > 0
+    assert values[1] == pytest.approx(values[0], abs=1e-7) and values[2] == pytest.approx(values[0], abs=1e-7)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(grads[2], grads[0], rtol=1e-6, atol=1e-8)
+
+
+def test_a_group_id_beyond_the_fixed_group_count_is_refused():
+    with pytest.raises(ValueError, match="groups must be < num_groups = 2; got 2"):
+        equal_opportunity_penalty(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 2, 0]),
+                                  num_groups=2)

@@ -211,15 +211,22 @@ class SplitScores:
 
 @dataclass
 class TrainSummary:
-    """The student's training: optimizer steps, the last loss, and throughput."""
+    """The student's training: optimizer steps, the last loss, throughput, and how the step ran.
+
+    ``step_mode`` is ``eager``, ``static shapes, uncaptured`` (with `` (capture failed)`` when a
+    CUDA graph capture failed) or ``cuda graphs (N bucket(s) captured)``
+    (:mod:`fairfront.objectives.training.captured_step`); None for trials stored before it.
+    """
 
     steps: int
     final_loss: float | None
     examples_per_second: float | None
+    step_mode: str | None = None
 
     def to_record(self) -> dict[str, Any]:
-        return _json_record({"steps": self.steps, "final_loss": self.final_loss,
-                             "examples_per_second": self.examples_per_second})
+        return _json_record(_without_none({"steps": self.steps, "final_loss": self.final_loss,
+                                           "examples_per_second": self.examples_per_second,
+                                           "step_mode": self.step_mode}))
 
 
 @dataclass

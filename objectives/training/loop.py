@@ -18,6 +18,7 @@ buffers kept for the run (:class:`KeptEmbeddingGradients`).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,10 +30,17 @@ from torch import nn
 
 from fairfront._config import Table
 from fairfront.objectives.data.task import EncodedSplit
+from fairfront.objectives.training.captured_step import (
+    StaticShapeStep,
+    batch_views,
+    capture_blocker,
+    pack_batch,
+    report_once,
+)
 from fairfront.objectives.training.first_token import first_token_only
 
 __all__ = ["TrainSettings", "TrainStats", "NonFiniteLoss", "KeptEmbeddingGradients", "train", "predict_logits",
-           "iterate_batches", "make_batch", "autocast"]
+           "iterate_batches", "make_batch", "make_optimizer", "autocast"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -80,6 +88,8 @@ class TrainStats:
     seconds: float
     final_loss: float
     examples_per_second: float
+    step_mode: str = "eager"
+    """``eager``, ``static shapes, uncaptured`` (``(capture failed)``) or ``cuda graphs (N bucket(s) captured)``."""
 
 
 def make_batch(split: EncodedSplit, index: np.ndarray, *, pad_id: int, device: torch.device) -> dict:
@@ -88,22 +98,11 @@ def make_batch(split: EncodedSplit, index: np.ndarray, *, pad_id: int, device: t
     The five arrays travel to the device as one pinned, asynchronous copy: a copy from ordinary
     (pageable) memory would make the host wait for the GPU to finish the previous step.
     """
-    seqs = [split.input_ids[i] for i in index]
-    n, width = len(seqs), max(len(s) for s in seqs)
-    cells = n * width
-    packed = np.zeros(2 * cells + 3 * n, dtype=np.int64)
-    ids, mask = packed[:cells].reshape(n, width), packed[cells:2 * cells].reshape(n, width)
-    ids.fill(pad_id)
-    for row, s in enumerate(seqs):
-        ids[row, :len(s)] = s
-        mask[row, :len(s)] = 1
-    tail = packed[2 * cells:]
-    tail[:n], tail[n:2 * n], tail[2 * n:] = split.labels[index], split.groups[index], index
+    packed = pack_batch(split, index, pad_id=pad_id)
     t = torch.from_numpy(packed)
     t = t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
-    rest = t[2 * cells:]
-    return {"input_ids": t[:cells].view(n, width), "attention_mask": t[cells:2 * cells].view(n, width),
-            "labels": rest[:n], "groups": rest[n:2 * n], "index": rest[2 * n:]}
+    n = len(index)
+    return batch_views(t, n, (len(packed) - 3 * n) // (2 * n))
 
 
 def iterate_batches(split: EncodedSplit, batch_size: int, *, rng: np.random.Generator | None,
@@ -147,28 +146,38 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
           loss_fn: Callable[[torch.Tensor, dict], torch.Tensor], seed: int, pad_id: int,
           hooks: Sequence[object] = (), device: torch.device | None = None,
           forward_kwargs: dict | None = None,
-          progress: Callable[[int, int, float], None] | None = None) -> TrainStats:
+          progress: Callable[[int, int, float], None] | None = None,
+          cuda_graphs: str = "auto", static_shapes: bool | None = None) -> TrainStats:
     """Train ``model`` in place on ``split``; raise :class:`NonFiniteLoss` on a NaN/inf loss.
 
     ``forward_kwargs`` (e.g. ``output_hidden_states=True``) are passed to the model, and its full
-    outputs are then given to ``loss_fn`` as ``batch["outputs"]``.
+    outputs are then given to ``loss_fn`` as ``batch["outputs"]``. ``cuda_graphs = "auto"``
+    captures the step in CUDA graphs where it qualifies
+    (:mod:`fairfront.objectives.training.captured_step`; why not is logged once); ``static_shapes``
+    forces (True) or forbids (False) the padded static-shape step without capture, for checking it.
     """
     device = device or next(model.parameters()).device
     model.to(device).train()
     total = settings.total_steps(len(split))
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.learning_rate,
-                                  fused=_fused_ok(decay + no_decay))
-    warmup = int(settings.warmup_fraction * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    fused = _fused_ok([p for p in model.parameters() if p.requires_grad])
+    blocker = capture_blocker(cuda_graphs, device, hooks, fused_adamw=fused)
+    if blocker is not None and cuda_graphs != "off":  # on a GPU this costs speed: say it louder
+        report_once(f"training without CUDA graphs: {blocker}", level=logging.WARNING if device.type == "cuda"
+                    else logging.INFO)
+    static = blocker is None if static_shapes is None else static_shapes
+    optimizer, scheduler = make_optimizer(model, settings, total, tensor_lr=static)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     step, seen, started = 0, 0, time.perf_counter()
     window = _LossWindow(progress, total)
-    with (KeptEmbeddingGradients(model, enabled=device.type == "cpu") as embedding_grads,
+    kwargs = forward_kwargs or {}
+    inside = [h for h in hooks if blocker is not None or getattr(h, "cuda_graph_safe", False)]
+    outside = [h for h in hooks if h not in inside]
+    clock = [0, total]  # the step number hooks see in the static step (frozen inside a captured graph)
+    runner = StaticShapeStep(_whole_step(model, optimizer, loss_fn, inside, settings, device, kwargs, clock),
+                             batch_size=settings.batch_size, longest=int(split.lengths.max()), pad_id=pad_id,
+                             device=device, capture=blocker is None) if static else None
+    with (KeptEmbeddingGradients(model, enabled=device.type == "cpu" and not static) as embedding_grads,
           first_token_only(model, enabled=not forward_kwargs)):
         while step < total:
             for index in iterate_batches(split, settings.batch_size, rng=rng):
@@ -176,22 +185,17 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
                     break
                 for hook in hooks:
                     getattr(hook, "before_step", _noop)(step, total)
-                batch = make_batch(split, index, pad_id=pad_id, device=device)
-                with autocast(device):
-                    logits = _forward(model, batch, **(forward_kwargs or {}))
-                    loss = loss_fn(logits, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                embedding_grads.densify()
-                for hook in hooks:
-                    getattr(hook, "after_backward", _noop)(step, total)
-                if settings.max_grad_norm > 0:
-                    embedding_grads.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                optimizer.step()
-                embedding_grads.clear()
+                if runner is None:
+                    loss = _eager_step(model, optimizer, loss_fn, hooks, settings, device, kwargs, embedding_grads,
+                                       make_batch(split, index, pad_id=pad_id, device=device), step, total)
+                else:
+                    clock[0] = step
+                    loss = runner.run(split, index)
+                    if loss is None:  # not a full batch: the same step, uncaptured
+                        loss = runner.step_fn(make_batch(split, index, pad_id=pad_id, device=device))
+                    for hook in outside:
+                        getattr(hook, "after_step", _noop)(step, total)
                 scheduler.step()
-                for hook in hooks:
-                    getattr(hook, "after_step", _noop)(step, total)
                 seen += len(index)
                 step += 1
                 window.add(step, loss.detach())
@@ -199,7 +203,83 @@ def train(model: nn.Module, split: EncodedSplit, settings: TrainSettings, *,
     loss_value = window.flush()
     seconds = time.perf_counter() - started
     model.eval()
-    return TrainStats(step, seconds, loss_value, seen / seconds if seconds > 0 else float("inf"))
+    mode = "eager" if runner is None else "static shapes, uncaptured" + (" (capture failed)" if runner.failed else "")
+    if runner is not None and runner.captured and not runner.failed:
+        mode = f"cuda graphs ({runner.captured} bucket(s) captured)"
+    return TrainStats(step, seconds, loss_value, seen / seconds if seconds > 0 else float("inf"), mode)
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings, total: int, *, tensor_lr: bool = False
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (fused where it applies) with linear warm-up and decay.
+
+    With ``tensor_lr`` the learning rate is a device tensor that the scheduler fills in place (a
+    captured step reads it from the same address every replay) and the step is capturable on CUDA.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device if params else torch.device("cpu")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    fused = _fused_ok(params)
+    extra = {"capturable": device.type == "cuda"} if tensor_lr and fused else {}
+    lr = torch.tensor(settings.learning_rate, device=device) if tensor_lr and fused else settings.learning_rate
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if tensor_lr and fused:  # each group fills its own tensor: they must not share one
+        groups = [dict(g, lr=lr.clone()) for g in groups]
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused, **extra)
+    warmup = int(settings.warmup_fraction * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    return optimizer, scheduler
+
+
+def _eager_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, hooks: Sequence[object],
+                settings: TrainSettings, device: torch.device, forward_kwargs: dict,
+                embedding_grads: KeptEmbeddingGradients, batch: dict, step: int, total: int) -> torch.Tensor:
+    """The ordinary step: dynamic shapes, gradients freed and made afresh, kept embedding gradients on CPU."""
+    with autocast(device):
+        logits = _forward(model, batch, **forward_kwargs)
+        loss = loss_fn(logits, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    embedding_grads.densify()
+    for hook in hooks:
+        getattr(hook, "after_backward", _noop)(step, total)
+    if settings.max_grad_norm > 0:
+        embedding_grads.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+    optimizer.step()
+    embedding_grads.clear()
+    for hook in hooks:
+        getattr(hook, "after_step", _noop)(step, total)
+    return loss
+
+
+def _whole_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, hooks: Sequence[object],
+                settings: TrainSettings, device: torch.device, forward_kwargs: dict,
+                clock: list[int]) -> Callable[[dict], torch.Tensor]:
+    """The step a CUDA graph captures: the same work, with gradients zeroed in place and no host sync.
+
+    Hooks see the step number in ``clock``; inside a graph it is frozen at capture, so a hook that
+    runs there must not depend on it (that is what ``cuda_graph_safe`` promises).
+    """
+    cast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if device.type == "cuda" else None
+
+    def step(batch: dict) -> torch.Tensor:
+        with cast or autocast(device):
+            logits = _forward(model, batch, **forward_kwargs)
+            loss = loss_fn(logits, batch)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        for hook in hooks:
+            getattr(hook, "after_backward", _noop)(*clock)
+        if settings.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        for hook in hooks:
+            getattr(hook, "after_step", _noop)(*clock)
+        return loss
+
+    return step
 
 
 class KeptEmbeddingGradients:

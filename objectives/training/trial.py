@@ -53,6 +53,7 @@ class TrialSpec:
     small_groups: str = "exclude"
     group_attributes: tuple[str, ...] = ()
     group_objective: str = "intersection"
+    cuda_graphs: str = "auto"
 
 
 @dataclass
@@ -200,9 +201,10 @@ def _train(prepared: Prepared, spec: TrialSpec, ctx: TrialContext, runs: list[Fa
     """Fine-tune ``ctx.model`` with the families' objective and loop hooks, then let them finish."""
     hooks = [hook for run in runs for hook in run.step_hooks()]
     stats = train(ctx.model, prepared.splits["train"], spec.student, loss_fn=_objective(runs), seed=spec.seed,
-                  pad_id=prepared.pad_id, hooks=hooks, device=ctx.device, forward_kwargs=ctx.forward_kwargs)
+                  pad_id=prepared.pad_id, hooks=hooks, device=ctx.device, forward_kwargs=ctx.forward_kwargs,
+                  cuda_graphs=spec.cuda_graphs)
     ctx.attrs["train"] = {"steps": stats.steps, "final_loss": stats.final_loss,
-                          "examples_per_second": stats.examples_per_second}
+                          "examples_per_second": stats.examples_per_second, "step_mode": stats.step_mode}
     for run in runs:
         run.after_training(ctx)
 
