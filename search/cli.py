@@ -142,9 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from fairfront.search import driver, hints, report
     from fairfront.search.lease import LeaseHeld, LeaseLost
-    from fairfront.search.progress import LiveLine
-
-    live = LiveLine(sys.stdout) if sys.stdout.isatty() else None  # else: the progress ends each trial's line
+    live = _live_line()
     options = driver.RunOptions(storage=args.storage, n_trials=args.n_trials, ray_address=args.ray_address,
                                 cache_dir=args.cache_dir, artifact_dir=args.artifact_dir,
                                 log=live.log if live is not None else _log, live=live)
@@ -176,6 +174,13 @@ def _run(args: argparse.Namespace) -> int:
     _log(f"storage:   {args.storage}")
     _log(f"dashboard: {hints.command('dashboard', storage=args.storage, artifact_dir=args.artifact_dir)}")
     return 0
+
+
+def _live_line() -> LiveLine | None:
+    """The progress line rewritten in place on a terminal; elsewhere (None) the progress ends each finished line."""
+    from fairfront.search.progress import LiveLine
+
+    return LiveLine(sys.stdout) if sys.stdout.isatty() else None
 
 
 def _drive(args: argparse.Namespace, options: RunOptions, live: LiveLine | None) -> optuna.Study:
@@ -272,9 +277,15 @@ def _confirm(args: argparse.Namespace) -> int:
     from fairfront.search.driver import RunOptions, load_study
     from fairfront.search.lease import LeaseHeld, LeaseLost
 
-    options = RunOptions(storage=args.storage, ray_address=args.ray_address, cache_dir=args.cache_dir, log=_log)
+    live = _live_line()
+    options = RunOptions(storage=args.storage, ray_address=args.ray_address, cache_dir=args.cache_dir,
+                         log=live.log if live is not None else _log, live=live)
     try:
-        confirm_study(args.study, options, seeds=args.seeds, top=args.top)
+        try:
+            confirm_study(args.study, options, seeds=args.seeds, top=args.top)
+        finally:
+            if live is not None:
+                live.close()
     except KeyboardInterrupt:
         _log("interrupted: the finished results are stored; run the same command again for the rest")
         return 130

@@ -39,6 +39,7 @@ from fairfront.search.export import _study_file
 from fairfront.search.front_data import Objective, objectives, split_value
 from fairfront.search.lease import DriverLease
 from fairfront.search.options import RunOptions
+from fairfront.search.progress import Progress, show_finished
 from fairfront.search.replicates import t_interval
 from fairfront.search.report import format_value, front_trials
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
@@ -107,6 +108,7 @@ class _Job:
     trial: FrozenTrial
     spec: TrialSpec
     attempts: Attempts = field(default_factory=Attempts)
+    submitted: float | None = None  # when its first attempt went out (monotonic): its duration counts from there
 
 
 @dataclass
@@ -120,6 +122,7 @@ class _Confirmation:
     executor: Executor | None = None
     in_flight: dict[Ticket, _Job] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    progress: Progress = field(default_factory=lambda: Progress(0, []))
 
     def jobs(self, trials: list[FrozenTrial], k: int) -> list[_Job]:
         """One job per (trial, seed) whose result the study does not hold yet."""
@@ -141,10 +144,12 @@ class _Confirmation:
         ex = self.sf.execution
         prepared_handle, fn_handle = self.executor.put(self.options.prepared), self.executor.put(self.options.trial_fn)
         pending, retry = deque(jobs), RetryPolicy(max_retries=ex.max_retries)
+        self.progress = Progress(len(jobs), [], parallel=ex.parallel, unit="run", failures_replaced=False)
         try:
             while pending or self.in_flight:
                 lease.heartbeat()
                 limit = min(ex.parallel, self.executor.capacity(cpus=ex.cpus_per_trial, gpus=ex.gpus_per_trial))
+                self.progress.parallel = max(1, limit)
                 while pending and len(self.in_flight) < limit:
                     self._submit(pending.popleft(), prepared_handle, fn_handle)
                 if not self.in_flight:
@@ -164,16 +169,19 @@ class _Confirmation:
         ex = self.sf.execution
         ticket = self.executor.submit(prepared, fn, job.spec, cpus=ex.cpus_per_trial, gpus=ex.gpus_per_trial,
                                       number=job.trial.number, attempt=job.attempts.count)
+        job.submitted = job.submitted if job.submitted is not None else time.monotonic()
         self.in_flight[ticket] = job
 
     def _handle(self, job: _Job, result: TrialOutcome | TrialError, retry: RetryPolicy) -> _Job | None:
         """Store a result; after a failure, the job to run again (None when it failed for good)."""
         where = f"trial {job.trial.number}, seed {job.spec.seed}"
+        seconds = time.monotonic() - (job.submitted or time.monotonic())
         if isinstance(result, TrialOutcome):
             self._store(job, result)
             values = stored_results(self.study, job.trial.number)[job.spec.seed]
-            self.options.log(f"confirm {where} (test split): "
-                             + "  ".join(f"{k} {format_value(k, v)}" for k, v in values.items() if v is not None))
+            self.progress.add(seconds, [])
+            self._show(f"confirm {where} (test split) in {seconds:.0f}s: "
+                       + "  ".join(f"{k} {format_value(k, v)}" for k, v in values.items() if v is not None))
             return None
         decision = retry.after_failure(result, job.attempts, job.spec)
         if isinstance(decision, Retry):
@@ -181,8 +189,12 @@ class _Confirmation:
             job.attempts.count += 1
             return dataclasses.replace(job, spec=decision.spec)
         self.failed.append(f"{where}: {decision.reason}")
-        self.options.log(f"confirm {where} FAIL: {decision.reason}")
+        self.progress.add(seconds, None)
+        self._show(f"confirm {where} FAIL: {decision.reason}")
         return None
+
+    def _show(self, line: str) -> None:
+        show_finished(line, self.progress, self.options.log, self.options.live)
 
     def _store(self, job: _Job, outcome: TrialOutcome) -> None:
         """The run's test values first (what a rerun skips on), then the trial's summary recomputed from all stored."""

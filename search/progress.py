@@ -8,7 +8,10 @@ the driver prints the line once per finished trial instead.
 Time left (ETA) is the remaining COMPLETE trials, run ``parallel`` at a time, each taking the mean
 duration of the trials that completed in this run: ``ceil(remaining / parallel) * mean``. Trials
 that failed count in neither the mean nor the remaining work (the loop asks new ones in their
-place), so many failures make the estimate optimistic.
+place), so many failures make the estimate optimistic. Runs that are not trials (``confirm``'s
+runs of a trial on one seed: ``unit="run"``) have no objective values to make a front of, and a
+run that failed for good is finished work (``failures_replaced=False``): the line then reads
+``3/8 runs done · 1 failed · ETA 40s (2 in parallel)``.
 
 Example:
     >>> p = Progress(target=4, maximize=[True, False], parallel=2)
@@ -22,13 +25,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from fairfront.search.front import ParetoFront
 from fairfront.search.hypervolume import hypervolume_share
 
-__all__ = ["Progress", "LiveLine", "format_duration"]
+__all__ = ["Progress", "LiveLine", "format_duration", "show_finished"]
 
 
 def format_duration(seconds: float) -> str:
@@ -50,13 +53,17 @@ class Progress:
         parallel: how many trials run at once (the ETA divides the remaining work by it).
         complete: COMPLETE trials the study held before this run.
         values: their objective values (they seed the front and the hypervolume's reference point).
+        unit: what one of ``target`` is called; other than ``"trial"`` the line reads ``N/M <unit>s done``.
+        failures_replaced: whether a failure is replaced by new work (the driver's loop) or is finished work.
+        With no objectives (``maximize`` empty) the line has no front and no hypervolume.
     """
 
     def __init__(self, target: int, maximize: Sequence[bool], *, parallel: int = 1, complete: int = 0,
-                 values: Sequence[Sequence[float]] = ()):
+                 values: Sequence[Sequence[float]] = (), unit: str = "trial", failures_replaced: bool = True):
         import optuna
 
         self.target, self.maximize, self.parallel, self.complete = target, list(maximize), parallel, complete
+        self.unit, self.failures_replaced = unit, failures_replaced
         directions = [optuna.study.StudyDirection.MAXIMIZE if m else optuna.study.StudyDirection.MINIMIZE
                       for m in self.maximize]
         self.front = ParetoFront(directions, [])
@@ -81,17 +88,21 @@ class Progress:
             return
         self.complete += 1
         self.durations.append(seconds)
-        if feasible:
+        if feasible and self.maximize:
             self._add_values(values)
 
     def eta_s(self) -> float | None:
         """Seconds until the target, ``ceil(remaining / parallel) * mean duration``; None before a duration."""
-        remaining = max(0, self.target - self.complete)
+        remaining = max(0, self.target - self.finished())
         if remaining == 0:
             return 0.0
         if not self.durations:
             return None
         return math.ceil(remaining / max(1, self.parallel)) * (sum(self.durations) / len(self.durations))
+
+    def finished(self) -> int:
+        """The work done toward the target: COMPLETE ones, and failed ones where nothing replaces them."""
+        return self.complete + (0 if self.failures_replaced else self.failed)
 
     def hypervolume(self) -> float | None:
         """The front's hypervolume as a share of the ideal-to-reference box (:mod:`~fairfront.search.hypervolume`)."""
@@ -103,14 +114,16 @@ class Progress:
 
     def text(self) -> str:
         """``12/40 complete · front 5 · hypervolume 0.412 · ETA 3m05s (4 in parallel)``."""
-        parts = [f"{self.complete}/{self.target} complete"] + ([f"{self.failed} failed"] if self.failed else [])
-        parts.append(f"front {len(self.front)}")
+        done = "complete" if self.unit == "trial" else f"{self.unit}s done"
+        parts = [f"{self.complete}/{self.target} {done}"] + ([f"{self.failed} failed"] if self.failed else [])
+        if self.maximize:
+            parts.append(f"front {len(self.front)}")
         hv = self.hypervolume()
         if hv is not None:
             parts.append(f"hypervolume {hv:.3f}")
         eta = self.eta_s()
-        if self.complete < self.target:
-            parts.append(("ETA " + format_duration(eta) if eta is not None else "ETA after the first trial")
+        if self.finished() < self.target:
+            parts.append(("ETA " + format_duration(eta) if eta is not None else f"ETA after the first {self.unit}")
                          + f" ({self.parallel} in parallel)")
         return " · ".join(parts)
 
@@ -141,3 +154,12 @@ class LiveLine:
             self.stream.write("\n")
             self.stream.flush()
         self.shown = ""
+
+
+def show_finished(line: str, progress: Progress, log: Callable[[str], None], live: LiveLine | None) -> None:
+    """A finished trial's (or run's) line: the progress follows it, or on a terminal is rewritten below it."""
+    if live is None:
+        log(f"{line} | {progress.text()}")
+        return
+    log(line)
+    live.show(progress.text())

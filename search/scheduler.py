@@ -48,7 +48,7 @@ from fairfront.search.executor import Executor, Ticket, TrialError
 from fairfront.search.hints import resume_command
 from fairfront.search.lease import DriverLease, LeaseLost
 from fairfront.search.options import RunOptions
-from fairfront.search.progress import Progress
+from fairfront.search.progress import Progress, show_finished
 from fairfront.search.recovery import recover_interrupted
 from fairfront.search.replicates import ReplicateGroup, keep_finished
 from fairfront.search.retry import Attempts, Retry, RetryPolicy
@@ -260,11 +260,7 @@ class Scheduler:
 
     def _show(self, line: str) -> None:
         """A finished trial's line; the progress follows it, or (on a terminal) is rewritten below it."""
-        if self.live is None:
-            self.log(f"{line} | {self.progress.text()}")
-            return
-        self.log(line)
-        self.live.show(self.progress.text())
+        show_finished(line, self.progress, self.log, self.live)
 
     def _tell_complete(self, flight: Flight, outcome: TrialOutcome, names: list[str]) -> bool:
         """Tell the study a COMPLETE trial; whether it meets the ``[constraints]`` (True without any)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +20,14 @@ from optuna.trial import TrialState
 from fairfront.objectives.training.prepare import prepare
 from fairfront.objectives.training.trial import run_trial
 from fairfront.search.attrs import STUDY_FILE_ATTR
-from fairfront.search.confirm import confirm_seeds, confirm_study, crowding_distances, stored_results
+from fairfront.search.confirm import (
+    ConfirmFailed,
+    chosen_trials,
+    confirm_seeds,
+    confirm_study,
+    crowding_distances,
+    stored_results,
+)
 from fairfront.search.driver import RunOptions, run_study
 from fairfront.search.faults import FAULTS_ENV
 from fairfront.search.front_data import front_frame, objectives, split_value
@@ -94,10 +102,35 @@ def test_confirm_stores_each_seeds_test_values_the_mean_and_a_t_interval(tmp_pat
         records[trial.number]["test"][objs[0].name]["mean"])
     assert "confirmed test mean±95% CI" in front_table(study) and "(n=2)" in front_table(study)
     assert "(n=2)" in status_text(study, None)
+    _assert_progress_follows_each_run(messages, runs=2 * len(front))
     messages.clear()
     confirm_study("conf", _options(storage, made, messages), seeds=2)  # all stored: nothing runs again
     assert messages == [f"confirming {len(front)} trial(s) of 'conf' on 2 seed(s): {2 * len(front)} result(s) "
                         "stored already, 0 to run"]
+
+
+def _seconds(text: str) -> int:
+    """``42s`` or ``3m05s`` back to seconds."""
+    minutes, _, seconds = text.rstrip("s").rpartition("m")
+    return int(minutes or 0) * 60 + int(seconds)
+
+
+def _assert_progress_follows_each_run(messages: list[str], runs: int) -> None:
+    """Off a terminal each finished run's line ends with the runs done of those to do and the time left."""
+    lines = [m for m in messages if m.startswith("confirm trial ")]
+    assert len(lines) == runs, messages
+    took = []
+    for done, line in enumerate(lines, start=1):
+        head, progress = line.split(" | ")
+        took.append(int(re.search(r" in (\d+)s: ", head).group(1)))
+        assert "front" not in progress and "hypervolume" not in progress
+        if done == runs:
+            assert progress == f"{runs}/{runs} runs done"
+            continue
+        eta = re.fullmatch(rf"{done}/{runs} runs done · ETA (\w+) \(1 in parallel\)", progress)
+        assert eta, progress
+        left = runs - done  # one at a time, each the mean of those done (shown rounded to seconds)
+        assert abs(_seconds(eta.group(1)) - left * sum(took) / done) <= left * 0.5 + 1
 
 
 def test_top_n_confirms_the_front_trials_of_largest_crowding_distance(tmp_path, made) -> None:
@@ -109,6 +142,18 @@ def test_top_n_confirms_the_front_trials_of_largest_crowding_distance(tmp_path, 
     best = min(range(len(front)), key=lambda i: (-distance[i], front[i].number))
     assert list(records) == [front[best].number]
     assert records[front[best].number]["test"][objectives(study)[0].name]["ci_low"] is None  # one seed: no interval
+
+
+def test_runs_that_fail_for_good_count_as_done_in_the_progress(tmp_path, made, monkeypatch) -> None:
+    storage, messages = _copy(made, tmp_path), []
+    study = optuna.load_study(study_name="conf", storage=storage)
+    trial = chosen_trials(study, 1)[0].number
+    monkeypatch.setenv(FAULTS_ENV, f"{trial}:raise")  # every attempt of this trial's runs fails
+    with pytest.raises(ConfirmFailed, match="2 confirmation run"):
+        confirm_study("conf", _options(storage, made, messages), seeds=2, top=1)
+    failed = [m for m in messages if m.startswith(f"confirm trial {trial}") and " FAIL: " in m]
+    assert [m.split(" | ")[1] for m in failed] == ["0/2 runs done · 1 failed · ETA after the first run (1 in parallel)",
+                                                   "0/2 runs done · 2 failed"]
 
 
 def _attrs(storage: str) -> tuple:
