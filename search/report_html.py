@@ -3,7 +3,8 @@
 The page holds the front as 2-D projections and in 3-D (dominated trials grey, each bias value
 with its bootstrap interval, the parameters on hover), the hypervolume history, the per-group
 rates of the front's trials, bias against size per compression family, the front as a table, and the
-"Origins of bias" plots where ``fairfront explain`` stored its results (:mod:`fairfront.search.explain`).
+"Origins of bias" plots where ``fairfront explain`` stored its results (:mod:`fairfront.search.explain`),
+and the "Confirmed on fresh seeds" plot where ``fairfront confirm`` did (:mod:`fairfront.search.confirm`).
 plotly.js is embedded, so the file opens offline. Everything is read from the storage (the trials'
 user attributes, :mod:`fairfront.objectives.measures.report`); nothing is written to it.
 
@@ -43,6 +44,7 @@ from fairfront.search.attrs import REASON_ATTR, stored_record
 from fairfront.search.explain.report_section import explain_figures
 from fairfront.search.front_data import (
     Objective,
+    confirmed,
     front_frame,
     interval,
     objectives,
@@ -325,6 +327,48 @@ def _family_section(points: Sequence[_Point], objs: Sequence[Objective]) -> _Sec
     return _Section(title, note, fig)
 
 
+def _confirmed_trace(numbers: Sequence[int], stats: Sequence[dict[str, Any]], kind: str, first: bool) -> go.Scatter:
+    """The confirmed test means, with the Student-t 95% interval across each trial's seeds as error bars."""
+    means = [s.get("mean") for s in stats]
+    plus = [s["ci_high"] - m if m is not None and s.get("ci_high") is not None else 0.0 for s, m in zip(stats, means)]
+    minus = [m - s["ci_low"] if m is not None and s.get("ci_low") is not None else 0.0 for s, m in zip(stats, means)]
+    hover = [f"trial {n}: test mean {format_value(kind, m)} over {s.get('n', 0)} seed(s)"
+             + (f", 95% CI [{format_value(kind, s['ci_low'])}, {format_value(kind, s['ci_high'])}]"
+                if s.get("ci_low") is not None and s.get("ci_high") is not None else "")
+             if m is not None else f"trial {n}: not confirmed" for n, s, m in zip(numbers, stats, means)]
+    return go.Scatter(x=[str(n) for n in numbers], y=means, mode="markers", name="confirmed: test mean, 95% CI",
+                      legendgroup="confirmed", showlegend=first, marker={"color": "#d62728", "size": 9},
+                      error_y={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
+                      text=hover, hovertemplate="%{text}<extra></extra>")
+
+
+def _confirmed_section(study: optuna.Study, objs: Sequence[Objective]) -> list[_Section]:
+    """``fairfront confirm``'s results next to the search's values; nothing where no trial was confirmed."""
+    records = confirmed(study)
+    if not records:
+        return []
+    title = "Confirmed on fresh seeds"
+    numbers = sorted(records)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    fig = make_subplots(rows=len(objs), cols=1, subplot_titles=[_axis_title(o) for o in objs],
+                        vertical_spacing=0.3 / max(1, len(objs)))
+    for row, (index, o) in enumerate(enumerate(objs), start=1):
+        search = [trials[n].values[index] if n in trials else None for n in numbers]
+        fig.add_trace(go.Scatter(x=[str(n) for n in numbers], y=search, mode="markers", name="search (validation)",
+                                 legendgroup="search", showlegend=row == 1,
+                                 marker={"color": FRONT_COLOR, "size": 9, "symbol": "diamond"}), row=row, col=1)
+        fig.add_trace(_confirmed_trace(numbers, [records[n].get(o.name) or {} for n in numbers], o.kind, row == 1),
+                      row=row, col=1)
+        fig.update_xaxes(type="category", title_text="trial", row=row, col=1)
+        fig.update_yaxes(title_text=o.name, row=row, col=1)
+    fig.update_layout(template="plotly_white", height=300 * len(objs) + 100, title=title)
+    note = ("Each confirmed trial's value in the search (validation split, the search's seed) next to the mean of its "
+            "runs on fresh seeds, scored on the test split (fairfront confirm). The bars are a Student-t 95% "
+            "confidence interval across the seeds of that one trial (none with a single seed): they show how much "
+            "the trial varies with its seed, not whether one trial differs from another.")
+    return [_Section(title, note, fig)]
+
+
 def _status_lines(study: optuna.Study) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
@@ -363,6 +407,7 @@ def _sections(study: optuna.Study, objs: Sequence[Objective], points: Sequence[_
         sections.append(_hypervolume(study, points, objs))
     sections.append(_group_bars(study))
     sections.append(_family_section(points, objs))
+    sections += _confirmed_section(study, objs)
     sections += [_Section(title, note, figure) for title, note, figure in explain_figures(study)]
     table = front_frame(study).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}", border=0)
     sections.append(_Section("The front", "Objective values on the validation split, the test split's values, "

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ from plotly.offline import get_plotlyjs
 from fairfront.objectives.training.trial import TrialOutcome
 from fairfront.search import cli
 from fairfront.search.attrs import stored_record
+from fairfront.search.confirm import confirm_study
 from fairfront.search.driver import RunOptions, TooManyFailures, run_study
+from fairfront.search.front_data import objectives
 from fairfront.search.inprocess_executor import InProcessExecutor
 from fairfront.search.report_html import hypervolume_reference
 from fairfront.search.studyfile import parse_study_text
@@ -101,13 +104,14 @@ def test_the_report_is_one_offline_html_file_with_every_plot(study, monkeypatch,
         front = [t for t in data if t["name"] == "Pareto front"]
         assert len(front) == 1  # one front trace per projection, the dominated trials in their own (grey) trace
         assert sorted(_numbers(front[0])) == sorted(t.number for t in s.best_trials)
-        shown = sum(len(t["x"]) for t in data if t["type"] == "scatter")
+        shown = sum(len(t["x"]) for t in data if t["name"] in ("Pareto front", "dominated"))  # the teacher aside
         assert shown == N_TRIALS
         x_name, y_name = title.split(" against ")[1], title.split(" against ")[0]
         assert layout["xaxis"]["title"]["text"].startswith(x_name)
         assert layout["yaxis"]["title"]["text"].startswith(y_name)
     assert "pruning.sparsity = " in figures["accuracy against size"][0][0]["text"][0]  # parameters on hover
     assert any(t["type"] == "scatter3d" for t in figures["accuracy, size and bias"][0])
+    assert "Confirmed on fresh seeds" not in page  # nothing confirmed: no section
 
 
 def test_each_bias_point_carries_its_bootstrap_interval(study, monkeypatch, capsys) -> None:
@@ -116,7 +120,7 @@ def test_each_bias_point_carries_its_bootstrap_interval(study, monkeypatch, caps
     data, _ = _figures((folder / "r.html").read_text(encoding="utf-8"))["accuracy against bias"]
     trials = {t.number: t for t in s.trials}
     checked = 0
-    for trace in data:
+    for trace in (t for t in data if t["name"] in ("Pareto front", "dominated")):  # the teacher has no interval
         ups, downs = _array(trace["error_x"]["array"]), _array(trace["error_x"]["arrayminus"])
         for number, x, up, down in zip(_numbers(trace), _array(trace["x"]), ups, downs):
             attrs = trials[number].user_attrs  # the interval the dashboard shows is the one drawn
@@ -159,6 +163,37 @@ def test_the_teacher_hypervolume_and_per_group_rates_are_drawn(study, monkeypatc
     assert female_accuracy["y"][0] == rates["female"]["accuracy"]
     families, _ = figures["Bias against size, per compression family"]
     assert {t["name"] for t in families} == {"distillation", "pruning", "fairness"}
+
+
+def test_confirmed_trials_show_their_search_value_and_test_mean_with_its_interval(study, tmp_path, monkeypatch,
+                                                                                  capsys) -> None:
+    folder, url, _ = study
+    db = tmp_path / "confirmed.db"
+    with sqlite3.connect(folder / "studies.db") as source, sqlite3.connect(db) as copy:
+        source.backup(copy)
+    storage = f"sqlite:///{db}"
+    records = confirm_study("tiny", RunOptions(storage=storage, cache_dir=folder / "cache", log=lambda m: None,
+                                               executor=InProcessExecutor(1, threads=1)), seeds=2, top=2)
+    code, _, err = _cli(["report", "tiny", "--storage", storage, "--out", "r.html"], tmp_path, monkeypatch, capsys)
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "across the seeds of that one trial" in page and "not whether one trial differs from another" in page
+    data, layout = _figures(page)["Confirmed on fresh seeds"]
+    s = optuna.load_study(study_name="tiny", storage=storage)
+    numbers = sorted(records)
+    for index, o in enumerate(objectives(s)):
+        axis = "y" if index == 0 else f"y{index + 1}"
+        search, confirmed = (t for t in data if t.get("yaxis", "y") == axis)
+        assert search["x"] == confirmed["x"] == [str(n) for n in numbers]  # trial numbers on the x axis
+        assert _array(search["y"]) == [s.trials[n].values[index] for n in numbers]  # the search's validation value
+        means, up, down = (_array(confirmed["y"]), _array(confirmed["error_y"]["array"]),
+                           _array(confirmed["error_y"]["arrayminus"]))
+        for n, mean, plus, minus in zip(numbers, means, up, down):
+            stored = {k: s.user_attrs[f"confirm.{n}.test.{o.name}.{k}"] for k in ("mean", "ci_low", "ci_high", "n")}
+            assert stored["n"] == 2
+            assert mean == pytest.approx(stored["mean"])
+            assert (mean + plus, mean - minus) == (pytest.approx(stored["ci_high"]), pytest.approx(stored["ci_low"]))
+        assert layout[f"xaxis{'' if index == 0 else index + 1}"]["title"]["text"] == "trial"
 
 
 def test_the_hypervolume_reference_point_is_past_the_worst_value() -> None:
