@@ -562,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
         result["runs"].append(run)
         result["elapsed_s"] = time.perf_counter() - started
         write_json_atomic(out, result)
-    result["analysis"] = analyse(prepared, result["runs"], resamples=resamples)
+    # The analysis covers the seeds asked for; runs of other seeds stay in the file for a later --resume.
+    result["analysis"] = analyse(prepared, [r for r in result["runs"] if r["seed"] in seeds], resamples=resamples)
     result["load_average_at_end"] = list(os.getloadavg())
     result["elapsed_s"] = time.perf_counter() - started
     result["markdown"] = markdown(result)
