@@ -68,6 +68,7 @@ from fairfront.objectives.measures.significance import adjust_p_values, paired_d
 from fairfront.objectives.training import trial as trial_module  # noqa: E402
 from fairfront.objectives.training.prepare import Prepared, prepare  # noqa: E402
 from fairfront.objectives.training.trial import TrialSpec, run_trial  # noqa: E402
+from fairfront.search.cli import _Parser as OneLineErrorParser  # noqa: E402 - bad arguments: one error line
 from fairfront.search.studyfile import StudyFile, load_study_file  # noqa: E402
 from fairfront.spaces.distillation import DistillationConfig  # noqa: E402
 from fairfront.spaces.fair_compression import FairDistillationConfig  # noqa: E402
@@ -480,7 +481,7 @@ def _environment(threads: int) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="smoke check: 300 training / 200 evaluation examples, 60 teacher steps, seeds 0 1, "
                         "12 student steps, 2 variants, 200 resamples, output in the temporary folder")
@@ -517,17 +518,17 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2, 3, 4])
     variants = [PLAIN] + [v for v in (args.variants or (["eo_penalty_0.3"] if args.quick else list(VARIANTS)))
                           if v != PLAIN]
-    resamples = args.resamples or (200 if args.quick else 1000)
-    for name, value in (("--steps", args.steps or 1), ("--resamples", resamples), ("--threads", args.threads),
-                        ("--max-train", args.max_train or 1), ("--teacher-steps", args.teacher_steps or 1)):
-        if value < 1:
+    resamples = args.resamples if args.resamples is not None else (200 if args.quick else 1000)
+    for name, value in (("--steps", args.steps), ("--resamples", resamples), ("--threads", args.threads),
+                        ("--max-train", args.max_train), ("--teacher-steps", args.teacher_steps)):
+        if value is not None and value < 1:
             raise _fail(f"{name} must be >= 1, got {value}")
     if any(not 0.0 < s < 1.0 for s in args.sparsity):
         raise _fail(f"--sparsity values must lie in (0, 1), got {args.sparsity}")
     base = load_study_file(args.study_file)
     studies = {d: dataset_study(base, d, model=args.model, max_train=args.max_train, teacher_steps=args.teacher_steps,
                                 quick=args.quick) for d in args.dataset}
-    steps = args.steps or (12 if args.quick else base.student.max_steps or 80)
+    steps = args.steps if args.steps is not None else (12 if args.quick else base.student.max_steps or 80)
     out = args.out or (Path(tempfile.gettempdir()) / "fairness_compression_quick.json" if args.quick
                        else RESULTS / "fairness_compression.json")
     torch.set_num_threads(args.threads)
