@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from fairfront import __version__
 
-__all__ = ["DEFAULT_STORAGE", "FRONT_FORMATS", "PLACES", "build_parser"]
+__all__ = ["DEFAULT_STORAGE", "FRONT_FORMATS", "PLACES", "OneLineErrorParser", "build_parser"]
 
 DEFAULT_STORAGE = "sqlite:///studies/fairfront.db"
 
@@ -26,7 +26,7 @@ PLACES = ("storage", "cache_dir", "artifact_dir")
 """The options every command accepts (as argparse names them)."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
     """Bad arguments give one ``error:`` line, as bad study files do (no usage block before it)."""
 
     def error(self, message: str) -> NoReturn:
@@ -188,7 +188,7 @@ def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fairfront", description="Trace the accuracy-size-bias Pareto front of "
+    parser = OneLineErrorParser(prog="fairfront", description="Trace the accuracy-size-bias Pareto front of "
                                      "compressed NLP models.")
     parser.add_argument("--version", action="version", version=f"fairfront {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
