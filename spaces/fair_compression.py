@@ -82,6 +82,25 @@ def forgetting_weights(student_logits: Tensor, teacher_logits: Tensor | None, la
         >>> [round(v, 3) for v in w.tolist()]
         [0.746, 1.254]
     """
+    batch, num_classes = _check_batch(student_logits, labels, mode)
+    strength = float(strength)
+    if not 0.0 <= strength < float("inf"):
+        raise ValueError(f"strength must be a finite number >= 0; got {strength}")
+    device = student_logits.device
+    terms: list[Tensor] = []
+    if mode in ("disagreement", "both"):
+        terms.append(_disagreement(student_logits, teacher_logits, mode))
+    if mode in ("group_recall", "both"):
+        terms.append(_group_recall_term(labels, groups, group_recall_deficit, mode, num_classes, device))
+    if strength == 0.0 or batch == 0:
+        return torch.ones(batch, dtype=torch.float32, device=device)
+    d = terms[0] if len(terms) == 1 else (terms[0] + terms[1]) / 2.0
+    weights = 1.0 + strength * d
+    return weights / weights.mean()
+
+
+def _check_batch(student_logits: Tensor, labels: Tensor, mode: str) -> tuple[int, int]:
+    """The batch size and class count of ``student_logits``, after checking the labels and mode fit them."""
     if student_logits.dim() != 2 or student_logits.shape[1] < 2:
         raise ValueError(f"student_logits must have shape [B, C] with C >= 2; got {tuple(student_logits.shape)}")
     batch, num_classes = student_logits.shape
@@ -89,42 +108,41 @@ def forgetting_weights(student_logits: Tensor, teacher_logits: Tensor | None, la
         raise ValueError(f"labels must have shape [{batch}]; got {tuple(labels.shape)}")
     if mode not in FORGETTING_MODES:
         raise ValueError(f"mode must be one of {', '.join(FORGETTING_MODES)}; got {mode!r}")
-    strength = float(strength)
-    if not 0.0 <= strength < float("inf"):
-        raise ValueError(f"strength must be a finite number >= 0; got {strength}")
-    device = student_logits.device
-    terms: list[Tensor] = []
-    if mode in ("disagreement", "both"):
-        if teacher_logits is None or teacher_logits.shape != student_logits.shape:
-            raise ValueError(f"mode={mode!r} needs teacher_logits of shape {tuple(student_logits.shape)}; got "
-                             f"{None if teacher_logits is None else tuple(teacher_logits.shape)}")
-        with torch.no_grad():
-            target = teacher_logits.to(device).argmax(dim=1, keepdim=True)
-            p_student = torch.softmax(student_logits.detach().float(), dim=1).gather(1, target).squeeze(1)
-            terms.append(1.0 - p_student)
-    if mode in ("group_recall", "both"):
-        if groups is None or groups.shape != (batch,):
-            raise ValueError(f"mode={mode!r} needs groups of shape [{batch}]; got "
-                             f"{None if groups is None else tuple(groups.shape)}")
-        if group_recall_deficit is None or group_recall_deficit.dim() != 2 \
-                or group_recall_deficit.shape[1] != num_classes:
-            raise ValueError(f"mode={mode!r} needs group_recall_deficit of shape [G, {num_classes}]; got "
-                             f"{None if group_recall_deficit is None else tuple(group_recall_deficit.shape)}")
-        groups = groups.to(device=device, dtype=torch.long)
-        num_groups = group_recall_deficit.shape[0]
-        if batch and bool((groups.min() < -1) | (groups.max() >= num_groups)):
-            raise ValueError(f"groups must lie in -1..{num_groups - 1} (rows of group_recall_deficit); "
-                             f"got {int(groups.min())}..{int(groups.max())}")
-        deficit = group_recall_deficit.detach().to(device=device, dtype=torch.float32).clamp(0.0, 1.0)
-        deficit = torch.nan_to_num(deficit, nan=0.0)
-        known = groups >= 0
-        cell = deficit[groups.clamp(min=0), labels.to(device=device, dtype=torch.long)]
-        terms.append(torch.where(known, cell, torch.zeros_like(cell)))
-    if strength == 0.0 or batch == 0:
-        return torch.ones(batch, dtype=torch.float32, device=device)
-    d = terms[0] if len(terms) == 1 else (terms[0] + terms[1]) / 2.0
-    weights = 1.0 + strength * d
-    return weights / weights.mean()
+    return batch, num_classes
+
+
+def _disagreement(student_logits: Tensor, teacher_logits: Tensor | None, mode: str) -> Tensor:
+    """``[B]`` soft count of a compression-identified exemplar: the student's odds of missing the teacher's label."""
+    if teacher_logits is None or teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"mode={mode!r} needs teacher_logits of shape {tuple(student_logits.shape)}; got "
+                         f"{None if teacher_logits is None else tuple(teacher_logits.shape)}")
+    with torch.no_grad():
+        target = teacher_logits.to(student_logits.device).argmax(dim=1, keepdim=True)
+        p_student = torch.softmax(student_logits.detach().float(), dim=1).gather(1, target).squeeze(1)
+        return 1.0 - p_student
+
+
+def _group_recall_term(labels: Tensor, groups: Tensor | None, group_recall_deficit: Tensor | None, mode: str,
+                       num_classes: int, device: torch.device) -> Tensor:
+    """``[B]`` recall deficit of each example's (group, class) cell, clamped to [0, 1]; 0 for unknown groups."""
+    batch = labels.shape[0]
+    if groups is None or groups.shape != (batch,):
+        raise ValueError(f"mode={mode!r} needs groups of shape [{batch}]; got "
+                         f"{None if groups is None else tuple(groups.shape)}")
+    if group_recall_deficit is None or group_recall_deficit.dim() != 2 \
+            or group_recall_deficit.shape[1] != num_classes:
+        raise ValueError(f"mode={mode!r} needs group_recall_deficit of shape [G, {num_classes}]; got "
+                         f"{None if group_recall_deficit is None else tuple(group_recall_deficit.shape)}")
+    groups = groups.to(device=device, dtype=torch.long)
+    num_groups = group_recall_deficit.shape[0]
+    if batch and bool((groups.min() < -1) | (groups.max() >= num_groups)):
+        raise ValueError(f"groups must lie in -1..{num_groups - 1} (rows of group_recall_deficit); "
+                         f"got {int(groups.min())}..{int(groups.max())}")
+    deficit = group_recall_deficit.detach().to(device=device, dtype=torch.float32).clamp(0.0, 1.0)
+    deficit = torch.nan_to_num(deficit, nan=0.0)
+    known = groups >= 0
+    cell = deficit[groups.clamp(min=0), labels.to(device=device, dtype=torch.long)]
+    return torch.where(known, cell, torch.zeros_like(cell))
 
 
 def recall_deficit(student_pred: Tensor, teacher_pred: Tensor, labels: Tensor, groups: Tensor, *,

@@ -533,6 +533,37 @@ def structured_prune(model: nn.Module, *, head_fraction: float = 0.0, ffn_fracti
         "heads_remaining": [per layer], "intermediate_sizes": [per layer],
         "params_before": int, "params_after": int}``.
     """
+    _check_prune_args(head_fraction, ffn_fraction, importance, batches, scope, fairness_mix, gap)
+    batches = None if batches is None else list(batches)
+    layers = encoder_layers(model)
+    params_before = _param_count(model)
+    head_scores, ffn_scores = _prune_scores(model, head_fraction, ffn_fraction, importance, batches, normalize,
+                                            fairness_mix, gap)
+    heads_removed = {i: [] for i in range(len(layers))}
+    if head_scores is not None:
+        heads_removed = _select_lowest(head_scores, head_fraction, scope)
+    neurons_removed = {i: 0 for i in range(len(layers))}
+    keep: dict[int, torch.Tensor] = {}
+    if ffn_scores is not None:
+        keep, dropped = _neurons_to_keep(ffn_scores, ffn_fraction, scope)
+        neurons_removed.update(dropped)
+    prune_heads(model, {i: h for i, h in heads_removed.items() if h})
+    prune_ffn_neurons(model, keep)
+    shapes = layer_shapes(model)
+    return {
+        "heads_removed": heads_removed,
+        "neurons_removed": neurons_removed,
+        "heads_remaining": shapes["num_attention_heads"],
+        "intermediate_sizes": shapes["intermediate_size"],
+        "params_before": params_before,
+        "params_after": _param_count(model),
+    }
+
+
+def _check_prune_args(head_fraction: float, ffn_fraction: float, importance: str,
+                      batches: Iterable[Mapping[str, Any]] | None, scope: str, fairness_mix: float,
+                      gap: Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor] | None) -> None:
+    """Refuse settings :func:`structured_prune` cannot honour, before the model is touched."""
     for name, value in (("head_fraction", head_fraction), ("ffn_fraction", ffn_fraction)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
             raise ValueError(f"{name} = {value!r} is not allowed: expected a number in [0, 1)")
@@ -545,10 +576,17 @@ def structured_prune(model: nn.Module, *, head_fraction: float = 0.0, ffn_fracti
         raise ValueError(f"fairness_mix = {fairness_mix!r} is not allowed: expected a number in [0, 1]")
     if fairness_mix > 0 and (gap is None or batches is None):
         raise ValueError("fairness_mix > 0 needs gap= (a group-gap function) and batches= with labels and groups")
-    batches = None if batches is None else list(batches)
-    layers = encoder_layers(model)
-    params_before = _param_count(model)
 
+
+def _prune_scores(model: nn.Module, head_fraction: float, ffn_fraction: float, importance: str,
+                  batches: list[Mapping[str, Any]] | None, normalize: bool, fairness_mix: float,
+                  gap: Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor] | None,
+                  ) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
+    """Head and neuron scores of the unpruned model (``None`` where nothing of that kind is removed).
+
+    Both kinds come from one gradient pass when ``importance="gradient"``; a positive ``fairness_mix``
+    blends in the normalised scores of the group gap.
+    """
     head_scores: list[torch.Tensor] | None = None
     ffn_scores: list[torch.Tensor] | None = None
     if importance == "gradient" and (head_fraction > 0 or ffn_fraction > 0):
@@ -566,30 +604,21 @@ def structured_prune(model: nn.Module, *, head_fraction: float = 0.0, ffn_fracti
             head_scores = _mix(head_scores, fair_heads, fairness_mix)
         if ffn_scores is not None:
             ffn_scores = _mix(ffn_scores, fair_ffn, fairness_mix)
+    return head_scores, ffn_scores
 
-    heads_removed = {i: [] for i in range(len(layers))}
-    if head_scores is not None:
-        heads_removed = _select_lowest(head_scores, head_fraction, scope)
-    neurons_removed = {i: 0 for i in range(len(layers))}
+
+def _neurons_to_keep(ffn_scores: list[torch.Tensor], ffn_fraction: float, scope: str
+                     ) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """Indices of the feed-forward neurons kept, and the count removed, for each layer that loses any."""
     keep: dict[int, torch.Tensor] = {}
-    if ffn_scores is not None:
-        for i, drop in _select_lowest(ffn_scores, ffn_fraction, scope).items():
-            if drop:
-                mask = torch.ones(ffn_scores[i].numel(), dtype=torch.bool)
-                mask[drop] = False
-                keep[i] = mask.nonzero().flatten()
-                neurons_removed[i] = len(drop)
-    prune_heads(model, {i: h for i, h in heads_removed.items() if h})
-    prune_ffn_neurons(model, keep)
-    shapes = layer_shapes(model)
-    return {
-        "heads_removed": heads_removed,
-        "neurons_removed": neurons_removed,
-        "heads_remaining": shapes["num_attention_heads"],
-        "intermediate_sizes": shapes["intermediate_size"],
-        "params_before": params_before,
-        "params_after": _param_count(model),
-    }
+    neurons_removed: dict[int, int] = {}
+    for i, drop in _select_lowest(ffn_scores, ffn_fraction, scope).items():
+        if drop:
+            mask = torch.ones(ffn_scores[i].numel(), dtype=torch.bool)
+            mask[drop] = False
+            keep[i] = mask.nonzero().flatten()
+            neurons_removed[i] = len(drop)
+    return keep, neurons_removed
 
 
 # --------------------------------------------------------------------------------------------
