@@ -48,6 +48,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fairfront.errors import DataError
+from fairfront.objectives.data.datasets import TextDataset
 from fairfront.objectives.data.task import SPLITS, DataSpec, EncodedSplit, encode_splits, load_task
 from fairfront.objectives.measures.bias_settings import BiasSettings
 from fairfront.objectives.measures.counterfactual_sets import SwappedTexts, build_swapped_texts
@@ -213,82 +214,125 @@ def compute(spec: PrepareSpec, *, log: Callable[[str], None] = print,
     if spec.model.task == "masked_lm":
         return _compute_masked_lm(spec, log=log, device=device)
     data = load_task(spec.data)
-    train_texts = data.frame.loc[data.frame["split"] == "train", "text"].astype(str).tolist()
-    tokenizer = load_tokenizer(spec.model, train_texts)
-    splits = encode_splits(data, tokenizer, max_length=spec.model.max_length)
-    counts = ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
-    log(f"data {data.name}: {counts}; {len(data.label_names)} classes, {len(data.group_names)} groups")
-    n_labels = len(data.label_names)
-    per_example = teacher_loss(spec.teacher, np.bincount(splits["train"].labels, minlength=n_labels))
+    fit = _DenseFit.of(spec, data, device, log)
+    model, stats, logits = _train_teacher(fit, log)
+    _warn_degenerate(logits["validation"].argmax(1), fit.splits["validation"].labels, data.label_names, log)
+    config = model.config.to_dict()
+    config["num_labels"] = fit.num_labels
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    counterfactuals = _counterfactual_sets(data, fit, model, log)
+    intrinsic, halves, head = _intrinsic_setup(spec, log)
+    dense = {}
+    if halves:
+        mlm = attach_masked_lm_head(model, config=head[0], head_state=head[1]) if head is not None else None
+        dense = _score_dense(halves, model, mlm, fit.tokenizer, intrinsic, device, log)
+        del mlm
+    del model
+    population = _dense_population(fit, logits, log)
+    return Prepared(spec.fingerprint(), data.name, data.citation, tuple(data.label_names), tuple(data.group_names),
+                    bool(data.group_is_proxy), fit.splits, int(fit.tokenizer.pad_token_id), config, state, logits,
+                    stats.seconds, population, counterfactuals,
+                    tokenizer=fit.tokenizer if intrinsic else None,  # only the intrinsic benchmarks read it in a trial
+                    intrinsic=intrinsic,
+                    intrinsic_halves=halves, intrinsic_dense=dense, mlm_head=head,
+                    positive_label=data.positive_label)
 
-    def fine_tune(seed: int, progress=None) -> tuple[torch.nn.Module, TrainStats]:
-        net = new_classifier(spec.model, num_labels=n_labels, vocab_size=len(tokenizer), seed=seed)
-        stats = train(net, splits["train"], spec.teacher,
-                      loss_fn=lambda logits, batch: per_example(logits, batch["labels"]).mean(),
-                      seed=seed, pad_id=tokenizer.pad_token_id, device=device, progress=progress)
+
+def _split_texts(data: TextDataset, split: str) -> list[str]:
+    return data.frame.loc[data.frame["split"] == split, "text"].astype(str).tolist()
+
+
+@dataclass
+class _DenseFit:
+    """How every dense classifier of a study is fine-tuned and read: the teacher and each population member."""
+
+    spec: PrepareSpec
+    splits: dict[str, EncodedSplit]
+    tokenizer: Any
+    device: torch.device
+    num_labels: int
+    per_example: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def of(cls, spec: PrepareSpec, data: TextDataset, device: torch.device, log: Callable[[str], None]) -> _DenseFit:
+        """Tokenize the task's splits (logging their sizes) and set up the teacher's loss on its class counts."""
+        tokenizer = load_tokenizer(spec.model, _split_texts(data, "train"))
+        splits = encode_splits(data, tokenizer, max_length=spec.model.max_length)
+        counts = ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
+        log(f"data {data.name}: {counts}; {len(data.label_names)} classes, {len(data.group_names)} groups")
+        n_labels = len(data.label_names)
+        per_example = teacher_loss(spec.teacher, np.bincount(splits["train"].labels, minlength=n_labels))
+        return cls(spec, splits, tokenizer, device, n_labels, per_example)
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.teacher.total_steps(len(self.splits["train"]))
+
+    def fine_tune(self, seed: int, progress=None) -> tuple[torch.nn.Module, TrainStats]:
+        net = new_classifier(self.spec.model, num_labels=self.num_labels, vocab_size=len(self.tokenizer), seed=seed)
+        stats = train(net, self.splits["train"], self.spec.teacher,
+                      loss_fn=lambda logits, batch: self.per_example(logits, batch["labels"]).mean(),
+                      seed=seed, pad_id=self.tokenizer.pad_token_id, device=self.device, progress=progress)
         return net, stats
 
-    def logits_of(net: torch.nn.Module, split: EncodedSplit) -> np.ndarray:
-        return predict_logits(net, split, batch_size=spec.teacher.eval_batch_size, pad_id=tokenizer.pad_token_id,
-                              device=device)
+    def logits_of(self, net: torch.nn.Module, split: EncodedSplit) -> np.ndarray:
+        return predict_logits(net, split, batch_size=self.spec.teacher.eval_batch_size,
+                              pad_id=self.tokenizer.pad_token_id, device=self.device)
 
-    total = spec.teacher.total_steps(len(splits["train"]))
-    log(f"fine-tuning the dense teacher ({spec.model.name}) for {total} steps on {device.type}")
+
+def _train_teacher(fit: _DenseFit, log: Callable[[str], None]
+                   ) -> tuple[torch.nn.Module, TrainStats, dict[str, np.ndarray]]:
+    """Fine-tune the dense teacher (logging a tenth of its steps) and read its logits on every split."""
+    total = fit.total_steps
+    log(f"fine-tuning the dense teacher ({fit.spec.model.name}) for {total} steps on {fit.device.type}")
     every = max(1, total // 10)
 
     def progress(step: int, steps: int, loss: float) -> None:
         if step % every == 0 or step == steps:
             log(f"  teacher step {step}/{steps} loss {loss:.4f}")
 
-    model, stats = fine_tune(spec.seed, progress)
-    logits = {s: logits_of(model, splits[s]) for s in SPLITS}
-    accuracy = float((logits["validation"].argmax(1) == splits["validation"].labels).mean())
+    model, stats = fit.fine_tune(fit.spec.seed, progress)
+    logits = {s: fit.logits_of(model, fit.splits[s]) for s in SPLITS}
+    accuracy = float((logits["validation"].argmax(1) == fit.splits["validation"].labels).mean())
     log(f"teacher trained in {stats.seconds:.0f}s; validation accuracy {accuracy:.4f}")
-    _warn_degenerate(logits["validation"].argmax(1), splits["validation"].labels, data.label_names, log)
-    config = model.config.to_dict()
-    config["num_labels"] = n_labels
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    return model, stats, logits
 
+
+def _counterfactual_sets(data: TextDataset, fit: _DenseFit, model: torch.nn.Module,
+                         log: Callable[[str], None]) -> dict[str, list[SwappedTexts]]:
+    """``[bias] counterfactual``: each swap list's changed texts per split, with the teacher's logits on them."""
     counterfactuals: dict[str, list[SwappedTexts]] = {}
-    for swap_list in spec.bias.counterfactual:
+    for swap_list in fit.spec.bias.counterfactual:
         for s in POPULATION_SPLITS:
-            texts = data.frame.loc[data.frame["split"] == s, "text"].astype(str).tolist()
-            swapped = build_swapped_texts(texts, splits[s], swap_list, tokenizer, max_length=spec.model.max_length)
-            swapped.dense_logits = logits_of(model, swapped.encoded)
+            swapped = build_swapped_texts(_split_texts(data, s), fit.splits[s], swap_list, fit.tokenizer,
+                                          max_length=fit.spec.model.max_length)
+            swapped.dense_logits = fit.logits_of(model, swapped.encoded)
             counterfactuals.setdefault(s, []).append(swapped)
-        changed = ", ".join(f"{s} {len(counterfactuals[s][-1])}/{len(splits[s])}" for s in POPULATION_SPLITS)
+        changed = ", ".join(f"{s} {len(counterfactuals[s][-1])}/{len(fit.splits[s])}" for s in POPULATION_SPLITS)
         log(f"counterfactual swap list {swap_list.name}: texts changed {changed}")
         if len(counterfactuals["validation"][-1]) == 0:
             log(f"  warning: swap list {swap_list.name} changes no validation text; its counterfactual measures "
                 "are undefined")
-    intrinsic, halves, head = _intrinsic_setup(spec, log)
-    dense = {}
-    if halves:
-        mlm = attach_masked_lm_head(model, config=head[0], head_state=head[1]) if head is not None else None
-        dense = _score_dense(halves, model, mlm, tokenizer, intrinsic, device, log)
-        del mlm
-    del model
+    return counterfactuals
 
-    population = None
-    if spec.bias.dense_population > 0:
-        n = spec.bias.dense_population
-        log(f"fine-tuning a dense population of {n} more models (the teacher is member 0), {total} steps each")
 
-        def fit(seed: int) -> dict[str, np.ndarray]:
-            net, _ = fine_tune(seed)
-            return {s: logits_of(net, splits[s]) for s in POPULATION_SPLITS}
+def _dense_population(fit: _DenseFit, teacher_logits: dict[str, np.ndarray],
+                      log: Callable[[str], None]) -> DensePopulation | None:
+    """``[bias] dense_population``: that many more dense models, fine-tuned like the teacher on the next seeds."""
+    n = fit.spec.bias.dense_population
+    if n <= 0:
+        return None
+    log(f"fine-tuning a dense population of {n} more models (the teacher is member 0), {fit.total_steps} steps each")
 
-        population = train_population(n, seed=spec.seed, teacher_logits=logits,
-                                      labels={s: splits[s].labels for s in POPULATION_SPLITS}, fit=fit, log=log)
-        log(f"dense population trained in {population.seconds:.0f}s; validation accuracies "
-            + ", ".join(f"{a:.4f}" for a in population.accuracies["validation"]))
-    return Prepared(spec.fingerprint(), data.name, data.citation, tuple(data.label_names), tuple(data.group_names),
-                    bool(data.group_is_proxy), splits, int(tokenizer.pad_token_id), config, state, logits,
-                    stats.seconds, population, counterfactuals,
-                    tokenizer=tokenizer if intrinsic else None,  # only the intrinsic benchmarks read it in a trial
-                    intrinsic=intrinsic,
-                    intrinsic_halves=halves, intrinsic_dense=dense, mlm_head=head,
-                    positive_label=data.positive_label)
+    def member(seed: int) -> dict[str, np.ndarray]:
+        net, _ = fit.fine_tune(seed)
+        return {s: fit.logits_of(net, fit.splits[s]) for s in POPULATION_SPLITS}
+
+    population = train_population(n, seed=fit.spec.seed, teacher_logits=teacher_logits,
+                                  labels={s: fit.splits[s].labels for s in POPULATION_SPLITS}, fit=member, log=log)
+    log(f"dense population trained in {population.seconds:.0f}s; validation accuracies "
+        + ", ".join(f"{a:.4f}" for a in population.accuracies["validation"]))
+    return population
 
 
 def _intrinsic_setup(spec: PrepareSpec, log: Callable[[str], None]):
