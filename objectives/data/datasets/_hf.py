@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -16,6 +17,9 @@ from fairfront.errors import DataError
 from fairfront.objectives.data.datasets._dataset import TextDataset
 from fairfront.objectives.data.datasets._split import stratified_split
 from fairfront.objectives.data.datasets._table import SPLIT_ALIASES, build_dataset
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = ["load_hf"]
 
@@ -54,9 +58,41 @@ def load_hf(name_or_path: str | os.PathLike[str], *, text_column: str, label_col
         >>> data = load_hf("path/to/folder_with_train_and_test_csv", text_column="sentence",
         ...                label_column="label")  # doctest: +SKIP
     """
+    target = os.fspath(name_or_path)
+    loaded = _load(target, split)
+    parts: Mapping[str, datasets.Dataset] = {"train": loaded} if split is not None else dict(loaded)
+    if not parts:
+        raise DataError(f"dataset {target!r} has no splits")
+    features = next(iter(parts.values())).features
+    for role, column in (("text_column", text_column), ("label_column", label_column),
+                         ("group_column", group_column)):
+        if column is not None and column not in features:
+            raise DataError(f"{target}: no column {column!r} ({role}); columns are: {', '.join(features)}")
+    mapped = _map_splits(parts, target, split)
+    raw = _joined_frame(parts, mapped, [c for c in (text_column, label_column, group_column) if c])
+    label_names = _class_names(features, label_column)
+    group_names = _class_names(features, group_column) if group_column else None
+    for column, names in ((label_column, label_names), (group_column, group_names)):
+        if names is not None:
+            raw[column] = raw[column].map(lambda i, names=names: names[i] if i is not None and i >= 0 else None)
+
+    present = set(mapped.values())
+    if "train" not in present:
+        raise DataError(f"{target}: has no train split (its splits: {', '.join(parts)}); "
+                        "pass split= to load one of them and divide it")
+    data = build_dataset(os.path.basename(target.rstrip("/\\")) or target, raw, origin=target,
+                         text_column=text_column, label_column=label_column, group_column=group_column,
+                         split_column=_SPLIT_COLUMN if present != {"train"} else None, seed=seed,
+                         label_names=label_names, group_names=group_names)
+    if present != {"train"} and present != {"train", "validation", "test"}:
+        data = _carve_missing_splits(data, present, seed)
+    return data
+
+
+def _load(target: str, split: str | None) -> datasets.Dataset | datasets.DatasetDict:
+    """The data at ``target`` (one split of it where ``split`` is given); any failure is a :class:`DataError`."""
     import datasets  # imported here: it is slow to import and only this loader needs it
 
-    target = os.fspath(name_or_path)
     args, kwargs = _load_arguments(target)
     try:
         if _saved_to_disk(target):
@@ -74,17 +110,11 @@ def load_hf(name_or_path: str | os.PathLike[str], *, text_column: str, label_col
     except Exception as err:  # noqa: BLE001 - any failure means the data cannot be used
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"cannot load dataset {target!r} with datasets.load_dataset: {first}") from err
+    return loaded
 
-    parts: Mapping[str, datasets.Dataset] = {"train": loaded} if split is not None else dict(loaded)
-    if not parts:
-        raise DataError(f"dataset {target!r} has no splits")
-    first_part = next(iter(parts.values()))
-    features = first_part.features
-    for role, column in (("text_column", text_column), ("label_column", label_column),
-                         ("group_column", group_column)):
-        if column is not None and column not in features:
-            raise DataError(f"{target}: no column {column!r} ({role}); columns are: {', '.join(features)}")
 
+def _map_splits(parts: Mapping[str, datasets.Dataset], target: str, split: str | None) -> dict[str, str]:
+    """Each of the dataset's split names -> train / validation / test (all ``train`` for one loaded ``split``)."""
     mapped: dict[str, str] = {}
     for part_name in parts:
         fair = SPLIT_ALIASES.get(part_name.strip().lower()) if split is None else "train"
@@ -92,37 +122,29 @@ def load_hf(name_or_path: str | os.PathLike[str], *, text_column: str, label_col
             raise DataError(f"{target}: cannot map its splits ({', '.join(parts)}) onto train/validation/test; "
                             "pass split= to load one of them and divide it")
         mapped[part_name] = fair
+    return mapped
 
+
+def _joined_frame(parts: Mapping[str, datasets.Dataset], mapped: Mapping[str, str], columns: list[str]
+                  ) -> pd.DataFrame:
+    """The ``columns`` of every split in one frame, each row's mapped split in :data:`_SPLIT_COLUMN`."""
     frames = []
     for part_name, part in parts.items():
-        frame = part.select_columns([c for c in (text_column, label_column, group_column) if c]).to_pandas()
+        frame = part.select_columns(columns).to_pandas()
         frame[_SPLIT_COLUMN] = mapped[part_name]
         frames.append(frame)
-    raw = pd.concat(frames, ignore_index=True)
-    label_names = _class_names(features, label_column)
-    group_names = _class_names(features, group_column) if group_column else None
-    for column, names in ((label_column, label_names), (group_column, group_names)):
-        if names is not None:
-            raw[column] = raw[column].map(lambda i, names=names: names[i] if i is not None and i >= 0 else None)
+    return pd.concat(frames, ignore_index=True)
 
-    present = set(mapped.values())
-    if "train" not in present:
-        raise DataError(f"{target}: has no train split (its splits: {', '.join(parts)}); "
-                        "pass split= to load one of them and divide it")
-    data = build_dataset(os.path.basename(target.rstrip("/\\")) or target, raw, origin=target,
-                         text_column=text_column, label_column=label_column, group_column=group_column,
-                         split_column=_SPLIT_COLUMN if present != {"train"} else None, seed=seed,
-                         label_names=label_names, group_names=group_names)
-    if present != {"train"} and present != {"train", "validation", "test"}:
-        # Carve the missing validation or test split out of train (1/9 of it, stratified).
-        fractions = (8 / 9, 0.0 if "validation" in present else 1 / 9, 0.0 if "test" in present else 1 / 9)
-        fractions = (1.0 - sum(fractions[1:]), fractions[1], fractions[2])
-        frame = data.frame.copy()
-        train = frame["split"] == "train"
-        frame.loc[train, "split"] = stratified_split(frame[train], fractions=fractions, seed=seed)["split"]
-        data = TextDataset(name=data.name, frame=frame, label_names=data.label_names,
-                           group_names=data.group_names, citation="")
-    return data
+
+def _carve_missing_splits(data: TextDataset, present: set[str], seed: int) -> TextDataset:
+    """Carve the missing validation or test split out of train (1/9 of it, stratified)."""
+    fractions = (8 / 9, 0.0 if "validation" in present else 1 / 9, 0.0 if "test" in present else 1 / 9)
+    fractions = (1.0 - sum(fractions[1:]), fractions[1], fractions[2])
+    frame = data.frame.copy()
+    train = frame["split"] == "train"
+    frame.loc[train, "split"] = stratified_split(frame[train], fractions=fractions, seed=seed)["split"]
+    return TextDataset(name=data.name, frame=frame, label_names=data.label_names,
+                       group_names=data.group_names, citation="")
 
 
 def _saved_to_disk(target: str) -> bool:
