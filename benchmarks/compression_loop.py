@@ -327,7 +327,22 @@ def _summarise(setting: Setting, runs: list[dict], n_validation: int, steps: int
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class _Bench:
+    """What every run shares: the study, its prepared data, and the baseline's teacher, tokenizer and datasets."""
+
+    study: StudyFile
+    prepared: Prepared
+    teacher: nn.Module
+    tokenizer: object
+    train_ds: object
+    val_ds: object
+    device: torch.device
+    threads: int
+    cuda_graphs: str
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: 6 steps, 1 repeat, no warm-up run, output in the temp folder")
@@ -342,6 +357,137 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=ROOT / "studies" / "cache", help="prepared-study cache")
     parser.add_argument("--out", type=Path, default=None, help=f"result JSON (default {RESULTS.relative_to(ROOT)}; "
                         "with --quick a file in the temp folder)")
+    return parser
+
+
+def _prepare_bench(args: argparse.Namespace, study: StudyFile, device: torch.device) -> tuple[_Bench, float]:
+    """The shared, untimed part: tokenization, the fine-tuned teacher and its cached logits; and its seconds."""
+    prep_started = time.perf_counter()
+    prepared = prepare(study.prepare_spec, args.cache, log=lambda m: print(m, file=sys.stderr), device=device)
+    tokenizer = load_tokenizer(study.model, [])  # a pretrained tokenizer; the collator needs its pad token
+    if tokenizer.pad_token_id != prepared.pad_id:
+        raise RuntimeError(f"tokenizer pad id {tokenizer.pad_token_id} differs from the prepared {prepared.pad_id}")
+    train_ds, val_ds = baseline_datasets(prepared)
+    teacher = prepared.teacher().to(device).eval()
+    prep_seconds = time.perf_counter() - prep_started
+    return _Bench(study, prepared, teacher, tokenizer, train_ds, val_ds, device, args.threads,
+                  args.cuda_graphs), prep_seconds
+
+
+def _student_settings(study: StudyFile, steps: int) -> TrainSettings:
+    """The study's student settings, run for exactly ``steps`` steps."""
+    return TrainSettings(epochs=1e6, max_steps=steps, batch_size=study.student.batch_size,
+                         learning_rate=study.student.learning_rate, weight_decay=study.student.weight_decay,
+                         warmup_fraction=study.student.warmup_fraction, max_grad_norm=study.student.max_grad_norm,
+                         eval_batch_size=study.student.eval_batch_size)
+
+
+def _check_schedules(steps: int) -> None:
+    """The baseline's hand-written schedule must be the one the trial follows."""
+    for s in SETTINGS:
+        for step in range(steps):
+            mine = gradual_sparsity(step, final=s.sparsity, total=steps, start=s.start, end=s.end,
+                                    frequency=s.frequency(steps))
+            if abs(mine - s.schedule(steps).at(step, steps)) > 1e-12:
+                raise RuntimeError(f"schedules differ for {s.name} at step {step}")
+        if steps > 1 and s.schedule(steps).at(steps - 1, steps) != s.sparsity:
+            raise RuntimeError(f"{s.name}: the schedule does not reach {s.sparsity} within {steps} steps")
+
+
+def _warm_up(bench: _Bench, student: TrainSettings, seed: int, workdir: str) -> None:
+    """Untimed warm-up of each side (lazy imports, thread pools, allocator)."""
+    warm = TrainSettings(epochs=1e6, max_steps=2, batch_size=student.batch_size,
+                         learning_rate=student.learning_rate, eval_batch_size=student.eval_batch_size)
+    run_ours(bench.prepared, bench.study, SETTINGS[0], warm, seed=seed, threads=bench.threads, device=bench.device)
+    run_baseline(bench.prepared, bench.teacher, bench.tokenizer, bench.train_ds, bench.val_ds, SETTINGS[0], warm,
+                 seed=seed, workdir=workdir)
+    run_floor(bench.prepared, warm, seed=seed, device=bench.device)
+
+
+def _repeat(bench: _Bench, setting: Setting, student: TrainSettings, seed: int, order: tuple[str, ...],
+            workdir: str) -> dict:
+    """One repeat of a setting: the three sides in ``order``, with the machine's load after them."""
+    pair: dict = {}
+    for side in order:
+        torch.set_num_threads(bench.threads)
+        if side == "ours":
+            pair["ours"] = run_ours(bench.prepared, bench.study, setting, student, seed=seed,
+                                    threads=bench.threads, device=bench.device, cuda_graphs=bench.cuda_graphs)
+        elif side == "floor":
+            pair["floor"] = run_floor(bench.prepared, student, seed=seed, device=bench.device,
+                                      cuda_graphs=bench.cuda_graphs)
+        else:
+            pair["baseline"] = run_baseline(bench.prepared, bench.teacher, bench.tokenizer, bench.train_ds,
+                                            bench.val_ds, setting, student, seed=seed, workdir=workdir)
+    pair["first"] = order[0]
+    pair["load_average"] = _load()
+    return pair
+
+
+def _measure(bench: _Bench, student: TrainSettings, *, repeats: int, seed: int, warm_up: bool) -> list[dict]:
+    """Every setting ``repeats`` times, alternating which side goes first; one summary per setting."""
+    steps = student.max_steps
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fairfront-bench-") as workdir:
+        if warm_up:
+            _warm_up(bench, student, seed, workdir)
+        for i, setting in enumerate(SETTINGS):
+            runs = []
+            for r in range(repeats):
+                # the floor runs between the two sides, so all three share the machine's state
+                order = ("ours", "floor", "baseline") if (i + r) % 2 == 0 else ("baseline", "floor", "ours")
+                pair = _repeat(bench, setting, student, seed + r, order, workdir)
+                runs.append(pair)
+                print(f"{setting.name} repeat {r + 1}/{repeats}: ours {pair['ours']['wall_s']:.1f}s "
+                      f"acc {pair['ours']['accuracy']:.3f} | baseline {pair['baseline']['wall_s']:.1f}s "
+                      f"acc {pair['baseline']['accuracy']:.3f} | floor {pair['floor']['train_s']:.1f}s of training",
+                      file=sys.stderr, flush=True)
+            results.append(_summarise(setting, runs, len(bench.prepared.splits["validation"]), steps))
+    return results
+
+
+def _geometric_mean(results: list[dict], key: str) -> float:
+    return math.exp(statistics.fmean(math.log(r[key]) for r in results))
+
+
+def _payload(args: argparse.Namespace, bench: _Bench, student: TrainSettings, repeats: int, results: list[dict],
+             prep_seconds: float, load_before: list[float] | None) -> dict:
+    """The result file: the goal's verdict, the ratios over all settings, and what was and was not timed."""
+    study, prepared = bench.study, bench.prepared
+    overall = _geometric_mean(results, "ratio")
+    equal_accuracy = all(r["accuracy_difference"] >= -2 * r["accuracy_standard_error"] for r in results)
+    return {
+        "benchmark": "compression_loop",
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "goal": f"ours / baseline wall time <= {GOAL_RATIO} at equal validation accuracy",
+        "goal_met": overall <= GOAL_RATIO and equal_accuracy,
+        "ratio_geometric_mean": overall,
+        "cpu_ratio_geometric_mean": _geometric_mean(results, "cpu_ratio"),
+        "train_ratio_geometric_mean": _geometric_mean(results, "train_ratio"),
+        "floor_train_ratio_geometric_mean": _geometric_mean(results, "floor_train_ratio"),
+        "floor": "the student trained with cross-entropy alone by the same loop (same optimizer, schedule, "
+                 "clipping, batches, steps): a lower bound on any implementation's training time",
+        "equal_accuracy_within_2se": equal_accuracy,
+        "model": study.model.name, "max_length": study.model.max_length, "data": prepared.data_name,
+        "n_train": len(prepared.splits["train"]), "n_validation": len(prepared.splits["validation"]),
+        "steps": student.max_steps, "batch_size": student.batch_size, "learning_rate": student.learning_rate,
+        "weight_decay": student.weight_decay, "warmup_fraction": student.warmup_fraction,
+        "max_grad_norm": student.max_grad_norm, "eval_batch_size": student.eval_batch_size,
+        "repeats": repeats, "seed": args.seed, "cuda_graphs": args.cuda_graphs,
+        "bootstrap_resamples_ours": study.study.bootstrap_resamples,
+        "untimed": "study preparation (tokenization, teacher fine-tuning, teacher logits), the baseline's "
+                   "datasets.Dataset construction and teacher network (loaded once)"
+                   + ("" if args.quick else ", one 2-step warm-up run of each side"),
+        "ours_also_does": "test-split scoring, fairness report with bootstrap, size measures",
+        "preparation_s": prep_seconds,
+        "machine": _machine(args.threads), "load_average_before": load_before, "load_average_after": _load(),
+        "settings": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     steps = args.steps or (6 if args.quick else 60)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -356,102 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     study = load_study_file(args.study)
     if study.model.name not in ("minilm", "all-minilm-l6-v2"):
         print(f"note: the study's model is {study.model.name!r}, not the offline MiniLM", file=sys.stderr)
-
-    # Not timed: tokenization, the fine-tuned teacher and its cached logits (shared by both sides).
-    prep_started = time.perf_counter()
-    prepared = prepare(study.prepare_spec, args.cache, log=lambda m: print(m, file=sys.stderr), device=device)
-    tokenizer = load_tokenizer(study.model, [])  # a pretrained tokenizer; the collator needs its pad token
-    if tokenizer.pad_token_id != prepared.pad_id:
-        raise RuntimeError(f"tokenizer pad id {tokenizer.pad_token_id} differs from the prepared {prepared.pad_id}")
-    train_ds, val_ds = baseline_datasets(prepared)
-    teacher = prepared.teacher().to(device).eval()
-    prep_seconds = time.perf_counter() - prep_started
-    student = TrainSettings(epochs=1e6, max_steps=steps, batch_size=study.student.batch_size,
-                            learning_rate=study.student.learning_rate, weight_decay=study.student.weight_decay,
-                            warmup_fraction=study.student.warmup_fraction, max_grad_norm=study.student.max_grad_norm,
-                            eval_batch_size=study.student.eval_batch_size)
-    for s in SETTINGS:  # the baseline's hand-written schedule must be the one the trial follows
-        for step in range(steps):
-            mine = gradual_sparsity(step, final=s.sparsity, total=steps, start=s.start, end=s.end,
-                                    frequency=s.frequency(steps))
-            if abs(mine - s.schedule(steps).at(step, steps)) > 1e-12:
-                raise RuntimeError(f"schedules differ for {s.name} at step {step}")
-        if steps > 1 and s.schedule(steps).at(steps - 1, steps) != s.sparsity:
-            raise RuntimeError(f"{s.name}: the schedule does not reach {s.sparsity} within {steps} steps")
-
-    with tempfile.TemporaryDirectory(prefix="fairfront-bench-") as workdir:
-        if not args.quick:  # untimed warm-up of each side (lazy imports, thread pools, allocator)
-            warm = TrainSettings(epochs=1e6, max_steps=2, batch_size=student.batch_size,
-                                 learning_rate=student.learning_rate, eval_batch_size=student.eval_batch_size)
-            run_ours(prepared, study, SETTINGS[0], warm, seed=args.seed, threads=args.threads, device=device)
-            run_baseline(prepared, teacher, tokenizer, train_ds, val_ds, SETTINGS[0], warm, seed=args.seed,
-                         workdir=workdir)
-            run_floor(prepared, warm, seed=args.seed, device=device)
-
-        results = []
-        for i, setting in enumerate(SETTINGS):
-            runs = []
-            for r in range(repeats):
-                pair = {}
-                # the floor runs between the two sides, so all three share the machine's state
-                order = ("ours", "floor", "baseline") if (i + r) % 2 == 0 else ("baseline", "floor", "ours")
-                for side in order:
-                    torch.set_num_threads(args.threads)
-                    if side == "ours":
-                        pair["ours"] = run_ours(prepared, study, setting, student, seed=args.seed + r,
-                                                threads=args.threads, device=device, cuda_graphs=args.cuda_graphs)
-                    elif side == "floor":
-                        pair["floor"] = run_floor(prepared, student, seed=args.seed + r, device=device,
-                                                  cuda_graphs=args.cuda_graphs)
-                    else:
-                        pair["baseline"] = run_baseline(prepared, teacher, tokenizer, train_ds, val_ds, setting,
-                                                        student, seed=args.seed + r, workdir=workdir)
-                pair["first"] = order[0]
-                pair["load_average"] = _load()
-                runs.append(pair)
-                print(f"{setting.name} repeat {r + 1}/{repeats}: ours {pair['ours']['wall_s']:.1f}s "
-                      f"acc {pair['ours']['accuracy']:.3f} | baseline {pair['baseline']['wall_s']:.1f}s "
-                      f"acc {pair['baseline']['accuracy']:.3f} | floor {pair['floor']['train_s']:.1f}s of training",
-                      file=sys.stderr, flush=True)
-            results.append(_summarise(setting, runs, len(prepared.splits["validation"]), steps))
-
-    ratios = [r["ratio"] for r in results]
-    overall = math.exp(statistics.fmean(math.log(x) for x in ratios))
-    worst_acc = min(r["accuracy_difference"] for r in results)
-    equal_accuracy = all(r["accuracy_difference"] >= -2 * r["accuracy_standard_error"] for r in results)
-    payload = {
-        "benchmark": "compression_loop",
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "goal": f"ours / baseline wall time <= {GOAL_RATIO} at equal validation accuracy",
-        "goal_met": overall <= GOAL_RATIO and equal_accuracy,
-        "ratio_geometric_mean": overall,
-        "cpu_ratio_geometric_mean": math.exp(statistics.fmean(math.log(r["cpu_ratio"]) for r in results)),
-        "train_ratio_geometric_mean": math.exp(statistics.fmean(math.log(r["train_ratio"]) for r in results)),
-        "floor_train_ratio_geometric_mean": math.exp(statistics.fmean(math.log(r["floor_train_ratio"])
-                                                                      for r in results)),
-        "floor": "the student trained with cross-entropy alone by the same loop (same optimizer, schedule, "
-                 "clipping, batches, steps): a lower bound on any implementation's training time",
-        "equal_accuracy_within_2se": equal_accuracy,
-        "model": study.model.name, "max_length": study.model.max_length, "data": prepared.data_name,
-        "n_train": len(prepared.splits["train"]), "n_validation": len(prepared.splits["validation"]),
-        "steps": steps, "batch_size": student.batch_size, "learning_rate": student.learning_rate,
-        "weight_decay": student.weight_decay, "warmup_fraction": student.warmup_fraction,
-        "max_grad_norm": student.max_grad_norm, "eval_batch_size": student.eval_batch_size,
-        "repeats": repeats, "seed": args.seed, "cuda_graphs": args.cuda_graphs,
-        "bootstrap_resamples_ours": study.study.bootstrap_resamples,
-        "untimed": "study preparation (tokenization, teacher fine-tuning, teacher logits), the baseline's "
-                   "datasets.Dataset construction and teacher network (loaded once)"
-                   + ("" if args.quick else ", one 2-step warm-up run of each side"),
-        "ours_also_does": "test-split scoring, fairness report with bootstrap, size measures",
-        "preparation_s": prep_seconds,
-        "machine": _machine(args.threads), "load_average_before": load_before, "load_average_after": _load(),
-        "settings": results,
-    }
+    bench, prep_seconds = _prepare_bench(args, study, device)
+    student = _student_settings(study, steps)
+    _check_schedules(steps)
+    results = _measure(bench, student, repeats=repeats, seed=args.seed, warm_up=not args.quick)
+    payload = _payload(args, bench, student, repeats, results, prep_seconds, load_before)
     write_json_atomic(out_path, payload)
     per = ", ".join(f"{r['setting']['name']} {r['ratio']:.2f}" for r in results)
-    print(f"compression_loop: ours/baseline wall time {overall:.2f} (goal <= {GOAL_RATIO}; {per}), "
-          f"CPU time {payload['cpu_ratio_geometric_mean']:.2f}; "
+    worst_acc = min(r["accuracy_difference"] for r in results)
+    print(f"compression_loop: ours/baseline wall time {payload['ratio_geometric_mean']:.2f} (goal <= {GOAL_RATIO}; "
+          f"{per}), CPU time {payload['cpu_ratio_geometric_mean']:.2f}; "
           f"training time {payload['train_ratio_geometric_mean']:.2f}, "
           f"floor {payload['floor_train_ratio_geometric_mean']:.2f}; "
           f"worst accuracy difference {worst_acc:+.3f}; {steps} steps x {repeats} repeats, {args.threads} threads "
