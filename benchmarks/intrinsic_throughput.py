@@ -126,7 +126,7 @@ def _hardware(device: str) -> dict[str, object]:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clusters", type=int, default=200, help="StereoSet intrasentence clusters (default 200)")
     parser.add_argument("--pairs", type=int, default=200, help="CrowS-Pairs pairs (default 200)")
@@ -139,6 +139,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="a model folder to score instead of the offline all-MiniLM-L6-v2")
     parser.add_argument("--data-dir", default=None, help="data root holding stereoset/ and crows_pairs/")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    return parser
+
+
+def _differences(stereo_fast: list, stereo_ref: list, crows_fast: list, crows_ref: list) -> tuple[float, float]:
+    """Largest relative StereoSet and absolute CrowS-Pairs differences of the batched scores from the reference;
+    raises where they exceed the tolerance (rtol 1e-5)."""
+    fast_probs = np.array([[s[k] for k in STEREOSET_LABELS] for s in stereo_fast])
+    ref_probs = np.array([[s[k] for k in STEREOSET_LABELS] for s in stereo_ref])
+    fast_pll, ref_pll = np.array(crows_fast), np.array(crows_ref)
+    stereo_rel = float(np.max(np.abs(fast_probs - ref_probs) / np.abs(ref_probs)))
+    crows_abs = float(np.max(np.abs(fast_pll - ref_pll))) if len(crows_ref) else 0.0
+    np.testing.assert_allclose(fast_probs, ref_probs, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(fast_pll, ref_pll, rtol=1e-5, atol=1e-5)
+    return stereo_rel, crows_abs
+
+
+def _summary(clusters: list, pairs: list, stereo: list, crows: list) -> dict[str, object]:
+    """The benchmarks' overall scores from one run's sentence scores."""
+    return {"stereoset": summarize_stereoset(clusters, stereo)["overall"],
+            "crows_pairs": {k: v for k, v in crows_pairs_summary(pairs, crows).items() if k != "by_bias_type"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.threads < 1 or args.batch_size < 1:
         parser.error("--threads and --batch-size must be >= 1")
@@ -164,20 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                                             batch_size=args.batch_size, device=args.device)
     batched = min(batched_runs, key=lambda t: t["total_s"])
 
-    fast_probs = np.array([[s[k] for k in STEREOSET_LABELS] for s in stereo_fast])
-    ref_probs = np.array([[s[k] for k in STEREOSET_LABELS] for s in stereo_ref])
-    fast_pll, ref_pll = np.array(crows_fast), np.array(crows_ref)
-    stereo_rel = float(np.max(np.abs(fast_probs - ref_probs) / np.abs(ref_probs)))
-    crows_abs = float(np.max(np.abs(fast_pll - ref_pll))) if len(pairs) else 0.0
-    np.testing.assert_allclose(fast_probs, ref_probs, rtol=1e-5, atol=0)
-    np.testing.assert_allclose(fast_pll, ref_pll, rtol=1e-5, atol=1e-5)
-
-    summary_fast = {"stereoset": summarize_stereoset(clusters, stereo_fast)["overall"],
-                    "crows_pairs": {k: v for k, v in crows_pairs_summary(pairs, crows_fast).items()
-                                    if k != "by_bias_type"}}
-    summary_ref = {"stereoset": summarize_stereoset(clusters, stereo_ref)["overall"],
-                   "crows_pairs": {k: v for k, v in crows_pairs_summary(pairs, crows_ref).items()
-                                   if k != "by_bias_type"}}
+    stereo_rel, crows_abs = _differences(stereo_fast, stereo_ref, crows_fast, crows_ref)
+    summary_fast = _summary(clusters, pairs, stereo_fast, crows_fast)
+    summary_ref = _summary(clusters, pairs, stereo_ref, crows_ref)
     ratio = ref_times["total_s"] / batched["total_s"]
     payload = {
         "benchmark": "intrinsic_throughput",
