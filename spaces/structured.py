@@ -80,9 +80,11 @@ __all__ = [
     "StructuredSpace",
     "encoder_layers",
     "ffn_importance",
+    "gate_gradient_scores",
     "head_importance",
     "layer_shapes",
     "load_pruned",
+    "num_heads",
     "prune_ffn_neurons",
     "prune_heads",
     "structured_prune",
@@ -138,7 +140,8 @@ def _head_size(model: nn.Module, layer: nn.Module) -> int:
     return int(size)
 
 
-def _num_heads(model: nn.Module, layer: nn.Module) -> int:
+def num_heads(model: nn.Module, layer: nn.Module) -> int:
+    """Attention heads ``layer`` has now (fewer than the config says once heads are pruned)."""
     return layer.attention.self.query.out_features // _head_size(model, layer)
 
 
@@ -150,7 +153,7 @@ def layer_shapes(model: nn.Module) -> dict[str, list[int]]:
     """
     layers = encoder_layers(model)
     return {
-        "num_attention_heads": [_num_heads(model, layer) for layer in layers],
+        "num_attention_heads": [num_heads(model, layer) for layer in layers],
         "intermediate_size": [layer.intermediate.dense.out_features for layer in layers],
     }
 
@@ -225,7 +228,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Sequence[int]]) -
     plans: list[tuple[int, list[int]]] = []
     for layer_idx, heads in heads_to_prune.items():
         _check_layer_index(layer_idx, len(layers), "prune_heads")
-        n = _num_heads(model, layers[layer_idx])
+        n = num_heads(model, layers[layer_idx])
         remove = sorted({int(h) for h in heads})
         if any(not 0 <= h < n for h in remove):
             raise ValueError(f"prune_heads: layer {layer_idx} heads {remove} out of range; allowed: 0..{n - 1}")
@@ -240,7 +243,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Sequence[int]]) -
             continue
         layer = layers[layer_idx]
         d = _head_size(model, layer)
-        n = _num_heads(model, layer)
+        n = num_heads(model, layer)
         kept = [h for h in range(n) if h not in set(remove)]
         index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in kept])
         attn = layer.attention.self
@@ -311,7 +314,7 @@ def _mix(plain: list[torch.Tensor], fair: list[torch.Tensor], m: float) -> list[
     return [(1.0 - m) * p / (p.norm(p=2) + 1e-20) + m * f for p, f in zip(plain, fair)]
 
 
-def _gradient_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]],
+def gate_gradient_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]],
                      objective: Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor] | None = None
                      ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Summed |gradient| of per-head and per-neuron gates over the batches (unnormalised).
@@ -328,7 +331,7 @@ def _gradient_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]],
         raise ValueError("gradient importance needs at least one batch; got an empty list")
     device = layers[0].attention.self.query.weight.device
     dtype = layers[0].attention.self.query.weight.dtype
-    head_gates = [torch.ones(_num_heads(model, layer), device=device, dtype=dtype, requires_grad=True)
+    head_gates = [torch.ones(num_heads(model, layer), device=device, dtype=dtype, requires_grad=True)
                   for layer in layers]
     ffn_gates = [torch.ones(layer.intermediate.dense.out_features, device=device, dtype=dtype,
                             requires_grad=True) for layer in layers]
@@ -379,7 +382,7 @@ def _gradient_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]],
 def _magnitude_head_scores(model: nn.Module) -> list[torch.Tensor]:
     scores = []
     for layer in encoder_layers(model):
-        n, d = _num_heads(model, layer), _head_size(model, layer)
+        n, d = num_heads(model, layer), _head_size(model, layer)
         attn = layer.attention.self
         sq = sum(m.weight.detach().float().pow(2).reshape(n, d, -1).sum(dim=(1, 2))
                  for m in (attn.query, attn.key, attn.value))
@@ -401,7 +404,7 @@ def _magnitude_ffn_scores(model: nn.Module) -> list[torch.Tensor]:
 def _head_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]] | None, method: str,
                  normalize: bool) -> list[torch.Tensor]:
     _check_method(method)
-    scores = _gradient_scores(model, batches)[0] if method == "gradient" else _magnitude_head_scores(model)
+    scores = gate_gradient_scores(model, batches)[0] if method == "gradient" else _magnitude_head_scores(model)
     return _normalise(scores) if normalize else scores
 
 
@@ -458,7 +461,7 @@ def ffn_importance(model: nn.Module, batches: Iterable[Mapping[str, Any]] | None
         One float tensor per layer (layers may have different sizes after pruning).
     """
     _check_method(method)
-    scores = _gradient_scores(model, batches)[1] if method == "gradient" else _magnitude_ffn_scores(model)
+    scores = gate_gradient_scores(model, batches)[1] if method == "gradient" else _magnitude_ffn_scores(model)
     return _normalise(scores) if normalize else scores
 
 
@@ -590,7 +593,7 @@ def _prune_scores(model: nn.Module, head_fraction: float, ffn_fraction: float, i
     head_scores: list[torch.Tensor] | None = None
     ffn_scores: list[torch.Tensor] | None = None
     if importance == "gradient" and (head_fraction > 0 or ffn_fraction > 0):
-        head_scores, ffn_scores = _gradient_scores(model, batches)
+        head_scores, ffn_scores = gate_gradient_scores(model, batches)
         if normalize:
             head_scores, ffn_scores = _normalise(head_scores), _normalise(ffn_scores)
     else:
@@ -599,7 +602,7 @@ def _prune_scores(model: nn.Module, head_fraction: float, ffn_fraction: float, i
         if ffn_fraction > 0:
             ffn_scores = ffn_importance(model, method="magnitude", normalize=normalize)
     if fairness_mix > 0 and (head_fraction > 0 or ffn_fraction > 0):
-        fair_heads, fair_ffn = (_normalise(x) for x in _gradient_scores(model, batches, gap))
+        fair_heads, fair_ffn = (_normalise(x) for x in gate_gradient_scores(model, batches, gap))
         if head_scores is not None:
             head_scores = _mix(head_scores, fair_heads, fairness_mix)
         if ffn_scores is not None:
@@ -632,8 +635,8 @@ def _reshape_to(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> None:
     inter = list(shapes.get("intermediate_size", []))
     if len(heads) != len(layers) or len(inter) != len(layers):
         raise DataError(f"{SHAPE_KEY} lists {len(heads)}/{len(inter)} layers but the model has {len(layers)}")
-    prune_heads(model, {i: list(range(h, _num_heads(model, layer)))
-                        for i, (h, layer) in enumerate(zip(heads, layers)) if h < _num_heads(model, layer)})
+    prune_heads(model, {i: list(range(h, num_heads(model, layer)))
+                        for i, (h, layer) in enumerate(zip(heads, layers)) if h < num_heads(model, layer)})
     prune_ffn_neurons(model, {i: torch.arange(m) for i, (m, layer) in enumerate(zip(inter, layers))
                               if m < layer.intermediate.dense.out_features})
 

@@ -28,7 +28,7 @@ from torch import nn
 from fairfront.objectives.data.task import EncodedSplit
 from fairfront.objectives.training.first_token import first_token_only
 from fairfront.objectives.training.loop import iterate_batches, make_batch
-from fairfront.spaces.structured import _num_heads, encoder_layers
+from fairfront.spaces.structured import encoder_layers, num_heads
 
 __all__ = ["Component", "components", "component_sets", "ablated_predictions", "gated"]
 
@@ -52,7 +52,7 @@ class Component:
 def components(model: nn.Module) -> list[Component]:
     """Every head of every layer, then every layer's feed-forward block."""
     layers = encoder_layers(model)
-    heads = [Component(i, h) for i, layer in enumerate(layers) for h in range(_num_heads(model, layer))]
+    heads = [Component(i, h) for i, layer in enumerate(layers) for h in range(num_heads(model, layer))]
     return heads + [Component(i) for i in range(len(layers))]
 
 
@@ -112,7 +112,7 @@ def _gates(model: nn.Module, ablate: Sequence[Component], rows: int,
         else:
             gate = heads[comp.layer]
             if gate is None:
-                gate = heads[comp.layer] = torch.ones(total, _num_heads(model, layers[comp.layer]), device=device)
+                gate = heads[comp.layer] = torch.ones(total, num_heads(model, layers[comp.layer]), device=device)
             gate[r * rows:(r + 1) * rows, comp.head] = 0.0
     return heads, ffns
 

@@ -3,7 +3,7 @@
 Ablating every component costs one prediction pass per component; a first-order estimate costs one
 backward pass over a few batches. The gap differentiated is the soft equal-opportunity gap that
 fairness-aware structured pruning protects (:func:`~fairfront.spaces.fair_compression.equal_opportunity_gap`),
-through the same per-head and per-neuron gates (:func:`fairfront.spaces.structured._gradient_scores`).
+through the same per-head and per-neuron gates (:func:`fairfront.spaces.structured.gate_gradient_scores`).
 A head's estimate is its gate's summed ``|gradient|``; a feed-forward block's is the sum over its
 neurons' gates (an upper bound on the block gate's own gradient, which is the signed sum).
 :func:`rank_agreement` says how far the estimate can stand in for ablation: the Spearman
@@ -28,7 +28,7 @@ from fairfront.objectives.analysis.components import components
 from fairfront.objectives.data.task import EncodedSplit
 from fairfront.objectives.training.loop import iterate_batches, make_batch
 from fairfront.spaces.fair_compression import equal_opportunity_gap
-from fairfront.spaces.structured import _gradient_scores
+from fairfront.spaces.structured import gate_gradient_scores
 
 __all__ = ["gap_gradients", "rank_agreement"]
 
@@ -40,7 +40,7 @@ def gap_gradients(model: nn.Module, split: EncodedSplit, *, pad_id: int, batch_s
     model.to(device)
     indices = list(iterate_batches(split, batch_size, rng=None))[:max_batches]
     batches = [make_batch(split, index, pad_id=pad_id, device=device) for index in indices]
-    heads, ffns = _gradient_scores(model, batches, objective=equal_opportunity_gap)
+    heads, ffns = gate_gradient_scores(model, batches, objective=equal_opportunity_gap)
     out = {}
     for comp in components(model):
         score = heads[comp.layer][comp.head] if comp.head is not None else ffns[comp.layer].sum()
