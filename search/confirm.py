@@ -35,7 +35,7 @@ from fairfront.objectives.training.trial import TrialOutcome, TrialSpec
 from fairfront.search import driver
 from fairfront.search.attrs import CONFIRM_PREFIX
 from fairfront.search.executor import Executor, Ticket, TrialError
-from fairfront.search.export import _study_file
+from fairfront.search.export import stored_study_file
 from fairfront.search.front_data import Objective, objectives, split_value
 from fairfront.search.lease import DriverLease
 from fairfront.search.options import RunOptions
@@ -220,7 +220,7 @@ def confirm_study(name: str, options: RunOptions, *, seeds: int, top: int | None
         if value is not None and value < 1:
             raise ConfigError(key, value, "a whole number >= 1")
     study = driver.load_study(name, options.storage)
-    sf = _study_file(study)
+    sf = stored_study_file(study)
     trials = chosen_trials(study, top)
     work = _Confirmation(study, sf, objectives(study), options)
     jobs = work.jobs(trials, seeds)
@@ -236,11 +236,11 @@ def confirm_study(name: str, options: RunOptions, *, seeds: int, top: int | None
 
 def _run_jobs(work: _Confirmation, jobs: list[_Job], sf: StudyFile) -> None:
     options = work.options
-    executor = driver._executor(options)
+    executor = driver.run_executor(options)
     executor.start(sf.execution, options.log)
-    options.prepared = options.prepared or driver._prepare(sf, options, executor)
+    options.prepared = options.prepared or driver.cached_or_prepared(sf, options, executor)
     work.executor = executor
-    lease = DriverLease(work.study, command="confirm", ray_address=driver._ray_address(options),
+    lease = DriverLease(work.study, command="confirm", ray_address=driver.resolved_ray_address(options),
                         stale_after_s=options.lease_stale_s)
     lease.acquire()
     try:

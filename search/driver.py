@@ -84,16 +84,17 @@ from fairfront.search.studyfile import StudyFile, parse_study_text
 
 __all__ = ["RunOptions", "LoopStats", "run_study", "resume_study", "load_study", "recover_interrupted",
            "TooManyFailures", "Interrupted", "StorageFault", "STUDY_FILE_ATTR", "N_TRIALS_ATTR", "REASON_ATTR",
-           "RETRY_OF_ATTR"]
+           "RETRY_OF_ATTR", "resolved_ray_address", "run_executor", "cached_or_prepared"]
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def _ray_address(options: RunOptions) -> str | None:
+def resolved_ray_address(options: RunOptions) -> str | None:
+    """The Ray cluster the options or ``RAY_ADDRESS`` name, or None for a local one."""
     return options.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
-def _executor(options: RunOptions) -> Executor:
+def run_executor(options: RunOptions) -> Executor:
     """The run's executor (Ray unless the options name one), with the ``FAIRFRONT_FAULTS`` testing hook if set."""
     executor = options.executor if options.executor is not None else RayExecutor(options.ray_address)
     return faults.inject_from_env(executor, options.trial_fn)
@@ -130,10 +131,10 @@ def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
     storage = open_storage(options.storage)
     log = options.log
     _check_new(sf, storage, options)
-    executor = _executor(options)
+    executor = run_executor(options)
     executor.start(sf.execution, log)
     # before the study exists: a bad model writes nothing
-    prepared = options.prepared or _prepare(sf, options, executor)
+    prepared = options.prepared or cached_or_prepared(sf, options, executor)
     teacher = _teacher_record(sf, prepared, options)
     check_reference(sf, teacher)
     try:
@@ -157,7 +158,8 @@ def _run_study(sf: StudyFile, options: RunOptions) -> optuna.Study:
                                        "positive": None if positive is None else prepared.label_names[positive]})
     if teacher is not None:
         study.set_user_attr(TEACHER_ATTR, teacher)
-    lease = DriverLease(study, command="run", ray_address=_ray_address(options), stale_after_s=options.lease_stale_s)
+    lease = DriverLease(study, command="run", ray_address=resolved_ray_address(options),
+                        stale_after_s=options.lease_stale_s)
     lease.acquire()
     _hold(study, lease)
     log(f"study {sf.study.name!r} created in {options.storage}")
@@ -204,10 +206,10 @@ def _resume_study(name: str, options: RunOptions) -> optuna.Study:
                           cache_dir=options.cache_dir))
         return study
     check_free(study, stale_after_s=options.lease_stale_s)  # refuse before the costly start
-    executor = _executor(options)
+    executor = run_executor(options)
     executor.start(sf.execution, log)
-    prepared = options.prepared or _prepare(sf, options, executor)
-    lease = DriverLease(study, command="resume", ray_address=_ray_address(options),
+    prepared = options.prepared or cached_or_prepared(sf, options, executor)
+    lease = DriverLease(study, command="resume", ray_address=resolved_ray_address(options),
                         stale_after_s=options.lease_stale_s)
     previous = lease.acquire()
     _hold(study, lease)
@@ -272,7 +274,8 @@ def _release(lease: DriverLease) -> None:
         pass
 
 
-def _prepare(sf: StudyFile, options: RunOptions, executor: Executor) -> Prepared:
+def cached_or_prepared(sf: StudyFile, options: RunOptions, executor: Executor) -> Prepared:
+    """The study's prepared data and teacher from the cache, or prepared by the executor (and cached)."""
     spec = sf.prepare_spec
     folder = options.cache_dir / spec.fingerprint()
     found = cached(folder, log=options.log)  # None when absent, or corrupt (then prepared again)

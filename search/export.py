@@ -49,7 +49,7 @@ from fairfront.search.model_card import model_card
 from fairfront.search.studyfile import StudyFile, parse_study_text
 from fairfront.spaces.space import CompressionConfig
 
-__all__ = ["Exported", "Remade", "export_trial", "prepared_study", "remake"]
+__all__ = ["Exported", "Remade", "export_trial", "prepared_study", "remake", "stored_study_file", "complete_trial"]
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ def export_trial(name: str, number: int, out: Path, *, storage: str, cache_dir: 
     out = Path(out)
     _check_out(out)
     study = load_study(name, storage)
-    sf = _study_file(study)
-    trial = _complete_trial(study, number)
+    sf = stored_study_file(study)
+    trial = complete_trial(study, number)
     if sf.model.task == "masked_lm":
         raise ConfigError("--trial", message=f"study {name!r} compresses a masked LM ([model] task = \"masked_lm\"); "
                           "export writes sequence classifiers only")
@@ -173,14 +173,16 @@ def _check_out(out: Path) -> None:
         raise ConfigError("--out", str(out), "a folder that does not exist yet, or an empty one")
 
 
-def _study_file(study: optuna.Study) -> StudyFile:
+def stored_study_file(study: optuna.Study) -> StudyFile:
+    """The study file a fairfront study stored when it was created (refused for any other study)."""
     text = study.user_attrs.get(STUDY_FILE_ATTR)
     if text is None:
         raise ConfigError("study", study.study_name, "a study created by fairfront (it has no stored study file)")
     return parse_study_text(text, base_dir=Path.cwd())
 
 
-def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
+def complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number``, refused (listing the COMPLETE ones) unless it exists and is COMPLETE."""
     trials = study.get_trials(deepcopy=False)
     complete = [t.number for t in trials if t.state == TrialState.COMPLETE]
     listed = _numbers(complete)

@@ -55,7 +55,7 @@ from fairfront.search.front_data import (
 from fairfront.search.hypervolume import hypervolume_reference
 from fairfront.search.report import format_value, front_trials
 
-__all__ = ["render", "write_report", "hypervolume_reference", "MAX_BAR_TRIALS"]
+__all__ = ["render", "write_report", "hypervolume_reference", "per_group_rates", "MAX_BAR_TRIALS"]
 
 FRONT_COLOR = "#1f77b4"
 DOMINATED_COLOR = "#c8c8c8"
@@ -240,7 +240,7 @@ def _teacher_note(teacher_accuracy: float | None, stored: bool = False) -> str:
             "is not drawn as a point.")
 
 
-def _group_rates(fairness: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+def per_group_rates(fairness: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """Per group: accuracy, TPR and FPR (the positive class's in a binary task, else the mean over classes)."""
     out: dict[str, dict[str, float | None]] = {}
     per_class = fairness.get("class_group_rates") or {}
@@ -259,7 +259,7 @@ def _group_rates(fairness: dict[str, Any]) -> dict[str, dict[str, float | None]]
 def _group_bars(study: optuna.Study) -> _Section:
     title = "Per-group accuracy, TPR and FPR of the front's trials"
     rows = [(t, (trial_report(t).splits.get("validation") or None)) for t in front_trials(study)[:MAX_BAR_TRIALS]]
-    rates = {t.number: _group_rates(s.fairness) for t, s in rows if s is not None and s.fairness}
+    rates = {t.number: per_group_rates(s.fairness) for t, s in rows if s is not None and s.fairness}
     if not rates:
         return _Section(title, "No per-group rates were stored: the data has no group column (or no trial "
                                "measured one).")

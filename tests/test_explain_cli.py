@@ -29,7 +29,7 @@ from fairfront.search.explain.store import EXPLAIN_ATTR
 from fairfront.search.explain.who_pays import TEACHER_ATTR, who_pays
 from fairfront.search.front_data import objectives
 from fairfront.search.inprocess_executor import InProcessExecutor
-from fairfront.search.report_html import _group_rates
+from fairfront.search.report_html import per_group_rates
 from fairfront.search.studyfile import parse_study_text
 
 from conftest import tiny_study_text
@@ -187,5 +187,5 @@ def test_who_pays_reads_the_teachers_rates_from_the_study_attribute(study) -> No
     fallback = who_pays(complete, objs, None, lambda: {g: {"tpr": 0.5} for g in own["group_tpr"]})
     assert fallback["teacher_tpr_source"] == "prepared cache"
     first = next(r for r in fallback["trials"] if r["trial"] == complete[0].number)
-    rates = _group_rates(stored_record(complete[0])["validation"]["fairness"])  # multi-class: mean TPR over classes
+    rates = per_group_rates(stored_record(complete[0])["validation"]["fairness"])  # multi-class: mean TPR over classes
     assert first["group_tpr"] == {g: pytest.approx(rates[g]["tpr"] - 0.5) for g in own["group_tpr"]}

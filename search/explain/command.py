@@ -60,9 +60,9 @@ class _Study:
 
 
 def _check(study: optuna.Study, options: ExplainOptions) -> _Study:
-    from fairfront.search.export import _study_file
+    from fairfront.search.export import stored_study_file
 
-    sf = _study_file(study)
+    sf = stored_study_file(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < MIN_TRIALS:
         raise ConfigError("study", study.study_name, f"a study with at least {MIN_TRIALS} COMPLETE trials to rank "
@@ -76,11 +76,11 @@ def _check(study: optuna.Study, options: ExplainOptions) -> _Study:
 
 def _trial(ctx: _Study) -> FrozenTrial | None:
     from fairfront.search.explain.model_origins import check_ablatable
-    from fairfront.search.export import _complete_trial
+    from fairfront.search.export import complete_trial
 
     if ctx.options.trial is None:
         return None
-    trial = _complete_trial(ctx.study, ctx.options.trial)
+    trial = complete_trial(ctx.study, ctx.options.trial)
     check_ablatable(ctx.sf, trial)
     return trial
 
@@ -117,7 +117,7 @@ def _study_level(ctx: _Study) -> dict[str, Any]:
 def _teacher_rates(ctx: _Study) -> dict[str, dict[str, float | None]] | None:
     """The teacher's per-group rates on the validation split, from its logits in the prepared cache."""
     from fairfront.objectives.measures.group_fairness import fairness_report
-    from fairfront.search.report_html import _group_rates
+    from fairfront.search.report_html import per_group_rates
 
     prepared = ctx.prepared
     split = prepared.splits["validation"]
@@ -127,7 +127,7 @@ def _teacher_rates(ctx: _Study) -> dict[str, dict[str, float | None]] | None:
     names = np.asarray(prepared.group_names, dtype=object)[split.groups[keep]]
     report = fairness_report(split.labels[keep], prepared.dense_predictions("validation")[keep],
                              sensitive_features=names, class_names=list(prepared.label_names), n_resamples=0)
-    return _group_rates(report)
+    return per_group_rates(report)
 
 
 def _exemplar_record(ctx: _Study, chosen: list[FrozenTrial]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial
 from fairfront.objectives.measures.report import SplitScores, TrialReport
 from fairfront.search.attrs import TEACHER_ATTR
 from fairfront.search.front_data import Objective, trial_report
-from fairfront.search.report_html import _group_rates
+from fairfront.search.report_html import per_group_rates
 
 __all__ = ["TEACHER_ATTR", "who_pays", "teacher_group_rates_from_attr"]
 
@@ -35,7 +35,7 @@ def teacher_group_rates_from_attr(attr: Any) -> dict[str, dict[str, float | None
         scores = TrialReport.from_attrs(attr).splits.get("validation")
     except (TypeError, ValueError):
         return None
-    return _group_rates(scores.fairness) if scores is not None and scores.fairness else None
+    return per_group_rates(scores.fairness) if scores is not None and scores.fairness else None
 
 
 def _levels(forgetting: dict[str, Any], by: str) -> dict[str, float | None]:
@@ -53,7 +53,7 @@ def _row(trial: FrozenTrial, size: int, teacher: dict[str, dict[str, float | Non
     scores: SplitScores | None = report.splits.get("validation")
     if scores is None or not scores.forgetting:
         return None
-    rates = _group_rates(scores.fairness) if scores.fairness else {}
+    rates = per_group_rates(scores.fairness) if scores.fairness else {}
     tpr = {g: _diff(r.get("tpr"), (teacher or {}).get(g, {}).get("tpr")) for g, r in rates.items()} if teacher else {}
     return {"trial": trial.number, "size": float(trial.values[size]),
             "families": [f for f, c in report.compression.items() if c is not None],

@@ -11,7 +11,7 @@ from fairfront.errors import ConfigError
 from fairfront.objectives.data.datasets import _davidson, _gap, _jigsaw, _redditbias, _sst2
 from fairfront.objectives.data.datasets._dataset import TextDataset
 from fairfront.objectives.data.datasets._paths import dataset_folder
-from fairfront.objectives.data.datasets._split import _check_fractions
+from fairfront.objectives.data.datasets._split import check_fractions
 
 __all__ = ["DATASETS", "DatasetInfo", "load_builtin"]
 
@@ -122,7 +122,7 @@ def load_builtin(name: str, *, data_dir: str | os.PathLike[str] | None = None, s
         raise ConfigError("data.seed", seed, "an integer")
     if "fractions" in options:
         try:
-            options["fractions"] = _check_fractions(options["fractions"])  # type: ignore[arg-type]
+            options["fractions"] = check_fractions(options["fractions"])  # type: ignore[arg-type]
         except ValueError:
             raise ConfigError("data.options.fractions", options["fractions"],
                               "three non-negative numbers (train, validation, test) summing to 1, "

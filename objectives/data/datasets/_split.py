@@ -29,7 +29,7 @@ import pandas as pd
 
 from fairfront.objectives.data.datasets._dataset import SPLITS
 
-__all__ = ["stratified_split", "group_stratified_split"]
+__all__ = ["stratified_split", "group_stratified_split", "check_fractions"]
 
 _ORDER = {name: i for i, name in enumerate(SPLITS)}
 
@@ -60,7 +60,7 @@ def stratified_split(frame: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 
         >>> out["split"].value_counts().sort_index().to_dict()
         {'test': 10, 'train': 80, 'validation': 10}
     """
-    fracs = _check_fractions(fractions)
+    fracs = check_fractions(fractions)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     stratify = [stratify] if isinstance(stratify, str) else list(stratify)
@@ -140,7 +140,7 @@ def group_stratified_split(frame: pd.DataFrame, unit_column: str, *, fractions: 
         >>> bool(out.groupby("author")["split"].nunique().eq(1).all())
         True
     """
-    fracs = np.asarray(_check_fractions(fractions))
+    fracs = np.asarray(check_fractions(fractions))
     for column in (unit_column, stratify):
         if column not in frame.columns:
             raise ValueError(f"column {column!r} is not in the frame; columns are: "
@@ -173,7 +173,7 @@ def group_stratified_split(frame: pd.DataFrame, unit_column: str, *, fractions: 
     return out
 
 
-def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     try:
         fracs = tuple(float(f) for f in fractions)
     except (TypeError, ValueError):
