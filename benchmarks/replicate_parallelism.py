@@ -33,48 +33,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fairfront.search.tiny_study import tiny_study_text  # noqa: E402
+
 from _common import cpu_model, write_json_atomic  # noqa: E402
 
-STUDY = """
-[study]
-name = "{name}"
-n_trials = 1
-sampler = "random"
-seed = 0
-bootstrap_resamples = 20
-replicates = {replicates}
 
-[model]
-name = "tiny-random"
-max_length = 32
-
-[data]
-source = "synthetic-occupations"
-n_examples = 500
-
-[teacher]
-epochs = 3.0
-batch_size = 32
-learning_rate = 3e-3
-
-[student]
-epochs = 100.0
-max_steps = {steps}
-batch_size = 32
-learning_rate = 1e-3
-
-[space.pruning]
-sparsity = [0.2, 0.9]
-schedule = ["gradual"]
-
-[space.distillation]
-temperature = [1.0, 4.0]
-alpha = [0.0, 0.9]
-
-[execution]
-parallel = 1
-cpus_per_trial = 1
-"""
+def _study_text(name: str, replicates: int, steps: int) -> str:
+    """The tests' tiny study, one trial at a time, its student trained ``steps`` steps on a gradual schedule."""
+    return tiny_study_text(name, n_trials=1, parallel=1, student_steps=steps, student_epochs=100.0,
+                           replicates=replicates, schedules=["gradual"], fairness_space=False)
 
 
 def _trial_seconds(folder: Path, name: str, replicates: int, steps: int, prepared) -> float:
@@ -83,7 +50,7 @@ def _trial_seconds(folder: Path, name: str, replicates: int, steps: int, prepare
     from fairfront.search.driver import RunOptions, run_study
     from fairfront.search.studyfile import parse_study_text
 
-    sf = parse_study_text(STUDY.format(name=name, replicates=replicates, steps=steps), base_dir=folder)
+    sf = parse_study_text(_study_text(name, replicates, steps), base_dir=folder)
     storage = f"sqlite:///{folder / 'bench.db'}"
     run_study(sf, RunOptions(storage=storage, cache_dir=folder / "cache", artifact_dir=folder / "artifacts",
                              log=lambda m: None, prepared=prepared))
@@ -124,7 +91,7 @@ def main() -> None:
     times: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        sf = parse_study_text(STUDY.format(name="prep", replicates=1, steps=args.steps), base_dir=folder)
+        sf = parse_study_text(_study_text("prep", 1, args.steps), base_dir=folder)
         prepared = prepare(sf.prepare_spec, folder / "cache", log=lambda m: None)
         _trial_seconds(folder, "warmup", 2, args.steps, prepared)  # starts both Ray workers
         started = time.perf_counter()

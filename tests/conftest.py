@@ -11,57 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from fairfront.search.tiny_study import tiny_study_text as tiny_study_text  # the test modules import it from here
+
 REPO = Path(__file__).resolve().parents[1]
 FAIRFRONT = str(Path(sys.executable).parent / "fairfront")
-
-TINY_STUDY = """
-[study]
-name = "{name}"
-n_trials = {n_trials}
-sampler = "{sampler}"
-seed = 0
-bootstrap_resamples = 20
-
-[model]
-name = "tiny-random"
-max_length = 32
-
-[data]
-source = "synthetic-occupations"
-n_examples = 500
-
-[teacher]
-epochs = 3.0
-batch_size = 32
-learning_rate = 3e-3
-
-[student]
-epochs = 20.0
-max_steps = {student_steps}
-batch_size = 32
-learning_rate = 1e-3
-
-[space.pruning]
-sparsity = [0.2, 0.9]
-schedule = ["one_shot", "gradual", "iterative"]
-
-[space.distillation]
-temperature = [1.0, 4.0]
-alpha = [0.0, 0.9]
-
-[space.fairness]
-weight = [0.1, 10.0]
-
-[execution]
-parallel = {parallel}
-cpus_per_trial = 1
-"""
-
-
-def tiny_study_text(name: str = "tiny", *, n_trials: int = 3, sampler: str = "random", parallel: int = 2,
-                    student_steps: int = 15) -> str:
-    return TINY_STUDY.format(name=name, n_trials=n_trials, sampler=sampler, parallel=parallel,
-                             student_steps=student_steps)
 
 
 def noop_trial(prepared, spec, *, device=None, threads=None):
