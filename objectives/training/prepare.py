@@ -268,7 +268,8 @@ class _DenseFit:
     def total_steps(self) -> int:
         return self.spec.teacher.total_steps(len(self.splits["train"]))
 
-    def fine_tune(self, seed: int, progress=None) -> tuple[torch.nn.Module, TrainStats]:
+    def fine_tune(self, seed: int, progress: Callable[[int, int, float], None] | None = None
+                  ) -> tuple[torch.nn.Module, TrainStats]:
         net = new_classifier(self.spec.model, num_labels=self.num_labels, vocab_size=len(self.tokenizer), seed=seed)
         stats = train(net, self.splits["train"], self.spec.teacher,
                       loss_fn=lambda logits, batch: self.per_example(logits, batch["labels"]).mean(),
