@@ -14,22 +14,24 @@ import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
 from fairfront.objectives.data.task import DataSpec
 from fairfront.objectives.measures.bias_settings import BiasSettings, check_objectives
 from fairfront.objectives.measures.objectives import ObjectiveSpec
-from fairfront.objectives.training.captured_step import CUDA_GRAPH_MODES
-from fairfront.objectives.training.loop import TrainSettings
-from fairfront.objectives.training.models import MINILM, TINY, ModelSpec
-from fairfront.objectives.training.prepare import PrepareSpec
+from fairfront.objectives.training.model_spec import MINILM, TINY, ModelSpec
+from fairfront.objectives.training.settings import CUDA_GRAPH_MODES, TrainSettings
 from fairfront.objectives.training.teacher_settings import TeacherSettings
-from fairfront.objectives.training.trial import TrialSpec
 from fairfront.search.constraints import Constraints
 from fairfront.search.samplers import SAMPLERS
 from fairfront.spaces.registry import families_for_task
 from fairfront.spaces.space import CompressionConfig, SearchSpace
+
+if TYPE_CHECKING:  # the study file is read without torch; these are built only to run trials
+    from fairfront.objectives.training.prepare import PrepareSpec
+    from fairfront.objectives.training.trial import TrialSpec
 
 __all__ = ["StudySettings", "Execution", "StudyFile", "load_study_file", "parse_study_text", "replicate_seed",
            "MAX_REPLICATES"]
@@ -139,10 +141,14 @@ class StudyFile:
 
     @property
     def prepare_spec(self) -> PrepareSpec:
+        from fairfront.objectives.training.prepare import PrepareSpec
+
         return PrepareSpec(self.model, self.data, self.teacher, self.study.seed, self.bias)
 
     def trial_spec(self, compression: CompressionConfig, number: int, replicate: int = 0) -> TrialSpec:
         """Everything a worker needs to run replicate ``replicate`` of trial ``number`` with ``compression``."""
+        from fairfront.objectives.training.trial import TrialSpec
+
         seed = replicate_seed(self.study.seed, number, replicate)
         spec = TrialSpec(compression, self.student, self.objectives, seed=seed,
                          bootstrap_resamples=self.study.bootstrap_resamples,
@@ -208,7 +214,9 @@ def parse_study_text(text: str, *, base_dir: Path) -> StudyFile:
 
 def _check_intrinsic(model: ModelSpec, bias: BiasSettings) -> None:
     """A masked-LM benchmark needs a checkpoint that ships a pretrained masked-LM head."""
-    from fairfront.objectives.measures.intrinsic import INTRINSIC_BENCHMARKS
+    if not bias.intrinsic:
+        return
+    from fairfront.objectives.measures.intrinsic import INTRINSIC_BENCHMARKS  # torch: only where benchmarks are
     from fairfront.objectives.training.masked_lm import check_masked_lm_head
 
     needing = [n for n in bias.intrinsic if INTRINSIC_BENCHMARKS[n].needs == "masked_lm"]

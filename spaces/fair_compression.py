@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from fairfront.spaces import fairness_losses
+from fairfront.spaces.fair_distillation_family import FORGETTING_MODES
 
 __all__ = [
     "FORGETTING_MODES",
@@ -34,8 +35,6 @@ __all__ = [
     "fairness_gradient_scores",
     "equal_opportunity_gap",
 ]
-
-FORGETTING_MODES = ("disagreement", "group_recall", "both")
 
 _Scores = TypeVar("_Scores", Tensor, Mapping[str, Tensor])
 

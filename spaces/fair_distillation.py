@@ -4,60 +4,29 @@ A compressed student forgets a small set of examples first, disproportionately f
 and under-represented groups (Hooker et al. 2019, 2020). ``[space.fair_distillation]`` searches
 how strongly (``strength``) and by which signal (``mode``) those examples are up-weighted; the
 weights themselves are :func:`~fairfront.spaces.fair_compression.forgetting_weights`.
+
+Its ``[space.fair_distillation]`` table, config and family are :mod:`fairfront.spaces.fair_distillation_family`
+(read without torch); the family's ``start`` imports this module when a trial runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from fairfront._config import Table
-from fairfront.spaces.fair_compression import FORGETTING_MODES, forgetting_weights, recall_deficit
-from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
-from fairfront.spaces.sampling import suggest_choice, suggest_weight
+from fairfront.spaces.fair_compression import forgetting_weights, recall_deficit
+from fairfront.spaces.fair_distillation_family import (
+    FairDistillationConfig,
+    FairDistillationFamily,
+    FairDistillationSpace,
+)
+from fairfront.spaces.family import FamilyTrial, TrialContext
 
 __all__ = ["FairDistillationConfig", "FairDistillationSpace", "FairDistillationFamily"]
 
-@dataclass(frozen=True)
-class FairDistillationConfig:
-    strength: float
-    mode: str = "disagreement"
 
-
-@dataclass(frozen=True)
-class FairDistillationSpace:
-    """``[space.fair_distillation]``: up-weight what the student forgets (see :func:`forgetting_weights`).
-
-    ``strength`` is searched on a log scale with an exact zero (plain, unweighted training) kept in
-    the space as the baseline.
-    """
-
-    strength: tuple[float, float] = (0.1, 10.0)
-    modes: tuple[str, ...] = FORGETTING_MODES
-    allow_zero: bool = True
-
-    @classmethod
-    def from_table(cls, t: Table) -> FairDistillationSpace:
-        space = cls(strength=t.range("strength", cls.strength, positive=True, high=1e4),
-                    modes=t.strings("mode", cls.modes, choices=FORGETTING_MODES),
-                    allow_zero=t.boolean("allow_zero", True))
-        t.done()
-        return space
-
-    def sample(self, trial) -> FairDistillationConfig:
-        strength = suggest_weight(trial, "fair_distillation.strength", self.strength, allow_zero=self.allow_zero)
-        mode = suggest_choice(trial, "fair_distillation.mode", self.modes) if strength > 0 else self.modes[0]
-        return FairDistillationConfig(strength, mode)
-
-
-class FairDistillationFamily(CompressionFamily):
-    name = "fair_distillation"
-    space_type = FairDistillationSpace
-    config_type = FairDistillationConfig
-
-    def start(self, config: FairDistillationConfig, ctx: TrialContext) -> FamilyTrial:
-        return _ForgettingWeights(config, ctx) if config.strength > 0 else FamilyTrial()
+def start_trial(config: FairDistillationConfig, ctx: TrialContext) -> FamilyTrial:
+    """The fair-distillation family's hooks into one trial (:meth:`FairDistillationFamily.start`)."""
+    return _ForgettingWeights(config, ctx) if config.strength > 0 else FamilyTrial()
 
 
 class _ForgettingWeights(FamilyTrial):

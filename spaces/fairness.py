@@ -13,21 +13,22 @@ Methods (``[space.fairness] method``):
 Each method's strength is searched on a log scale, and an exact zero is kept in the space
 (``allow_zero``), so "no fairness method" is always sampled as the baseline. The losses
 themselves are in :mod:`fairfront.spaces.fairness_losses`.
+
+Its ``[space.fairness]`` table, config and family are :mod:`fairfront.spaces.fairness_family`
+(read without torch); the family's ``start`` imports this module when a trial runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import Tensor
 
-from fairfront._config import Table
 from fairfront.spaces import fairness_losses
-from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
-from fairfront.spaces.sampling import suggest_choice, suggest_weight
+from fairfront.spaces.fairness_family import FairnessConfig, FairnessFamily, FairnessSpace
+from fairfront.spaces.family import FamilyTrial, TrialContext
 
 __all__ = ["FairnessSpace", "FairnessConfig", "FairnessFamily", "PENALTIES", "penalty_function"]
 
@@ -39,70 +40,20 @@ for _name in ("equalized_odds", "demographic_parity"):
         PENALTIES[_name] = getattr(fairness_losses, f"{_name}_penalty")
 
 
-METHODS = tuple(PENALTIES) + ("group_dro", "group_reweight")
-
-
-@dataclass(frozen=True)
-class FairnessConfig:
-    """``weight`` is the penalty's weight, the DRO step size, or the reweighting strength; 0 = off."""
-
-    method: str
-    weight: float
-
-    @property
-    def is_penalty(self) -> bool:
-        return self.method in PENALTIES
-
-
-@dataclass(frozen=True)
-class FairnessSpace:
-    """Ranges of ``[space.fairness]``."""
-
-    methods: tuple[str, ...] = ("equal_opportunity",)
-    weight: tuple[float, float] = (0.01, 10.0)
-    dro_step_size: tuple[float, float] = (0.001, 0.1)
-    reweight_strength: tuple[float, float] = (0.1, 1.0)
-    allow_zero: bool = True
-
-    @classmethod
-    def from_table(cls, t: Table) -> FairnessSpace:
-        space = cls(methods=t.strings("method", cls.methods, choices=METHODS),
-                    weight=t.range("weight", cls.weight, positive=True, high=1e4),
-                    dro_step_size=t.range("dro_step_size", cls.dro_step_size, positive=True, high=10.0),
-                    reweight_strength=t.range("reweight_strength", cls.reweight_strength, positive=True, high=1.0),
-                    allow_zero=t.boolean("allow_zero", True))
-        t.done()
-        return space
-
-    def sample(self, trial) -> FairnessConfig:
-        method = suggest_choice(trial, "fairness.method", self.methods)
-        bounds, name = {"group_dro": (self.dro_step_size, "fairness.dro_step_size"),
-                        "group_reweight": (self.reweight_strength, "fairness.reweight_strength")}.get(
-                            method, (self.weight, "fairness.weight"))
-        return FairnessConfig(method, suggest_weight(trial, name, bounds, allow_zero=self.allow_zero))
-
-
 def penalty_function(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     return PENALTIES[name]
 
 
-class FairnessFamily(CompressionFamily):
-    """``[space.fairness]``: each method is its own hook into the loss (a penalty, a reduction or weights)."""
-
-    name = "fairness"
-    space_type = FairnessSpace
-    config_type = FairnessConfig
-    needs_groups = "a fairness loss"
-
-    def start(self, config: FairnessConfig, ctx: TrialContext) -> FamilyTrial:
-        if config.weight <= 0:
-            return FamilyTrial()
-        if config.is_penalty:
-            # the group count fixes the penalty's shapes, so a CUDA graph can capture it
-            return _Penalty(partial(penalty_function(config.method), num_groups=ctx.num_groups), config.weight)
-        if config.method == "group_dro":
-            return _GroupDRO(fairness_losses.GroupDRO(ctx.num_groups, config.weight))
-        return _GroupReweight(config.weight, ctx)
+def start_trial(config: FairnessConfig, ctx: TrialContext) -> FamilyTrial:
+    """The fairness family's hooks into one trial (:meth:`FairnessFamily.start`)."""
+    if config.weight <= 0:
+        return FamilyTrial()
+    if config.is_penalty:
+        # the group count fixes the penalty's shapes, so a CUDA graph can capture it
+        return _Penalty(partial(penalty_function(config.method), num_groups=ctx.num_groups), config.weight)
+    if config.method == "group_dro":
+        return _GroupDRO(fairness_losses.GroupDRO(ctx.num_groups, config.weight))
+    return _GroupReweight(config.weight, ctx)
 
 
 class _Penalty(FamilyTrial):

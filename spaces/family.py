@@ -33,13 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import numpy as np
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fairfront._config import Table
+
+if TYPE_CHECKING:  # annotations only: the study file is read without torch
+    import numpy as np
+    import torch
+    from torch import Tensor, nn
 
 __all__ = ["TASKS", "TrialContext", "CompressionFamily", "FamilyTrial"]
 

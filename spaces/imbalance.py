@@ -9,6 +9,9 @@ The parametrised losses are built by factories (``focal_loss(gamma=2.0)``) that 
 picklable callables, so a trial's loss can be shipped to a Ray worker and shows its settings in
 its ``repr``. Each one reduces to plain cross-entropy at its neutral setting, bit for bit:
 ``beta=0``, ``gamma=0`` (with no ``alpha``) and ``tau=0``.
+
+Its ``[space.imbalance]`` table, config and family are :mod:`fairfront.spaces.imbalance_family`
+(read without torch); :data:`IMBALANCE_LOSSES` there imports this module when a loss is built.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fairfront._config import Table
-from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
-from fairfront.spaces.sampling import suggest_choice, suggest_float
+from fairfront.spaces.imbalance_family import (
+    IMBALANCE_LOSSES,
+    ImbalanceConfig,
+    ImbalanceFamily,
+    ImbalanceLoss,
+    ImbalanceSpace,
+)
 
 __all__ = [
     "PerExampleLoss",
@@ -234,46 +240,6 @@ def logit_adjusted_loss(class_priors: Sequence[float] | Tensor, tau: float) -> P
     return _LogitAdjustedLoss(tuple(priors.tolist()), tau)
 
 
-# ---------------------------------------------------------------------------------------------
-# registry
-
-
-@dataclass(frozen=True)
-class ImbalanceLoss:
-    """One searchable task loss: what it is, where it comes from, and the parameter a trial samples.
-
-    ``build(value, class_counts)`` returns the per-example loss; ``value`` is the sampled parameter
-    (ignored where ``parameter`` is ``None``) and ``class_counts`` the training examples per class.
-    ``[low, high]`` is the sensible range. ``scale`` says how to sample it: ``"linear"`` uniformly,
-    ``"log1m"`` so that ``1 - value`` is log-uniform (for ``beta``, whose useful values 0.9, 0.99,
-    0.999, 0.9999 are evenly spaced only on that scale).
-    """
-
-    name: str
-    description: str
-    citation: str
-    parameter: str | None
-    low: float | None
-    high: float | None
-    scale: str
-    build: Callable[[float | None, Sequence[int]], PerExampleLoss] = field(repr=False)
-
-
-IMBALANCE_LOSSES: dict[str, ImbalanceLoss] = {spec.name: spec for spec in (
-    ImbalanceLoss("cross_entropy", "plain cross-entropy (the baseline)", "-",
-                  None, None, None, "linear", lambda value, counts: cross_entropy),
-    ImbalanceLoss("class_balanced", "cross-entropy weighted by the inverse effective number of samples",
-                  "Cui et al. 2019, Class-Balanced Loss Based on Effective Number of Samples (CVPR)",
-                  "beta", 0.9, 0.9999, "log1m", lambda value, counts: class_balanced_loss(counts, value)),
-    ImbalanceLoss("focal", "cross-entropy scaled by (1 - p_t)**gamma, focusing on hard examples",
-                  "Lin et al. 2017, Focal Loss for Dense Object Detection (ICCV)",
-                  "gamma", 0.0, 5.0, "linear", lambda value, counts: focal_loss(value)),
-    ImbalanceLoss("logit_adjusted", "cross-entropy on logits + tau * log(class prior)",
-                  "Menon et al. 2021, Long-Tail Learning via Logit Adjustment (ICLR)",
-                  "tau", 0.0, 2.0, "linear", lambda value, counts: logit_adjusted_loss(counts, value)),
-)}
-
-
 def _check(logits: Tensor, labels: Tensor, num_classes: int | None = None) -> None:
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must have shape [B, C] with C >= 2; got shape {tuple(logits.shape)}")
@@ -281,58 +247,3 @@ def _check(logits: Tensor, labels: Tensor, num_classes: int | None = None) -> No
         raise ValueError(f"labels must have shape [{logits.shape[0]}] to match logits; got shape {tuple(labels.shape)}")
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(f"this loss was built for {num_classes} classes; logits have {logits.shape[1]}")
-
-
-@dataclass(frozen=True)
-class ImbalanceConfig:
-    loss: str
-    value: float | None = None
-
-    def build(self, class_counts: Sequence[int]) -> PerExampleLoss:
-        return IMBALANCE_LOSSES[self.loss].build(self.value, class_counts)
-
-
-@dataclass(frozen=True)
-class ImbalanceSpace:
-    """``[space.imbalance]``: which task loss a trial uses, with its parameter searched in its range."""
-
-    losses: tuple[str, ...] = ("cross_entropy", "class_balanced", "focal", "logit_adjusted")
-
-    @classmethod
-    def from_table(cls, t: Table) -> ImbalanceSpace:
-        space = cls(t.strings("loss", cls.losses, choices=tuple(IMBALANCE_LOSSES)))
-        t.done()
-        return space
-
-    def sample(self, trial) -> ImbalanceConfig:
-        name = suggest_choice(trial, "imbalance.loss", self.losses)
-        spec = IMBALANCE_LOSSES[name]
-        if spec.parameter is None:
-            return ImbalanceConfig(name)
-        key = f"imbalance.{spec.parameter}"
-        if spec.scale == "log1m":  # sample 1 - value log-uniformly
-            value = 1.0 - suggest_float(trial, f"imbalance.one_minus_{spec.parameter}",
-                                        (1.0 - spec.high, 1.0 - spec.low), log=True)
-        else:
-            value = suggest_float(trial, key, (spec.low, spec.high))
-        return ImbalanceConfig(name, float(value))
-
-
-class ImbalanceFamily(CompressionFamily):
-    """``[space.imbalance]``: the per-example task loss a student trains with."""
-
-    name = "imbalance"
-    space_type = ImbalanceSpace
-    config_type = ImbalanceConfig
-
-    def start(self, config: ImbalanceConfig, ctx: TrialContext) -> FamilyTrial:
-        class_counts = np.bincount(ctx.labels, minlength=ctx.num_classes).tolist()
-        return _TaskLoss(config.build(class_counts))
-
-
-class _TaskLoss(FamilyTrial):
-    def __init__(self, loss: PerExampleLoss):
-        self.loss = loss
-
-    def task_loss(self) -> PerExampleLoss:
-        return self.loss

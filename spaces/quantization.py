@@ -24,6 +24,9 @@ inference: ``model.eval()`` is set and it cannot be trained further.
 Example:
     >>> qmodel = quantize_dynamic_int8(model)  # doctest: +SKIP
     >>> qmodel(input_ids=ids).logits  # runs on CPU  # doctest: +SKIP
+
+Its ``[space.quantization]`` table, config and family are :mod:`fairfront.spaces.quantization_family`
+(read without torch); the family's ``start`` imports this module when a trial runs.
 """
 
 from __future__ import annotations
@@ -31,14 +34,12 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fairfront._config import Table
-from fairfront.spaces.family import CompressionFamily, FamilyTrial, TrialContext
-from fairfront.spaces.sampling import suggest_choice
+from fairfront.spaces.family import FamilyTrial, TrialContext
+from fairfront.spaces.quantization_family import QuantizationConfig, QuantizationFamily, QuantizationSpace
 
 __all__ = ["is_quantized", "quantize_dynamic_int8", "quantized_linear_names", "QuantizationConfig",
            "QuantizationSpace", "QuantizationFamily"]
@@ -117,37 +118,9 @@ def is_quantized(model: nn.Module) -> bool:
     return any(_is_dynamic_quantized_linear(m) for m in model.modules())
 
 
-@dataclass(frozen=True)
-class QuantizationConfig:
-    int8: bool
-
-
-@dataclass(frozen=True)
-class QuantizationSpace:
-    """``[space.quantization]``: whether a trial quantizes its trained student to dynamic int8."""
-
-    int8: tuple[bool, ...] = (False, True)
-
-    @classmethod
-    def from_table(cls, t: Table) -> QuantizationSpace:
-        space = cls(t.booleans("int8", cls.int8))
-        t.done()
-        return space
-
-    def sample(self, trial) -> QuantizationConfig:
-        return QuantizationConfig(bool(suggest_choice(trial, "quantization.int8", self.int8)))
-
-
-class QuantizationFamily(CompressionFamily):
-    """``[space.quantization]``: the trained (or, in a masked_lm study, compressed) model made int8."""
-
-    name = "quantization"
-    space_type = QuantizationSpace
-    config_type = QuantizationConfig
-    tasks = ("classification", "masked_lm")
-
-    def start(self, config: QuantizationConfig, ctx: TrialContext) -> FamilyTrial:
-        return _Int8() if config.int8 else FamilyTrial()
+def start_trial(config: QuantizationConfig, ctx: TrialContext) -> FamilyTrial:
+    """The quantization family's hooks into one trial (:meth:`QuantizationFamily.start`)."""
+    return _Int8() if config.int8 else FamilyTrial()
 
 
 class _Int8(FamilyTrial):

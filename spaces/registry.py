@@ -1,7 +1,8 @@
 """The compression families a study can search, in the order a trial applies them.
 
 Adding a family is one module defining a :class:`~fairfront.spaces.family.CompressionFamily` and
-one line here (or a :func:`register_family` call from outside the package). The order matters:
+one line here (or a :func:`register_family` call from outside the package). The families here are
+read without torch (``<name>_family`` modules); each imports its torch hooks when a trial starts. The order matters:
 a student is cut from the teacher before its heads are removed, pruning masks are made exact
 before int8 quantization replaces the model, and the loss terms are combined in this order.
 
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import re
 
-from fairfront.spaces.distillation import DistillationFamily
-from fairfront.spaces.fair_distillation import FairDistillationFamily
-from fairfront.spaces.fairness import FairnessFamily
+from fairfront.spaces.distillation_family import DistillationFamily
+from fairfront.spaces.fair_distillation_family import FairDistillationFamily
+from fairfront.spaces.fairness_family import FairnessFamily
 from fairfront.spaces.family import TASKS, CompressionFamily
-from fairfront.spaces.imbalance import ImbalanceFamily
-from fairfront.spaces.pruning import PruningFamily
-from fairfront.spaces.quantization import QuantizationFamily
-from fairfront.spaces.structured import StructuredFamily
+from fairfront.spaces.imbalance_family import ImbalanceFamily
+from fairfront.spaces.pruning_family import PruningFamily
+from fairfront.spaces.quantization_family import QuantizationFamily
+from fairfront.spaces.structured_family import StructuredFamily
 
 __all__ = ["families", "family_names", "get_family", "register_family", "unregister_family", "families_for_task"]
 

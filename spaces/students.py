@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from fairfront.spaces.distillation_family import LAYER_STRATEGIES
 from fairfront.spaces.structured import SHAPE_KEY, encoder_layers
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "make_student",
 ]
 
-LAYER_STRATEGIES = ("every_other", "uniform", "top", "bottom")
 ATTENTION_LOSSES = ("mse", "kl")
 
 

@@ -21,7 +21,7 @@ from fairfront.search.cli_args import build_parser
 from fairfront.search.driver import RunOptions
 from fairfront.search.inprocess_executor import InProcessExecutor
 
-from conftest import cli_env, run_noop_study, tiny_study_text
+from conftest import REPO, cli_env, run_noop_study, tiny_study_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -74,6 +74,80 @@ def test_read_only_commands_and_errors_import_no_training_stack(study, command) 
         assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
     else:
         assert code == 0 and ("trial" in out or out.strip().endswith("tiny.html")), err
+
+
+# every family, a teacher loss and a data file: what validate reads, all in one study file
+FILE_STUDY = """
+[study]
+name = "from-a-file"
+n_trials = 2
+
+[model]
+name = "tiny-random"
+
+[data]
+source = "file"
+path = "comments.csv"
+text_column = "text"
+label_column = "label"
+group_column = "group"
+
+[teacher]
+loss = "focal"
+
+[space.distillation]
+temperature = [1.0, 4.0]
+[space.structured]
+head_fraction = [0.0, 0.5]
+[space.pruning]
+sparsity = [0.2, 0.9]
+[space.imbalance]
+[space.fairness]
+method = ["equalized_odds", "group_dro"]
+[space.fair_distillation]
+[space.quantization]
+"""
+
+
+def _comments(folder: Path) -> None:
+    rows = ["text,label,group"] + [f"comment {i} about {g},{'toxic' if i % 3 == 0 else 'fine'},{g}"
+                                   for i in range(120) for g in (("women", "men")[i % 2],)]
+    (folder / "comments.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("study_file", sorted((REPO / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_validate_reads_each_shipped_study_without_the_training_stack(study_file: Path, tmp_path: Path) -> None:
+    code, heavy, out, err = _probe(["validate", str(study_file)], tmp_path)
+    assert heavy == [], f"validate {study_file.name} imported {heavy}"
+    if code == 2:  # a study whose model folder or data is not on this machine
+        assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    else:
+        assert code == 0 and out.startswith(f"{study_file}: valid study"), err
+        assert "classes:" in out and "train:" in out  # its data was read and summarised
+
+
+def test_validate_of_a_data_file_reads_the_data_without_the_training_stack(tmp_path: Path) -> None:
+    _comments(tmp_path)
+    (tmp_path / "study.toml").write_text(FILE_STUDY, encoding="utf-8")
+    code, heavy, out, err = _probe(["validate", "study.toml"], tmp_path)
+    assert (code, heavy) == (0, []), err
+    assert out.startswith("study.toml: valid study 'from-a-file'")
+    assert "classes: 'fine', 'toxic'" in out and "women" in out and "men" in out
+
+
+@pytest.mark.parametrize("given, mistake, key", [
+    ("sparsity = [0.2, 0.9]", "sparsity = [0.2, 1.5]", "space.pruning.sparsity"),
+    ('method = ["equalized_odds", "group_dro"]', 'method = ["parity"]', "space.fairness.method"),
+    ('loss = "focal"', 'loss = "hinge"', "teacher.loss"),
+    ('group_column = "group"', 'group_column = "gender"', "data.group_column")], ids=["range", "family choice",
+                                                                                       "teacher loss", "data column"])
+def test_validate_refuses_a_bad_file_in_one_line_without_the_training_stack(tmp_path: Path, given, mistake,
+                                                                             key) -> None:
+    _comments(tmp_path)
+    (tmp_path / "study.toml").write_text(FILE_STUDY.replace(given, mistake), encoding="utf-8")
+    code, heavy, out, err = _probe(["validate", "study.toml"], tmp_path)
+    assert (code, heavy, out) == (2, [], ""), err
+    assert err.startswith(f"error: {key} = ") and len(err.splitlines()) == 1, err
 
 
 def test_one_option_string_works_with_every_command() -> None:

@@ -165,3 +165,33 @@ def test_registered_family_runs_in_a_study(label_smoothing, local_ray, tmp_path,
         recorded = record["label_smoothing"]
         assert recorded["steps"] == record["train"]["steps"] == trial.user_attrs["label_smoothing.steps"] == 6
         assert recorded["largest_change"] > 0  # the smoothed loss is not the plain one
+
+
+def test_each_family_lists_the_choices_its_hooks_implement() -> None:
+    """A family is read without torch, so its choices are listed there; its torch hooks must implement each."""
+    from fairfront.spaces import fairness, fairness_family, fairness_losses, pruning, pruning_family
+
+    assert fairness_family.PENALTY_METHODS == tuple(fairness.PENALTIES)
+    assert set(fairness_family.METHODS) == set(fairness_losses.FAIRNESS_METHODS)
+    assert pruning_family.CRITERIA == tuple(pruning.PRUNING_CRITERIA)
+
+
+def test_each_built_in_family_starts_its_hooks_in_a_trial() -> None:
+    """``start`` imports a family's torch hooks when a trial needs them and hands them the trial."""
+    import numpy as np
+
+    from fairfront.spaces.registry import families
+
+    model = BertForMaskedLM(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=32))
+    labels, groups = np.array([0, 1, 1, 0]), np.array([0, 0, 1, 1])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for family in families():
+        ctx = TrialContext(model=model, device=torch.device("cpu"), task="classification", seed=0, attrs={},
+                           labels=labels, groups=groups, num_classes=2, num_groups=2,
+                           teacher_logits=torch.zeros(4, 2))
+        space = family.from_table(Table({}, f"space.{family.name}"))
+        hooks = family.start(family.sample(space, study.ask()), ctx)
+        assert isinstance(hooks, FamilyTrial), family.name
+        if family.name in ("distillation", "structured", "pruning"):  # these always act on a trial
+            assert type(hooks).__module__ == f"fairfront.spaces.{family.name}", family.name

@@ -40,12 +40,10 @@ import numpy as np
 import torch
 
 from fairfront.objectives.data.task import EncodedSplit
+from fairfront.objectives.training.settings import CUDA_GRAPH_MODES
 
 __all__ = ["CUDA_GRAPH_MODES", "StaticShapeStep", "batch_views", "capture_blocker", "length_buckets", "pack_batch",
            "report_once"]
-
-CUDA_GRAPH_MODES = ("auto", "off")
-"""``[execution] cuda_graphs``: ``auto`` captures the step where it qualifies, ``off`` never does."""
 
 SMALLEST_BUCKET = 16
 _log = logging.getLogger("fairfront.training")

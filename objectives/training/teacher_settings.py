@@ -11,11 +11,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fairfront._config import Table
 from fairfront.errors import ConfigError
-from fairfront.objectives.training.loop import TrainSettings
-from fairfront.spaces.imbalance import IMBALANCE_LOSSES, PerExampleLoss
+from fairfront.objectives.training.settings import TrainSettings
+from fairfront.spaces.imbalance_family import IMBALANCE_LOSSES
+
+if TYPE_CHECKING:
+    from fairfront.spaces.imbalance import PerExampleLoss
 
 __all__ = ["TeacherSettings", "teacher_loss", "DEFAULT_LOSS_PARAMETERS"]
 
