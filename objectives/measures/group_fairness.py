@@ -81,6 +81,7 @@ __all__ = [
     "intersection_labels",
     "attribute_reports",
     "membership_report",
+    "membership_rows",
     "objective_measures",
     "GROUP_OBJECTIVES",
     "OTHER_GROUP",
@@ -1032,25 +1033,43 @@ def attribute_reports(y_true: Any, y_pred: Any, *, groups: Any, attributes: Sequ
             for i, name in enumerate(attributes)}
 
 
+def membership_rows(membership: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, groups)``: one entry per membership of a ``[rows, groups]`` 0/1 matrix, row by row.
+
+    Measuring groups over these entries counts a row once in every group it belongs to and leaves
+    a row in no group out; the shared ``rows`` tie a row's memberships together (for a test that
+    permutes whole rows, :func:`~fairfront.objectives.measures.significance.permutation_gap_test`).
+
+    Example:
+        >>> rows, groups = membership_rows([[1, 1], [0, 0], [0, 1]])
+        >>> rows.tolist(), groups.tolist()
+        ([0, 0, 2], [0, 1, 1])
+    """
+    matrix = np.asarray(membership)
+    if matrix.ndim != 2:
+        raise ValueError(f"membership must be a [rows, groups] matrix, got shape {matrix.shape}")
+    rows, groups = np.nonzero(matrix.astype(float) > 0)
+    return rows.astype(np.int64), groups.astype(np.int64)
+
+
 def membership_report(y_true: Any, y_pred: Any, *, membership: Mapping[str, Any], **options: Any) -> dict[str, Any]:
     """:func:`fairness_report` for groups that overlap (multi-hot: one 0/1 column per group).
 
     Each group is measured over its members, so a row in two groups counts in both; a row in no
-    group is in no group measure. The rows are repeated once per membership, which gives exactly
-    the per-member counts; the bootstrap then resamples memberships (within each group) rather than
-    rows, which treats a row's two memberships as independent.
+    group is in no group measure. The rows are repeated once per membership
+    (:func:`membership_rows`), which gives exactly the per-member counts; the bootstrap then
+    resamples memberships (within each group) rather than rows, which treats a row's two
+    memberships as independent. ``n`` counts the rows in a group, ``n_memberships`` the entries.
     """
     n = len(np.ravel(y_true))
     y, p = np.asarray(y_true), np.asarray(y_pred)
-    index, labels = [], []
     for name, column in membership.items():
-        member = np.asarray(column).astype(float) > 0
-        if len(member) != n:
-            raise ValueError(f"membership column {name!r} has {len(member)} entries for {n} examples")
-        index.append(np.flatnonzero(member))
-        labels += [str(name)] * int(member.sum())
-    rows = np.concatenate(index) if index else np.array([], dtype=np.int64)
-    report = fairness_report(y[rows], p[rows], sensitive_features=np.asarray(labels, dtype=object), **options)
+        if len(np.ravel(column)) != n:
+            raise ValueError(f"membership column {name!r} has {len(np.ravel(column))} entries for {n} examples")
+    names = np.asarray([str(name) for name in membership], dtype=object)
+    matrix = np.column_stack([np.ravel(c) for c in membership.values()]) if membership else np.zeros((n, 0))
+    rows, groups = membership_rows(matrix)
+    report = fairness_report(y[rows], p[rows], sensitive_features=names[groups], **options)
     report["n"] = int(len(np.unique(rows)))
     report["n_memberships"] = int(len(rows))
     return report

@@ -102,7 +102,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
                                            logits=logits, swapped_logits=swapped,
                                            min_group_size=spec.min_group_size, small_groups=spec.small_groups,
                                            group_attributes=spec.group_attributes,
-                                           group_objective=spec.group_objective)
+                                           group_objective=spec.group_objective, membership=data.membership)
     if prepared.intrinsic:
         add_intrinsic(report, prepared, model, device=eval_device)
     report.timings = Timings(train_s=compress_seconds, eval_s=time.perf_counter() - eval_started,
