@@ -265,8 +265,16 @@ def _check_groups(space: SearchSpace, data: DataSpec) -> None:
 
 
 def _group_levers(space: SearchSpace) -> list[tuple[str, str]]:
-    """``(study-file key, what it does)`` of each searched training lever that reads one group id per example."""
-    levers = [(f"space.{f.name}", f.needs_groups or "") for f in space.needing_groups()]
+    """``(study-file key, what it does)`` of each searched training lever that needs one group id per example.
+
+    The group penalties and group DRO read memberships (a group's rate or loss over its members);
+    group reweighting (one weight per group), fair distillation's group recall and fairness-aware
+    pruning scores read one group id per example.
+    """
+    levers = []
+    fairness = getattr(space, "fairness", None)
+    if fairness is not None and "group_reweight" in fairness.methods:
+        levers.append(("space.fairness.method", "'group_reweight' (one weight per group)"))
     distill = getattr(space, "fair_distillation", None)
     if distill is not None and any(m != "disagreement" for m in distill.modes):
         levers.append(("space.fair_distillation.mode", "a group-recall weighting"))
@@ -278,13 +286,14 @@ def _group_levers(space: SearchSpace) -> list[tuple[str, str]]:
 
 
 def _check_membership_levers(space: SearchSpace) -> None:
-    """Overlapping groups give no single group per example, which every training lever on groups reads."""
+    """Overlapping groups give no single group per example, which some training levers read."""
     levers = _group_levers(space)
     if levers:
         key, what = levers[0]
         raise ConfigError(key, message=f"{what} needs one group per example, but [data] group_membership gives "
                           "overlapping groups (a row may be in several or none); use group_column, or leave this "
-                          "lever out (the group measures and bias objectives work with group_membership)")
+                          "lever out (group measures, bias objectives, the fairness penalties and group_dro work "
+                          "with group_membership)")
 
 
 def _has_groups(data: DataSpec) -> bool:

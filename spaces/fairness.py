@@ -87,7 +87,11 @@ def penalty_function(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
 
 
 class FairnessFamily(CompressionFamily):
-    """``[space.fairness]``: each method is its own hook into the loss (a penalty, a reduction or weights)."""
+    """``[space.fairness]``: each method is its own hook into the loss (a penalty, a reduction or weights).
+
+    Where groups overlap (``[data] group_membership``) ``batch["groups"]`` holds each example's
+    memberships, which the penalties and group DRO take as they are (each group over its members).
+    """
 
     name = "fairness"
     space_type = FairnessSpace
@@ -102,6 +106,9 @@ class FairnessFamily(CompressionFamily):
             return _Penalty(partial(penalty_function(config.method), num_groups=ctx.num_groups), config.weight)
         if config.method == "group_dro":
             return _GroupDRO(fairness_losses.GroupDRO(ctx.num_groups, config.weight))
+        if ctx.membership is not None:
+            raise ValueError("group_reweight needs one group per example; [data] group_membership gives overlapping "
+                             "groups")
         return _GroupReweight(config.weight, ctx)
 
 

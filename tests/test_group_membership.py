@@ -25,14 +25,17 @@ SPLITS = 'split_column = "split"\npositive_label = "hate"\n'
 
 def _targets(n: int = 90) -> pd.DataFrame:
     """Comments with flags for two target groups: every third row targets women, every fourth black
-    people (so every twelfth row both), the rest none; 0/1 in one column and true/false in the other."""
+    people (so every twelfth row both), the rest none; 0/1 in one column and true/false in the other.
+    The text names the label, except in hateful comments that target women only (a model reading
+    the text misses them: women's TPR is lower)."""
     rows = []
     for i in range(n):
         women, black = i % 3 == 0, i % 4 == 0
         label = "hate" if i % 2 == 0 else "none"
         split = "train" if i % 10 < 6 else ("validation" if i % 10 < 8 else "test")
         words = " ".join(w for w, on in (("women", women), ("black", black)) if on)
-        rows.append({"text": f"comment {i} {label} {words}", "label": label, "target_women": int(women),
+        said = "none" if women and not black and label == "hate" else label
+        rows.append({"text": f"comment {i} {said} {words}", "label": label, "target_women": int(women),
                      "target_black": "true" if black else "false", "split": split})
     return pd.DataFrame(rows)
 
@@ -42,7 +45,8 @@ def _study(folder: Path, *, space: str = "", frame: pd.DataFrame | None = None) 
     (frame if frame is not None else _targets()).to_csv(folder / "targets.csv", index=False)
     path = folder / "study.toml"
     text = STUDY.format(path="targets.csv", data=SPLITS + MEMBERSHIP, bias="tpr_gap") + space
-    path.write_text(text.replace("bootstrap_resamples = 0", "bootstrap_resamples = 20"))
+    text = text.replace("bootstrap_resamples = 0", "bootstrap_resamples = 20")
+    path.write_text(text.replace("[teacher]\nepochs = 1.0", "[teacher]\nepochs = 30.0"))
     return path
 
 
@@ -152,7 +156,7 @@ def test_the_permutation_test_moves_whole_rows() -> None:
 
 
 @pytest.mark.parametrize("space, key", [
-    ("[space.fairness]\nweight = [0.1, 1.0]\n", "space.fairness"),
+    ("[space.fairness]\nmethod = [\"group_dro\", \"group_reweight\"]\n", "space.fairness.method"),
     ("[space.fair_distillation]\nstrength = [0.1, 1.0]\nmode = [\"group_recall\"]\n", "space.fair_distillation.mode"),
 ])
 def test_a_lever_that_needs_one_group_per_row_is_refused(space, key, tmp_path, capsys, monkeypatch) -> None:
@@ -169,7 +173,8 @@ def test_a_lever_that_needs_one_group_per_row_is_refused(space, key, tmp_path, c
 def test_a_study_measures_each_overlapping_group_over_its_members(tmp_path, local_ray, capsys) -> None:
     import optuna
 
-    study = _study(tmp_path)
+    study = _study(tmp_path, space='[space.fairness]\nmethod = ["group_dro"]\ndro_step_size = [0.5, 1.0]\n'
+                                    'allow_zero = false\n')
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     code = main(["run", str(study), "--storage", storage, "--cache-dir", str(tmp_path / "cache"),
                  "--artifact-dir", str(tmp_path / "artifacts")])
@@ -187,5 +192,32 @@ def test_a_study_measures_each_overlapping_group_over_its_members(tmp_path, loca
         rates = fairness["group_rates"]
         assert set(rates) == {"women", "black"} and all(r["tpr"] is not None for r in rates.values())
         assert fairness["measures"]["tpr_gap"] == pytest.approx(abs(rates["women"]["tpr"] - rates["black"]["tpr"]))
+        assert rates["women"]["tpr"] < rates["black"]["tpr"]  # the comments whose text hides the label
         assert trial.values[2] == pytest.approx(fairness["measures"]["tpr_gap"])
         assert stored_record(trial)["validation"]["gap_test"]["test"] == "permutation_within_class_rows"
+        weights = stored_record(trial)["group_dro_weights"]
+        assert len(weights) == 2 and weights[0] != pytest.approx(0.5)  # the members' losses reached group DRO
+
+
+def test_the_penalties_and_group_dro_read_memberships() -> None:
+    import torch
+
+    from fairfront.spaces import fairness_losses as fl
+
+    logits = torch.tensor([[0.0, 2.0], [0.0, 1.0], [0.0, -1.0], [0.0, 0.5], [0.0, 3.0]])
+    labels = torch.tensor([1, 1, 1, 1, 0])
+    ids = torch.tensor([0, 0, 1, 1, -1])
+    one_hot = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0]])
+    for name in ("equal_opportunity", "equalized_odds", "demographic_parity"):
+        penalty = getattr(fl, f"{name}_penalty")
+        assert float(penalty(logits, labels, one_hot, num_groups=2)) == pytest.approx(
+            float(penalty(logits, labels, ids, num_groups=2)))
+    # row 1 in both groups: soft TPRs are the means of p(1|x) over each group's positive members
+    overlap = torch.tensor([[1, 0], [1, 1], [0, 1], [0, 1], [1, 0]])
+    p = torch.sigmoid(logits[:, 1] - logits[:, 0])
+    expected = abs(float((p[0] + p[1]) / 2 - (p[1] + p[2] + p[3]) / 3))
+    # two groups: the RMS over ordered pairs of the spread is the absolute difference
+    assert float(fl.equal_opportunity_penalty(logits, labels, overlap, num_groups=2)) == pytest.approx(expected)
+    losses = torch.tensor([1.0, 2.0, 3.0, 5.0, 7.0])
+    dro = fl.GroupDRO(num_groups=2, step_size=0.0)
+    assert float(dro(losses, overlap)) == pytest.approx(0.5 * (1 + 2 + 7) / 3 + 0.5 * (2 + 3 + 5) / 3)

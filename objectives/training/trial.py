@@ -173,6 +173,7 @@ def _context(prepared: Prepared, spec: TrialSpec, attrs: dict, device: torch.dev
         return TrialContext(**common)
     train_split = prepared.splits["train"]
     return TrialContext(**common, labels=train_split.labels, groups=train_split.groups,
+                        membership=train_split.membership,
                         num_classes=len(prepared.label_names), num_groups=max(1, len(prepared.group_names)),
                         teacher_logits=torch.tensor(prepared.teacher_logits["train"], device=device),
                         teacher=prepared.teacher, make_calibration=partial(_calibration, prepared, spec, device))
@@ -200,22 +201,30 @@ def _start(compression: CompressionConfig, ctx: TrialContext) -> list[FamilyTria
 def _train(prepared: Prepared, spec: TrialSpec, ctx: TrialContext, runs: list[FamilyTrial]) -> None:
     """Fine-tune ``ctx.model`` with the families' objective and loop hooks, then let them finish."""
     hooks = [hook for run in runs for hook in run.step_hooks()]
-    stats = train(ctx.model, prepared.splits["train"], spec.student, loss_fn=_objective(runs), seed=spec.seed,
-                  pad_id=prepared.pad_id, hooks=hooks, device=ctx.device, forward_kwargs=ctx.forward_kwargs,
-                  cuda_graphs=spec.cuda_graphs)
+    stats = train(ctx.model, prepared.splits["train"], spec.student, loss_fn=_objective(runs, _memberships(ctx)),
+                  seed=spec.seed, pad_id=prepared.pad_id, hooks=hooks, device=ctx.device,
+                  forward_kwargs=ctx.forward_kwargs, cuda_graphs=spec.cuda_graphs)
     ctx.attrs["train"] = {"steps": stats.steps, "final_loss": stats.final_loss,
                           "examples_per_second": stats.examples_per_second, "step_mode": stats.step_mode}
     for run in runs:
         run.after_training(ctx)
 
 
-def _objective(runs: list[FamilyTrial]) -> Callable[[torch.Tensor, dict], torch.Tensor]:
+def _memberships(ctx: TrialContext) -> torch.Tensor | None:
+    """The training split's ``[examples, groups]`` memberships on the trial's device (None: one group id per row)."""
+    return None if ctx.membership is None else torch.as_tensor(ctx.membership, dtype=torch.float32, device=ctx.device)
+
+
+def _objective(runs: list[FamilyTrial], membership: torch.Tensor | None = None
+               ) -> Callable[[torch.Tensor, dict], torch.Tensor]:
     """The training loss the families compose, always in this order (floating point depends on it).
 
     The per-example task loss (cross-entropy unless a family gives another), each family's
     transform of it, times the product of the families' example weights, reduced by the first
     family that reduces (else the mean), plus the penalties on the predictions, then the penalties
-    on internal states.
+    on internal states. Where groups overlap (``membership``) the hooks see each batch's ``[B, G]``
+    memberships as ``batch["groups"]`` (looked up by ``batch["index"]``), which the group penalties
+    and group DRO read as memberships.
     """
     given = [loss for loss in (run.task_loss() for run in runs) if loss is not None]
     if len(given) > 1:
@@ -223,6 +232,8 @@ def _objective(runs: list[FamilyTrial]) -> Callable[[torch.Tensor, dict], torch.
     task_loss = given[0] if given else cross_entropy
 
     def loss_fn(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        if membership is not None:
+            batch = {**batch, "groups": membership[batch["index"]]}
         per_example = task_loss(logits, batch["labels"])
         for run in runs:
             per_example = run.transform_loss(per_example, logits, batch)
