@@ -221,3 +221,24 @@ def test_the_penalties_and_group_dro_read_memberships() -> None:
     losses = torch.tensor([1.0, 2.0, 3.0, 5.0, 7.0])
     dro = fl.GroupDRO(num_groups=2, step_size=0.0)
     assert float(dro(losses, overlap)) == pytest.approx(0.5 * (1 + 2 + 7) / 3 + 0.5 * (2 + 3 + 5) / 3)
+
+
+def test_small_overlapping_groups_merge_into_other_once_per_row() -> None:
+    y = np.array([1, 1, 1, 1, 0, 1, 1, 0])
+    pred = np.array([1, 0, 1, 1, 0, 0, 1, 1])
+    member = np.array([[1, 1, 0], [1, 0, 1], [1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 0, 0]],
+                      dtype=bool)
+    names = ("women", "black", "muslims")  # black and muslims have 2 members each, row 5 in both
+    options = {"min_group_size": 3, "small_groups": "merge"}
+    report = gf.membership_report(y, pred, membership=dict(zip(names, member.T)), n_resamples=0,
+                                  all_groups=list(names), **options)
+    assert report["merged_groups"] == {"black": 2, "muslims": 2}
+    assert report["group_counts"] == {"women": 6, "other": 3}  # rows 0, 1, 5: row 5 once
+    assert report["warnings"][0] == "groups below min_group_size 3 merged into 'other': 'black' (2), 'muslims' (2)"
+    other_tpr = (pred[[0, 1, 5]] == 1).mean()
+    women_tpr = (pred[[0, 1, 2, 3]] == 1).mean()
+    assert report["group_rates"]["other"]["tpr"] == pytest.approx(other_tpr)
+    inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=np.full(len(y), -1), group_names=names,
+                           membership=member, **options)
+    assert MEASURES["tpr_gap"].compute(inputs) == pytest.approx(abs(women_tpr - other_tpr))
+    assert report["measures"]["tpr_gap"] == pytest.approx(abs(women_tpr - other_tpr))

@@ -113,20 +113,25 @@ class MeasureInputs:
 
     @functools.cached_property
     def grouped_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(example index, group id)`` of every membership: each grouped example once, or, where groups
-        overlap, once per group it belongs to (:func:`.group_fairness.membership_rows`)."""
+        """``(example index, group name)`` of every membership, small groups merged if asked: each grouped
+        example once, or, where groups overlap, once per group it belongs to (an example in two groups
+        merged into ``other`` once)."""
         if self.membership is not None:
-            return group_fairness.membership_rows(self.membership)
+            names, matrix = list(self.group_names), self.membership
+            if self.small_groups == "merge":
+                names, matrix, _ = group_fairness.merge_small_memberships(names, matrix, self.min_group_size)
+            rows, ids = group_fairness.membership_rows(matrix)
+            return rows, np.asarray(names, dtype=object)[ids]
         rows = np.flatnonzero(self.need("group_ids") >= 0)
-        return rows, self.need("group_ids")[rows]
+        labels = np.asarray(self.group_names, dtype=object)[self.need("group_ids")[rows]]
+        if self.small_groups == "merge":
+            labels, _ = group_fairness.merge_small_groups(labels, self.min_group_size)
+        return rows, labels
 
     @functools.cached_property
     def grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(y_true, y_pred, group name)`` of each membership (:attr:`grouped_rows`), small groups merged if asked."""
-        rows, ids = self.grouped_rows
-        names = np.asarray(self.group_names, dtype=object)[ids]
-        if self.small_groups == "merge":
-            names, _ = group_fairness.merge_small_groups(names, self.min_group_size)
+        """``(y_true, y_pred, group name)`` of each membership (:attr:`grouped_rows`)."""
+        rows, names = self.grouped_rows
         return self.need("y_true")[rows], self.need("y_pred")[rows], names
 
     @functools.cached_property

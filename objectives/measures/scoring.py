@@ -128,9 +128,9 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
                  "degenerate": degeneracy(y, pred)}
     if inputs.has_groups:
         out["bias"] = {m.name: m.compute(inputs) for m in measures(kind="bias", needs="groups")}
-        y_grouped, pred_grouped, _ = inputs.grouped
-        rows, ids = inputs.grouped_rows
-        labels = np.asarray(prepared.group_names, dtype=object)[ids]
+        rows, ids = (group_fairness.membership_rows(membership) if membership is not None
+                     else (np.flatnonzero(groups >= 0), groups[groups >= 0]))
+        labels = np.asarray(prepared.group_names, dtype=object)[ids]  # unmerged: the reports merge themselves
         options = {"class_names": list(prepared.label_names), "n_resamples": bootstrap_resamples, "seed": seed,
                    "min_group_size": min_group_size, "small_groups": small_groups,
                    "pos_label": prepared.positive_index, "all_groups": list(prepared.group_names)}
@@ -138,17 +138,17 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
             out["fairness"] = group_fairness.membership_report(
                 y, pred, membership=dict(zip(prepared.group_names, np.asarray(membership).T)), **options)
         else:
-            out["fairness"] = group_fairness.fairness_report(y_grouped, pred_grouped, sensitive_features=labels,
+            out["fairness"] = group_fairness.fairness_report(y[rows], pred[rows], sensitive_features=labels,
                                                              **options)
         if len(group_attributes) > 1:
             del options["all_groups"]
-            per = group_fairness.attribute_reports(y_grouped, pred_grouped, groups=labels,
+            per = group_fairness.attribute_reports(y[rows], pred[rows], groups=labels,
                                                    attributes=list(group_attributes), **options)
             out["fairness"]["attributes"] = per
             chosen = group_fairness.objective_measures(out["fairness"], per, group_objective)
             out["bias"].update({k: float("nan") if v is None else v for k, v in chosen.items()})
         if bootstrap_resamples > 0:
-            out["gap_test"] = permutation_gap_test(y_grouped, pred_grouped, sensitive_features=labels,
+            out["gap_test"] = permutation_gap_test(y[rows], pred[rows], sensitive_features=labels,
                                                    measures=names(kind="bias", needs="groups"),
                                                    n_permutations=PERMUTATIONS, seed=seed,
                                                    pos_label=prepared.positive_index, min_count=min_group_size,
@@ -159,7 +159,8 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
         out["vs_dense"] = _versus_dense(inputs, dense, n_resamples=bootstrap_resamples, seed=seed)
     population = prepared.population_predictions(split)
     out["forgetting"] = inputs.forgetting = forgetting_measures(
-        y, pred, dense=dense, population=population, groups=groups, class_names=list(prepared.label_names),
+        y, pred, dense=dense, population=population, groups=None if membership is not None else groups,
+        class_names=list(prepared.label_names),
         group_names=list(prepared.group_names))
     sets = prepared.counterfactuals.get(split, [])
     if sets:
@@ -184,8 +185,7 @@ def _versus_dense(inputs: MeasureInputs, dense: np.ndarray, *, n_resamples: int,
     y, pred = inputs.need("y_true"), inputs.need("y_pred")
     result = paired_differences(y, pred, dense, n_resamples=n_resamples, seed=seed)
     if inputs.has_groups:
-        keep, _ = inputs.grouped_rows
-        _, _, group_names = inputs.grouped
+        keep, group_names = inputs.grouped_rows
         gaps = paired_differences(y[keep], pred[keep], dense[keep], sensitive_features=group_names,
                                   measures=names(kind="bias", needs="groups"), n_resamples=n_resamples, seed=seed,
                                   pos_label=inputs.positive)
