@@ -128,31 +128,13 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
                  "degenerate": degeneracy(y, pred)}
     if inputs.has_groups:
         out["bias"] = {m.name: m.compute(inputs) for m in measures(kind="bias", needs="groups")}
-        rows, ids = (group_fairness.membership_rows(membership) if membership is not None
-                     else (np.flatnonzero(groups >= 0), groups[groups >= 0]))
-        labels = np.asarray(prepared.group_names, dtype=object)[ids]  # unmerged: the reports merge themselves
-        options = {"class_names": list(prepared.label_names), "n_resamples": bootstrap_resamples, "seed": seed,
-                   "min_group_size": min_group_size, "small_groups": small_groups,
-                   "pos_label": prepared.positive_index, "all_groups": list(prepared.group_names)}
-        if membership is not None:
-            out["fairness"] = group_fairness.membership_report(
-                y, pred, membership=dict(zip(prepared.group_names, np.asarray(membership).T)), **options)
-        else:
-            out["fairness"] = group_fairness.fairness_report(y[rows], pred[rows], sensitive_features=labels,
-                                                             **options)
-        if len(group_attributes) > 1:
-            del options["all_groups"]
-            per = group_fairness.attribute_reports(y[rows], pred[rows], groups=labels,
-                                                   attributes=list(group_attributes), **options)
-            out["fairness"]["attributes"] = per
-            chosen = group_fairness.objective_measures(out["fairness"], per, group_objective)
+        out.update(_group_reports(prepared, y, pred, groups, membership, bootstrap_resamples=bootstrap_resamples,
+                                  seed=seed, min_group_size=min_group_size, small_groups=small_groups,
+                                  group_attributes=group_attributes))
+        if "attributes" in out["fairness"]:
+            chosen = group_fairness.objective_measures(out["fairness"], out["fairness"]["attributes"],
+                                                       group_objective)
             out["bias"].update({k: float("nan") if v is None else v for k, v in chosen.items()})
-        if bootstrap_resamples > 0:
-            out["gap_test"] = permutation_gap_test(y[rows], pred[rows], sensitive_features=labels,
-                                                   measures=names(kind="bias", needs="groups"),
-                                                   n_permutations=PERMUTATIONS, seed=seed,
-                                                   pos_label=prepared.positive_index, min_count=min_group_size,
-                                                   rows=rows if membership is not None else None)
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
     if bootstrap_resamples > 0:
@@ -178,6 +160,39 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
             raise ValueError(f"{wanted[0]} is undefined: no validation text contains a term of the swap lists "
                              f"{', '.join(s.list_name for s in sets)}")
     return SplitScores(**json_safe(out))
+
+
+def _group_reports(prepared: Prepared, y: np.ndarray, pred: np.ndarray, groups: np.ndarray,
+                   membership: np.ndarray | None, *, bootstrap_resamples: int, seed: int, min_group_size: int,
+                   small_groups: str, group_attributes: Sequence[str]) -> dict:
+    """A split's ``fairness`` record (per attribute too, with several) and its ``gap_test``.
+
+    Where groups overlap the record is :func:`~.group_fairness.membership_report` and the
+    permutation test moves whole examples (their memberships stay together).
+    """
+    rows, ids = (group_fairness.membership_rows(membership) if membership is not None
+                 else (np.flatnonzero(groups >= 0), groups[groups >= 0]))
+    labels = np.asarray(prepared.group_names, dtype=object)[ids]  # unmerged: the reports merge themselves
+    options = {"class_names": list(prepared.label_names), "n_resamples": bootstrap_resamples, "seed": seed,
+               "min_group_size": min_group_size, "small_groups": small_groups, "pos_label": prepared.positive_index}
+    out: dict = {}
+    if membership is not None:
+        out["fairness"] = group_fairness.membership_report(
+            y, pred, membership=dict(zip(prepared.group_names, np.asarray(membership).T)),
+            all_groups=list(prepared.group_names), **options)
+    else:
+        out["fairness"] = group_fairness.fairness_report(y[rows], pred[rows], sensitive_features=labels,
+                                                         all_groups=list(prepared.group_names), **options)
+    if len(group_attributes) > 1:
+        out["fairness"]["attributes"] = group_fairness.attribute_reports(
+            y[rows], pred[rows], groups=labels, attributes=list(group_attributes), **options)
+    if bootstrap_resamples > 0:
+        out["gap_test"] = permutation_gap_test(y[rows], pred[rows], sensitive_features=labels,
+                                               measures=names(kind="bias", needs="groups"),
+                                               n_permutations=PERMUTATIONS, seed=seed,
+                                               pos_label=prepared.positive_index, min_count=min_group_size,
+                                               rows=rows if membership is not None else None)
+    return out
 
 
 def _versus_dense(inputs: MeasureInputs, dense: np.ndarray, *, n_resamples: int, seed: int) -> dict:
