@@ -104,6 +104,31 @@ def test_bad_flags_are_one_error_line_and_nothing_is_written(tmp_path, capsys, m
     assert not (tmp_path / "studies").exists()
 
 
+def test_a_bias_objective_no_two_groups_define_is_refused(tmp_path, capsys, monkeypatch) -> None:
+    study = _study(tmp_path)
+    study.write_text(study.read_text().replace('positive_label = "hate"', 'positive_label = "none"'))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "group_membership 'target_women', 'target_black' gives 10 validation " \
+        "membership(s) (black: hate 4, none 0; women: hate 3, none 3)" in err
+
+
+def test_splits_and_subsamples_keep_each_set_of_groups_in_proportion(tmp_path) -> None:
+    _targets(600).drop(columns=["split"]).to_csv(tmp_path / "t.csv", index=False)
+    spec = DataSpec(source="file", path=str(tmp_path / "t.csv"), group_membership=("target_women", "target_black"))
+    data = load_task(spec)
+    member = data.membership()
+    pattern = pd.Series([f"{w}{b}" for w, b in member.astype(int)], index=data.frame.index) + data.frame["label"]
+    for _, rows in data.frame.groupby(pattern):
+        assert abs((rows["split"] == "validation").sum() - 0.1 * len(rows)) <= 1
+    small = load_task(DataSpec(**{**spec.__dict__, "max_train": 100}))
+    train = small.part("train")
+    assert len(train) == 100
+    full_share = member[(data.frame["split"] == "train").to_numpy()].mean(axis=0)
+    assert np.abs(small.membership("train").mean(axis=0) - full_share).max() <= 4 / 100
+
+
 def test_jsonl_booleans_are_read(tmp_path) -> None:
     frame = _targets()
     frame["target_black"] = frame["target_black"] == "true"
@@ -193,6 +218,8 @@ def test_a_study_measures_each_overlapping_group_over_its_members(tmp_path, loca
         assert set(rates) == {"women", "black"} and all(r["tpr"] is not None for r in rates.values())
         assert fairness["measures"]["tpr_gap"] == pytest.approx(abs(rates["women"]["tpr"] - rates["black"]["tpr"]))
         assert rates["women"]["tpr"] < rates["black"]["tpr"]  # the comments whose text hides the label
+        assert "class 'hate': groups with fewer than 1 negative examples are left out of its FPR: 'black' (0)" \
+            in fairness["warnings"]  # every comment targeting black people is hateful
         assert trial.values[2] == pytest.approx(fairness["measures"]["tpr_gap"])
         assert stored_record(trial)["validation"]["gap_test"]["test"] == "permutation_within_class_rows"
         weights = stored_record(trial)["group_dro_weights"]
