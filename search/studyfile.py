@@ -267,9 +267,9 @@ def _check_groups(space: SearchSpace, data: DataSpec) -> None:
 def _group_levers(space: SearchSpace) -> list[tuple[str, str]]:
     """``(study-file key, what it does)`` of each searched training lever that needs one group id per example.
 
-    The group penalties and group DRO read memberships (a group's rate or loss over its members);
-    group reweighting (one weight per group), fair distillation's group recall and fairness-aware
-    pruning scores read one group id per example.
+    The group penalties, group DRO and fairness-aware pruning scores read memberships (a group's
+    rate or loss over its members); group reweighting (one weight per group) and fair
+    distillation's running group-recall deficit read one group id per example.
     """
     levers = []
     fairness = getattr(space, "fairness", None)
@@ -278,10 +278,6 @@ def _group_levers(space: SearchSpace) -> list[tuple[str, str]]:
     distill = getattr(space, "fair_distillation", None)
     if distill is not None and any(m != "disagreement" for m in distill.modes):
         levers.append(("space.fair_distillation.mode", "a group-recall weighting"))
-    for name in ("pruning", "structured"):
-        family = getattr(space, name, None)
-        if family is not None and tuple(family.fairness_mix) != (0.0, 0.0):
-            levers.append((f"space.{name}.fairness_mix", "a fairness-aware pruning score"))
     return levers
 
 
@@ -292,8 +288,8 @@ def _check_membership_levers(space: SearchSpace) -> None:
         key, what = levers[0]
         raise ConfigError(key, message=f"{what} needs one group per example, but [data] group_membership gives "
                           "overlapping groups (a row may be in several or none); use group_column, or leave this "
-                          "lever out (group measures, bias objectives, the fairness penalties and group_dro work "
-                          "with group_membership)")
+                          "lever out (group measures, bias objectives, the fairness penalties, group_dro and "
+                          "fairness-aware pruning work with group_membership)")
 
 
 def _has_groups(data: DataSpec) -> bool:

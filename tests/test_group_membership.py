@@ -31,10 +31,10 @@ def _targets(n: int = 90) -> pd.DataFrame:
     rows = []
     for i in range(n):
         women, black = i % 3 == 0, i % 4 == 0
-        label = "hate" if i % 2 == 0 else "none"
+        label = "hate" if i % 2 == 0 else "clean"
         split = "train" if i % 10 < 6 else ("validation" if i % 10 < 8 else "test")
         words = " ".join(w for w, on in (("women", women), ("black", black)) if on)
-        said = "none" if women and not black and label == "hate" else label
+        said = "clean" if women and not black and label == "hate" else label
         rows.append({"text": f"comment {i} {said} {words}", "label": label, "target_women": int(women),
                      "target_black": "true" if black else "false", "split": split})
     return pd.DataFrame(rows)
@@ -64,8 +64,9 @@ def test_validate_summarises_overlapping_groups_per_split(tmp_path, capsys, monk
     validation = frame[frame["split"] == "validation"]
     women_hate = int(((validation["target_women"] == 1) & (validation["label"] == "hate")).sum())
     table = out.split("  validation: ")[1].split("  test: ")[0].splitlines()
-    assert table[1].split() == ["hate", "none"]
-    assert table[2].split()[:2] == ["women", str(women_hate)]
+    women_clean = int(((validation["target_women"] == 1) & (validation["label"] == "clean")).sum())
+    assert table[1].split() == ["clean", "hate"]
+    assert table[2].split() == ["women", str(women_clean), str(women_hate)]
     assert "overlapping groups (a row counts in every group it belongs to)" in out
     assert "each group's members among the validation and test rows" in out
     assert not (tmp_path / "studies").exists()
@@ -106,12 +107,12 @@ def test_bad_flags_are_one_error_line_and_nothing_is_written(tmp_path, capsys, m
 
 def test_a_bias_objective_no_two_groups_define_is_refused(tmp_path, capsys, monkeypatch) -> None:
     study = _study(tmp_path)
-    study.write_text(study.read_text().replace('positive_label = "hate"', 'positive_label = "none"'))
+    study.write_text(study.read_text().replace('positive_label = "hate"', 'positive_label = "clean"'))
     monkeypatch.chdir(tmp_path)
     assert main(["validate", str(study)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "group_membership 'target_women', 'target_black' gives 10 validation " \
-        "membership(s) (black: hate 4, none 0; women: hate 3, none 3)" in err
+        "membership(s) (black: clean 0, hate 4; women: clean 3, hate 3)" in err
 
 
 def test_splits_and_subsamples_keep_each_set_of_groups_in_proportion(tmp_path) -> None:
@@ -198,8 +199,8 @@ def test_a_lever_that_needs_one_group_per_row_is_refused(space, key, tmp_path, c
 def test_a_study_measures_each_overlapping_group_over_its_members(tmp_path, local_ray, capsys) -> None:
     import optuna
 
-    study = _study(tmp_path, space='[space.fairness]\nmethod = ["group_dro"]\ndro_step_size = [0.5, 1.0]\n'
-                                    'allow_zero = false\n')
+    study = _study(tmp_path, space='schedule = ["gradual"]\nfairness_mix = [0.3, 0.6]\n\n[space.fairness]\n'
+                                    'method = ["group_dro"]\ndro_step_size = [0.5, 1.0]\nallow_zero = false\n')
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     code = main(["run", str(study), "--storage", storage, "--cache-dir", str(tmp_path / "cache"),
                  "--artifact-dir", str(tmp_path / "artifacts")])
@@ -224,6 +225,35 @@ def test_a_study_measures_each_overlapping_group_over_its_members(tmp_path, loca
         assert stored_record(trial)["validation"]["gap_test"]["test"] == "permutation_within_class_rows"
         weights = stored_record(trial)["group_dro_weights"]
         assert len(weights) == 2 and weights[0] != pytest.approx(0.5)  # the members' losses reached group DRO
+        assert 0.3 <= trial.params["pruning.fairness_mix"] <= 0.6
+    _the_pruning_scores_see_memberships(study, tmp_path / "cache")
+
+
+def _the_pruning_scores_see_memberships(study: Path, cache: Path) -> None:
+    """The calibration batches of fairness-aware pruning carry each row's memberships, and the gap they
+    give the pruning scores is the soft gap over the members."""
+    import torch
+
+    from fairfront.objectives.training.prepare import load_cached
+    from fairfront.objectives.training.trial import _calibration
+    from fairfront.search.studyfile import load_study_file
+    from fairfront.spaces.fair_compression import equal_opportunity_gap
+    from fairfront.spaces.space import CompressionConfig
+
+    sf = load_study_file(study)
+    prepared = load_cached(cache / sf.prepare_spec.fingerprint())
+    batches = _calibration(prepared, sf.trial_spec(CompressionConfig(), 0), torch.device("cpu"))
+    member = prepared.splits["train"].membership
+    assert member is not None and member.any(axis=1).any() and (member.sum(axis=1) > 1).any()
+    for batch in batches:
+        assert batch["groups"].tolist() == member[batch["index"].numpy()].astype(float).tolist()
+    logits = torch.as_tensor(prepared.teacher_logits["train"])
+    for batch in batches:  # class 1 ("hate") is the penalty's positive class
+        index = batch["index"].numpy()
+        p_hate = torch.softmax(logits[index], dim=1)[:, 1].numpy()
+        positive = prepared.splits["train"].labels[index] == 1
+        tpr = [p_hate[member[index, g] & positive].mean() for g in range(2)]
+        assert float(equal_opportunity_gap(logits[index], batch)) == pytest.approx(abs(tpr[0] - tpr[1]), abs=1e-6)
 
 
 def test_the_penalties_and_group_dro_read_memberships() -> None:

@@ -180,11 +180,20 @@ def _context(prepared: Prepared, spec: TrialSpec, attrs: dict, device: torch.dev
 
 
 def _calibration(prepared: Prepared, spec: TrialSpec, device: torch.device, n_batches: int = 8) -> list[dict]:
-    """A few training batches, drawn with the trial's seed, for scores computed before training."""
+    """A few training batches, drawn with the trial's seed, for scores computed before training.
+
+    Where groups overlap each batch's ``groups`` are its ``[B, G]`` memberships, which the
+    fairness-aware pruning scores' equal-opportunity gap reads as such.
+    """
     split = prepared.splits["train"]
     rng = np.random.default_rng(spec.seed)
-    return [make_batch(split, idx, pad_id=prepared.pad_id, device=device)
-            for _, idx in zip(range(n_batches), iterate_batches(split, spec.student.batch_size, rng=rng))]
+    batches = [make_batch(split, idx, pad_id=prepared.pad_id, device=device)
+               for _, idx in zip(range(n_batches), iterate_batches(split, spec.student.batch_size, rng=rng))]
+    if split.membership is not None:
+        for batch in batches:
+            index = batch["index"].cpu().numpy()
+            batch["groups"] = torch.as_tensor(split.membership[index], dtype=torch.float32, device=device)
+    return batches
 
 
 def _start(compression: CompressionConfig, ctx: TrialContext) -> list[FamilyTrial]:
