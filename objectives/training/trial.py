@@ -221,7 +221,9 @@ def _train(prepared: Prepared, spec: TrialSpec, ctx: TrialContext, runs: list[Fa
 
 def _memberships(ctx: TrialContext) -> torch.Tensor | None:
     """The training split's ``[examples, groups]`` memberships on the trial's device (None: one group id per row)."""
-    return None if ctx.membership is None else torch.as_tensor(ctx.membership, dtype=torch.float32, device=ctx.device)
+    if ctx.membership is None:
+        return None
+    return torch.from_numpy(np.asarray(ctx.membership, dtype=np.float32).copy()).to(ctx.device)  # cached: read-only
 
 
 def _objective(runs: list[FamilyTrial], membership: torch.Tensor | None = None
