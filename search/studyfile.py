@@ -258,6 +258,8 @@ def _check_masked_lm(model: ModelSpec, bias: BiasSettings, space: SearchSpace, r
 
 def _check_groups(space: SearchSpace, data: DataSpec) -> None:
     """A family that needs each example's group (a fairness loss) needs data that has one."""
+    if data.group_membership is not None:
+        _check_membership_levers(space)
     needing = space.needing_groups()
     if not needing:
         return
@@ -265,9 +267,37 @@ def _check_groups(space: SearchSpace, data: DataSpec) -> None:
     if data.source not in ("file", "hf") and not _has_groups(data):
         raise ConfigError(f"space.{family.name}", message=f"data source {data.source!r} has no group column; "
                           f"{family.needs_groups} needs one")
-    if data.source in ("file", "hf") and data.group_column is None:
+    if data.source in ("file", "hf") and data.group_column is None and data.group_membership is None:
         raise ConfigError("data.group_column", None, "a column naming each example's group (needed by "
                           f"[space.{family.name}])")
+
+
+def _group_levers(space: SearchSpace) -> list[tuple[str, str]]:
+    """``(study-file key, what it does)`` of each searched training lever that needs one group id per example.
+
+    The group penalties, group DRO and fairness-aware pruning scores read memberships (a group's
+    rate or loss over its members); group reweighting (one weight per group) and fair
+    distillation's running group-recall deficit read one group id per example.
+    """
+    levers = []
+    fairness = getattr(space, "fairness", None)
+    if fairness is not None and "group_reweight" in fairness.methods:
+        levers.append(("space.fairness.method", "'group_reweight' (one weight per group)"))
+    distill = getattr(space, "fair_distillation", None)
+    if distill is not None and any(m != "disagreement" for m in distill.modes):
+        levers.append(("space.fair_distillation.mode", "a group-recall weighting"))
+    return levers
+
+
+def _check_membership_levers(space: SearchSpace) -> None:
+    """Overlapping groups give no single group per example, which some training levers read."""
+    levers = _group_levers(space)
+    if levers:
+        key, what = levers[0]
+        raise ConfigError(key, message=f"{what} needs one group per example, but [data] group_membership gives "
+                          "overlapping groups (a row may be in several or none); use group_column, or leave this "
+                          "lever out (group measures, bias objectives, the fairness penalties, group_dro and "
+                          "fairness-aware pruning work with group_membership)")
 
 
 def _has_groups(data: DataSpec) -> bool:

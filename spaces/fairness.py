@@ -45,7 +45,11 @@ def penalty_function(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
 
 
 def start_trial(config: FairnessConfig, ctx: TrialContext) -> FamilyTrial:
-    """The fairness family's hooks into one trial (:meth:`FairnessFamily.start`)."""
+    """The fairness family's hooks into one trial (:meth:`FairnessFamily.start`).
+
+    Where groups overlap (``[data] group_membership``) ``batch["groups"]`` holds each example's
+    memberships, which the penalties and group DRO take as they are (each group over its members).
+    """
     if config.weight <= 0:
         return FamilyTrial()
     if config.is_penalty:
@@ -53,6 +57,9 @@ def start_trial(config: FairnessConfig, ctx: TrialContext) -> FamilyTrial:
         return _Penalty(partial(penalty_function(config.method), num_groups=ctx.num_groups), config.weight)
     if config.method == "group_dro":
         return _GroupDRO(fairness_losses.GroupDRO(ctx.num_groups, config.weight))
+    if ctx.membership is not None:
+        raise ValueError("group_reweight needs one group per example; [data] group_membership gives overlapping "
+                         "groups")
     return _GroupReweight(config.weight, ctx)
 
 

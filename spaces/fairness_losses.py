@@ -5,6 +5,11 @@ and trained through. Shapes: ``logits`` is ``[B, C]`` (``C >= 2``), ``labels`` i
 class ids), ``groups`` is ``[B]`` (long group ids ``0..G-1``; ``-1`` means "group unknown" and is
 ignored by every group term). Binary tasks have ``C == 2`` with class 1 the positive class.
 
+**Overlapping groups.** The penalties and :class:`GroupDRO` also take ``groups`` as a ``[B, G]``
+0/1 membership matrix (``[data] group_membership``): a group's rate or loss is then the mean over
+its members, so an example in two groups counts in both and one in no group in none (with one-hot
+rows this is exactly the group-id form).
+
 **Soft rates.** A measured rate such as the true-positive rate counts hard predictions, which
 have no gradient. The penalties replace the indicator ``[y_hat == y]`` by ``p(y|x)``: the soft TPR of
 class ``y`` in group ``g`` is the mean of ``p(y|x)`` over the examples of group ``g`` labelled
@@ -104,13 +109,17 @@ def _checked(logits: Tensor, labels: Tensor | None, groups: Tensor, num_groups: 
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must have shape [B, C] with C >= 2; got shape {tuple(logits.shape)}")
     batch, num_classes = logits.shape
-    if groups.dim() != 1 or groups.shape[0] != batch:
-        raise ValueError(f"groups must have shape [{batch}] to match logits; got shape {tuple(groups.shape)}")
-    if groups.dtype.is_floating_point or groups.dtype == torch.bool:
-        raise ValueError(f"groups must hold integer group ids (-1 = unknown); got dtype {groups.dtype}")
-    groups = groups.to(device=logits.device, dtype=torch.long)
     check = batch and not _capturing()
-    if check:
+    if groups.dim() == 2 and groups.shape[0] == batch:
+        groups = _membership(groups, logits.device, num_groups)
+    elif groups.dim() != 1 or groups.shape[0] != batch:
+        raise ValueError(f"groups must have shape [{batch}] (group ids) or [{batch}, G] (memberships) to match "
+                         f"logits; got shape {tuple(groups.shape)}")
+    elif groups.dtype.is_floating_point or groups.dtype == torch.bool:
+        raise ValueError(f"groups must hold integer group ids (-1 = unknown); got dtype {groups.dtype}")
+    else:
+        groups = groups.to(device=logits.device, dtype=torch.long)
+    if check and groups.dim() == 1:
         bad = groups.min() < -1
         if num_groups is not None:
             bad = bad | (groups.max() >= num_groups)
@@ -131,9 +140,19 @@ def _checked(logits: Tensor, labels: Tensor | None, groups: Tensor, num_groups: 
     return torch.softmax(logits.to(dtype), dim=1), labels, groups
 
 
+def _membership(groups: Tensor, device: torch.device, num_groups: int | None) -> Tensor:
+    """A ``[B, G]`` membership matrix as float32 on ``device``, its width checked against ``num_groups``."""
+    if num_groups is not None and groups.shape[1] != num_groups:
+        raise ValueError(f"a membership matrix must have num_groups = {num_groups} columns; got {groups.shape[1]}")
+    return groups.to(device=device, dtype=torch.float32)
+
+
 def _group_rates(values: Tensor, members: Tensor, groups: Tensor, num_groups: int | None = None
                  ) -> tuple[Tensor, Tensor]:
     """Per-(group, class) means of ``values`` over ``members``; also the member counts.
+
+    With ``groups`` a ``[B, G]`` membership matrix each group's sums run over its members
+    (``groups.T @ ...``): fixed shapes, nothing read back to the host.
 
     ``values`` and ``members`` are ``[B, C]``; rows with group ``-1`` are dropped. Returns
     ``rates [G, C]`` (0 where a cell is empty) and ``counts [G, C]``. ``G`` is the batch's largest
@@ -141,6 +160,10 @@ def _group_rates(values: Tensor, members: Tensor, groups: Tensor, num_groups: in
     dropped, so every shape is fixed and nothing is read back to the host (a CUDA graph can
     capture it). The extra groups are empty, and empty groups take no part in a spread.
     """
+    if groups.dim() == 2:
+        membership = groups.to(values.dtype)
+        counts = membership.T @ members
+        return (membership.T @ (values * members)) / counts.clamp(min=1.0), counts
     if num_groups is not None:
         shape = (num_groups, values.shape[1])
         w = members * (groups >= 0).to(members.dtype).unsqueeze(1)
@@ -251,7 +274,10 @@ class GroupDRO:
     ``q_g <- q_g * exp(step_size * L_g)`` for present groups followed by renormalisation, and
     returns ``sum_g q_g * L_g`` to be minimised. Absent groups keep their weight and contribute no
     loss (as in the authors' code, where an absent group's loss is 0), and examples whose group is
-    ``-1`` are left out. ``q`` is updated on detached losses; the gradient flows through ``L_g`` only.
+    ``-1`` are left out. With ``groups`` a ``[B, G]`` membership matrix, ``L_g`` is the mean loss over
+    group ``g``'s members (an example in two groups counts in both, as in Sagawa et al.'s per-group
+    losses, which only need each group's examples). ``q`` is updated on detached losses; the gradient
+    flows through ``L_g`` only.
 
     The weights are kept in log space, so a long run with large losses neither overflows nor drives
     a group's weight to exactly zero. ``q`` lives on the device of the last loss it saw.
@@ -286,12 +312,26 @@ class GroupDRO:
         """Update ``q`` from this batch and return the robust loss ``sum_g q_g * L_g`` (a scalar)."""
         if per_example_loss.dim() != 1:
             raise ValueError(f"per_example_loss must have shape [B]; got shape {tuple(per_example_loss.shape)}")
-        if groups.shape != per_example_loss.shape:
-            raise ValueError(f"groups must have shape {tuple(per_example_loss.shape)} to match the loss; "
-                             f"got shape {tuple(groups.shape)}")
+        loss = per_example_loss.to(torch.promote_types(per_example_loss.dtype, torch.float32))
+        if groups.dim() == 2 and groups.shape[0] == loss.shape[0]:
+            membership = _membership(groups, loss.device, self.num_groups).to(loss.dtype)
+            sums, counts = membership.T @ loss, membership.sum(0)
+        else:
+            sums, counts = self._by_id(loss, groups)
+        group_loss = sums / counts.clamp(min=1.0)
+        with torch.no_grad():
+            log_q = self._log_q.to(device=loss.device, dtype=loss.dtype)
+            log_q = log_q + self.step_size * group_loss.detach() * (counts > 0)
+            self._log_q = log_q - torch.logsumexp(log_q, dim=0)
+        return (self.q.to(loss.dtype) * group_loss).sum() + 0.0 * loss.sum()
+
+    def _by_id(self, loss: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-group loss sums and example counts from ``[B]`` group ids (``-1``: left out)."""
+        if groups.shape != loss.shape:
+            raise ValueError(f"groups must have shape {tuple(loss.shape)} to match the loss (or [B, G] "
+                             f"memberships); got shape {tuple(groups.shape)}")
         if groups.dtype.is_floating_point or groups.dtype == torch.bool:
             raise ValueError(f"groups must hold integer group ids (-1 = unknown); got dtype {groups.dtype}")
-        loss = per_example_loss.to(torch.promote_types(per_example_loss.dtype, torch.float32))
         groups = groups.to(device=loss.device, dtype=torch.long)
         if groups.numel() and bool((groups.min() < -1) | (groups.max() >= self.num_groups)):
             raise ValueError(f"groups must lie in -1..{self.num_groups - 1}; got values "
@@ -299,13 +339,7 @@ class GroupDRO:
         known = groups >= 0
         g = groups[known]
         sums = loss.new_zeros(self.num_groups).index_add(0, g, loss[known])
-        counts = torch.bincount(g, minlength=self.num_groups).to(loss.dtype)
-        group_loss = sums / counts.clamp(min=1.0)
-        with torch.no_grad():
-            log_q = self._log_q.to(device=loss.device, dtype=loss.dtype)
-            log_q = log_q + self.step_size * group_loss.detach() * (counts > 0)
-            self._log_q = log_q - torch.logsumexp(log_q, dim=0)
-        return (self.q.to(loss.dtype) * group_loss).sum() + 0.0 * loss.sum()
+        return sums, torch.bincount(g, minlength=self.num_groups).to(loss.dtype)
 
     def state_dict(self) -> dict[str, object]:
         """Everything needed to resume: ``num_groups``, ``step_size``, ``q`` (and exact ``log_q``), on CPU."""

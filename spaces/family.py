@@ -74,6 +74,9 @@ class TrialContext:
     """Names of the families this trial sampled (some settings depend on another family's presence)."""
     labels: np.ndarray | None = None
     groups: np.ndarray | None = None
+    membership: np.ndarray | None = None
+    """``[examples, groups]`` booleans of the training split where groups overlap (``[data] group_membership``;
+    every id in :attr:`groups` is then -1); the loss hooks then see each batch's rows of it as ``batch["groups"]``."""
     num_classes: int = 0
     num_groups: int = 1
     teacher_logits: Tensor | None = None

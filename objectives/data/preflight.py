@@ -17,6 +17,7 @@ import pandas as pd
 
 from fairfront.errors import DataError
 from fairfront.objectives.data.datasets import SPLITS, TextDataset
+from fairfront.objectives.data.datasets._membership import membership_matrix
 from fairfront.objectives.data.task import DataSpec, load_task
 from fairfront.objectives.measures import group_fairness
 
@@ -98,8 +99,7 @@ def _check_groups(data: TextDataset, spec: DataSpec, group_objectives: Sequence[
         else:
             why = "this dataset has no group column with these [data.options]"
         raise DataError(f"{origin}: bias objective {name!r} compares groups, but {why}")
-    part = data.part("validation")
-    grouped = part[part["group"].notna()]
+    grouped = _memberships(data, data.part("validation"))
     y, g = _class_ids(data, grouped), grouped["group"].astype(str).to_numpy(dtype=object)
     positive = _positive_index(data)
     for objective in group_objectives:
@@ -108,9 +108,29 @@ def _check_groups(data: TextDataset, spec: DataSpec, group_objectives: Sequence[
         if value != value:
             counts = _counts_text(grouped, data)
             raise DataError(f"{origin}: bias objective {objective!r} is undefined on the validation split: it needs "
-                            f"{_needs(objective, data)} in two or more groups, and group column {spec.group_column!r} "
-                            f"gives {len(grouped)} validation row(s) with a group ({counts}); change [data] "
+                            f"{_needs(objective, data)} in two or more groups, and {_group_source(spec)} "
+                            f"gives {len(grouped)} validation {_entries(data)} ({counts}); change [data] "
                             "positive_label, the split or the objective")
+
+
+def _memberships(data: TextDataset, part: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``part`` with a group; where groups overlap, one row per membership (``group`` filled in)."""
+    if not data.multi_hot:
+        return part[part["group"].notna()]
+    rows, groups = group_fairness.membership_rows(membership_matrix(part, data.group_names))
+    out = part.iloc[rows].copy()
+    out["group"] = np.asarray(data.group_names, dtype=object)[groups]
+    return out
+
+
+def _group_source(spec: DataSpec) -> str:
+    if spec.group_membership is not None:
+        return "group_membership " + ", ".join(repr(c) for c in spec.group_membership)
+    return f"group column {spec.group_column!r}"
+
+
+def _entries(data: TextDataset) -> str:
+    return "membership(s)" if data.multi_hot else "row(s) with a group"
 
 
 def _needs(objective: str, data: TextDataset) -> str:
@@ -141,6 +161,8 @@ def _counts_text(rows: pd.DataFrame, data: TextDataset) -> str:
 
 
 def _summary(data: TextDataset, bias_objectives: Sequence[str]) -> list[str]:
+    if data.multi_hot:
+        return _membership_summary(data) + _measure_lines(data, bias_objectives)
     frame = data.frame
     lines = [f"data {data.name}: {len(frame)} rows, {len(data.label_names)} classes, {len(data.group_names)} groups"]
     for split in SPLITS:
@@ -161,6 +183,36 @@ def _summary(data: TextDataset, bias_objectives: Sequence[str]) -> list[str]:
     return lines
 
 
+def _membership_summary(data: TextDataset) -> list[str]:
+    """Per split: each group's members, group x class counts over members, rows in no group and in several."""
+    frame = data.frame
+    lines = [f"data {data.name}: {len(frame)} rows, {len(data.label_names)} classes, {len(data.group_names)} "
+             "overlapping groups (a row counts in every group it belongs to)"]
+    for split in SPLITS:
+        part = data.part(split)
+        member = data.membership(split)
+        per_row = member.sum(axis=1)
+        counts = ", ".join(f"{g} {int(n)}" for g, n in zip(data.group_names, member.sum(axis=0)))
+        lines.append(f"  {split}: {len(part)} rows, {part['label'].nunique()} classes; members: {counts}; "
+                     f"{int((per_row == 0).sum())} in no group, {int((per_row > 1).sum())} in several groups")
+        entries = _memberships(data, part)
+        if len(entries):
+            table = pd.crosstab(entries["group"], entries["label"].astype(str)).reindex(
+                index=[g for g in data.group_names if g in set(entries["group"])],
+                columns=list(data.label_names), fill_value=0)
+            lines += ["    " + row for row in table.rename_axis(index=None, columns=None).to_string().splitlines()]
+        missing = [c for c in data.label_names if c not in set(part["label"])]
+        absent = [g for g, n in zip(data.group_names, member.sum(axis=0)) if n == 0]
+        if missing:
+            lines.append(f"    missing class(es): {', '.join(missing)}")
+        if absent:
+            lines.append(f"    missing group(s): {', '.join(absent)}")
+    none = int((data.membership(None).sum(axis=1) == 0).sum())
+    if none:
+        lines.append(f"rows in no group: {none} (kept for training and accuracy; left out of group measures)")
+    return lines
+
+
 def _crosstab(part: pd.DataFrame, data: TextDataset) -> str:
     """Group x class counts of one split (rows without a group last)."""
     groups = part["group"].astype("string").fillna(NO_GROUP)
@@ -178,6 +230,7 @@ def _measure_lines(data: TextDataset, bias_objectives: Sequence[str]) -> list[st
             continue
         text = (_OVER_MULTI.get(name) if data.positive_label is None else None) or _OVER[name]
         groups = ", ".join(data.group_names) or "none"
-        lines.append(f"bias objective {name}: {text.format(pos=pos)}; groups {groups}; validation and test rows "
-                     "with a group")
+        rows = ("each group's members among the validation and test rows (a row in several groups counts in each)"
+                if data.multi_hot else "validation and test rows with a group")
+        lines.append(f"bias objective {name}: {text.format(pos=pos)}; groups {groups}; {rows}")
     return lines

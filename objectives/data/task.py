@@ -24,6 +24,7 @@ import pandas as pd
 from fairfront._config import Table
 from fairfront.errors import ConfigError, DataError
 from fairfront.objectives.data import datasets as ds
+from fairfront.objectives.data.datasets._membership import group_display_names, membership_pattern
 from fairfront.objectives.data.labels import with_positive
 from fairfront.objectives.data.synthetic import CITATION as SYNTHETIC_CITATION
 from fairfront.objectives.data.synthetic import make_occupation_bios
@@ -61,6 +62,8 @@ class DataSpec:
     small_groups: str = "exclude"
     split_group_column: str | None = None
     group_objective: str = "intersection"
+    group_membership: tuple[str, ...] | None = None
+    group_membership_prefix: str | None = None
 
     @classmethod
     def from_table(cls, t: Table, *, base_dir: Path) -> DataSpec:
@@ -98,6 +101,7 @@ class DataSpec:
             if source == "file":
                 kw.update(_reader_keys(t))
                 kw["split_group_column"] = t.string("split_group_column", None)
+                kw.update(_membership_keys(t, kw["group_column"]))
             if kw.get("split_group_column") is not None and kw["split_column"] is not None:
                 raise ConfigError(t.key("split_group_column"), message="split_group_column makes the splits; the "
                                   "data already has them (split_column): give one of the two")
@@ -135,12 +139,20 @@ class DataSpec:
             hint = "; set [data] encoding" if isinstance(err, UnicodeDecodeError) else ""
             raise ConfigError(t.key("path"), self.path,
                               f"a readable CSV/TSV/JSONL/Parquet file ({first}{hint})") from None
-        for key in ("text_column", "label_column", "group_column", "split_column", "split_group_column"):
+        for key in ("text_column", "label_column", "group_column", "split_column", "split_group_column",
+                    "group_membership"):
             value = getattr(self, key)
             for column in value if isinstance(value, tuple) else (value,):
                 if column is not None and column not in header:
                     raise ConfigError(t.key(key), column, "a column of " + Path(self.path).name + ": "
                                       + ", ".join(map(str, header)) + ds.delimiter_hint(header))
+
+    @property
+    def group_names(self) -> tuple[str, ...] | None:
+        """The group name of each ``group_membership`` column (None without the key)."""
+        if self.group_membership is None:
+            return None
+        return group_display_names(self.group_membership, self.group_membership_prefix)
 
     @property
     def citation(self) -> str:
@@ -156,8 +168,9 @@ class DataSpec:
         out = dataclasses.asdict(self)
         for key in ("min_group_size", "small_groups", "group_objective"):  # measuring, not what the teacher sees
             del out[key]
-        if self.split_group_column is None:  # keeps the fingerprint of studies from before the key
-            del out["split_group_column"]
+        for key in ("split_group_column", "group_membership", "group_membership_prefix"):
+            if out[key] is None:  # keeps the fingerprint of studies from before the key
+                del out[key]
         if self.source == "file":
             out["content"] = ds.content_digest(self.path)
         elif self.source in ds.DATASETS:
@@ -198,6 +211,24 @@ def _reader_keys(t: Table) -> dict:
     return kw
 
 
+def _membership_keys(t: Table, group_column: str | tuple[str, ...] | None) -> dict:
+    """``group_membership`` (one 0/1 column per group) and ``group_membership_prefix`` of a file's table."""
+    columns = t.strings("group_membership", None)
+    prefix = t.string("group_membership_prefix", None)
+    if columns is None:
+        if prefix is not None:
+            raise ConfigError(t.key("group_membership_prefix"), message="names the groups of group_membership, "
+                              "which is not set")
+        return {}
+    if group_column is not None:
+        raise ConfigError(t.key("group_membership"), message="give group_column (one group per row) or "
+                          "group_membership (one 0/1 column per group, groups may overlap), not both")
+    names = group_display_names(columns, prefix)
+    if len(set(columns)) != len(columns) or len(set(names)) != len(names):
+        raise ConfigError(t.key("group_membership"), list(columns), "distinct columns giving distinct group names")
+    return {"group_membership": columns, "group_membership_prefix": prefix}
+
+
 def _read_header(path: Path, read: ds.ReadOptions) -> list[str]:
     fmt = ds.file_format(path)
     if fmt in ("csv", "tsv"):
@@ -222,7 +253,8 @@ def load_task(spec: DataSpec) -> ds.TextDataset:
         data = ds.load_table(spec.path, text_column=spec.text_column, label_column=spec.label_column,
                              group_column=spec.group_column, split_column=spec.split_column, seed=spec.seed,
                              read=spec.read_options, label_bins=spec.label_bins,
-                             split_group_column=spec.split_group_column)
+                             split_group_column=spec.split_group_column, group_membership=spec.group_membership,
+                             membership_names=spec.group_names)
     elif spec.source == "hf":
         data = ds.load_hf(spec.name, text_column=spec.text_column, label_column=spec.label_column,
                           group_column=spec.group_column, seed=spec.seed)
@@ -244,19 +276,22 @@ def _limit(data: ds.TextDataset, spec: DataSpec) -> ds.TextDataset:
     for split, part in data.frame.groupby("split", sort=False):
         cap = spec.max_train if split == "train" else spec.max_eval
         if cap is not None and len(part) > cap:
-            part = part.iloc[np.sort(stratified_pick(part, cap, seed=spec.seed))]
+            names = data.group_names if data.multi_hot else ()
+            part = part.iloc[np.sort(stratified_pick(part, cap, seed=spec.seed, names=names))]
         parts.append(part)
     frame = pd.concat(parts).sort_index()
     return dataclasses.replace(data, frame=frame)
 
 
-def stratified_pick(part: pd.DataFrame, k: int, *, seed: int) -> np.ndarray:
+def stratified_pick(part: pd.DataFrame, k: int, *, seed: int, names: tuple[str, ...] = ()) -> np.ndarray:
     """Positions of exactly ``k`` rows of ``part``, spread over its label x group strata in proportion.
 
     Each row gets a key ``(rank within its stratum + u) / stratum size`` with ``u`` random and the
     rank a random order; the ``k`` smallest keys are taken, so every stratum gets its share up to one row.
+    With overlapping groups (``names``: the multi-hot groups) a row's group is its set of groups.
     """
-    strata = part["label"].astype("string").fillna("") + "\x1f" + part["group"].astype("string").fillna("\x00")
+    groups = membership_pattern(part, names) if names else part["group"].astype("string")
+    strata = part["label"].astype("string").fillna("") + "\x1f" + groups.fillna("\x00")
     codes, _ = pd.factorize(strata.to_numpy(dtype=object))
     rng = np.random.default_rng(seed)
     u = rng.random(len(part))
@@ -271,11 +306,21 @@ def stratified_pick(part: pd.DataFrame, k: int, *, seed: int) -> np.ndarray:
 
 @dataclass
 class EncodedSplit:
-    """One tokenized split: unpadded token ids, class ids, group ids (-1 = no group)."""
+    """One tokenized split: unpadded token ids, class ids, group ids (-1 = no group).
+
+    With overlapping groups (``[data] group_membership``) every group id is -1 and ``membership``
+    holds ``[rows, groups]`` booleans, so a reader of ``groups`` sees no group rather than a wrong one.
+    """
 
     input_ids: list[np.ndarray]
     labels: np.ndarray
     groups: np.ndarray
+    membership: np.ndarray | None = None
+
+    def subset(self, index: np.ndarray, input_ids: list[np.ndarray]) -> EncodedSplit:
+        """The rows ``index`` of this split, with their token ids ``input_ids`` (e.g. swapped texts)."""
+        member = None if self.membership is None else self.membership[index]
+        return EncodedSplit(input_ids, self.labels[index], self.groups[index], member)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -298,5 +343,5 @@ def encode_splits(data: ds.TextDataset, tokenizer, *, max_length: int) -> dict[s
         labels = part["label"].map(label_index).to_numpy(dtype=np.int64)
         groups = part["group"].map(lambda g: group_index.get(g, -1) if pd.notna(g) else -1)
         out[split] = EncodedSplit([np.asarray(x, dtype=np.int64) for x in ids], labels,
-                                  groups.to_numpy(dtype=np.int64))
+                                  groups.to_numpy(dtype=np.int64), data.membership(split))
     return out

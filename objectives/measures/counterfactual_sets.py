@@ -67,7 +67,7 @@ def build_swapped_texts(texts: Sequence[str], split: EncodedSplit, swap_list: Sw
     indices, new_texts = counterfactual_texts(texts, swap_list.pairs)
     index = np.asarray(indices, dtype=np.int64)
     ids = tokenizer(new_texts, truncation=True, max_length=max_length)["input_ids"] if new_texts else []
-    encoded = EncodedSplit([np.asarray(x, dtype=np.int64) for x in ids], split.labels[index], split.groups[index])
+    encoded = split.subset(index, [np.asarray(x, dtype=np.int64) for x in ids])
     return SwappedTexts(swap_list.name, index, encoded, np.zeros((len(index), 0), dtype=np.float32))
 
 

@@ -53,7 +53,7 @@ def score_dense(prepared: Prepared, *, bootstrap_resamples: int = 200, seed: int
             swapped = [s.dense_logits for s in prepared.counterfactuals.get(split, [])]
             report.splits[split] = score_split(prepared, split, data.labels, logits.argmax(axis=1), data.groups,
                                                bootstrap_resamples=bootstrap_resamples, seed=seed, logits=logits,
-                                               swapped_logits=swapped)
+                                               swapped_logits=swapped, membership=data.membership)
     if prepared.intrinsic:
         record_intrinsic(report, prepared.intrinsic_dense, dense=prepared.intrinsic_dense)
     return report

@@ -81,6 +81,8 @@ __all__ = [
     "intersection_labels",
     "attribute_reports",
     "membership_report",
+    "membership_rows",
+    "merge_small_memberships",
     "objective_measures",
     "GROUP_OBJECTIVES",
     "OTHER_GROUP",
@@ -842,12 +844,16 @@ def merge_small_groups(groups: Any, min_group_size: int) -> tuple[np.ndarray, di
     return labels, small
 
 
+def _merged_line(merged: Mapping[str, int], min_count: int) -> str:
+    return (f"groups below min_group_size {min_count} merged into {OTHER_GROUP!r}: "
+            + ", ".join(f"{g!r} ({n})" for g, n in merged.items()))
+
+
 def _coverage_warnings(stats: np.ndarray, group_keys: list[str], class_keys: list[str], pos: int | None,
                        min_count: int, all_groups: Sequence[str],
                        merged: Mapping[str, int]) -> tuple[dict[str, int], list[str]]:
     """The groups left out for size, and one line for each group or class that drops out of a measure."""
-    lines = [f"groups below min_group_size {min_count} merged into {OTHER_GROUP!r}: "
-             + ", ".join(f"{g!r} ({n})" for g, n in merged.items())] if merged else []
+    lines = [_merged_line(merged, min_count)] if merged else []
     lines += [f"group {g!r} has no example in this split: it is in no group measure"
               for g in all_groups if g not in group_keys]
     totals = _group_total(stats)
@@ -1032,27 +1038,78 @@ def attribute_reports(y_true: Any, y_pred: Any, *, groups: Any, attributes: Sequ
             for i, name in enumerate(attributes)}
 
 
+def membership_rows(membership: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, groups)``: one entry per membership of a ``[rows, groups]`` 0/1 matrix, row by row.
+
+    Measuring groups over these entries counts a row once in every group it belongs to and leaves
+    a row in no group out; the shared ``rows`` tie a row's memberships together (for a test that
+    permutes whole rows, :func:`~fairfront.objectives.measures.significance.permutation_gap_test`).
+
+    Example:
+        >>> rows, groups = membership_rows([[1, 1], [0, 0], [0, 1]])
+        >>> rows.tolist(), groups.tolist()
+        ([0, 0, 2], [0, 1, 1])
+    """
+    matrix = np.asarray(membership)
+    if matrix.ndim != 2:
+        raise ValueError(f"membership must be a [rows, groups] matrix, got shape {matrix.shape}")
+    rows, groups = np.nonzero(matrix.astype(float) > 0)
+    return rows.astype(np.int64), groups.astype(np.int64)
+
+
+def merge_small_memberships(names: Sequence[str], membership: Any, min_group_size: int
+                            ) -> tuple[list[str], np.ndarray, dict[str, int]]:
+    """Pool the groups of fewer than ``min_group_size`` members into one group :data:`OTHER_GROUP`.
+
+    A row is a member of ``other`` when it belongs to any small group, once (a row in two small
+    groups is not counted twice). Returns ``(names, [rows, groups] matrix, merged groups -> members)``.
+
+    Example:
+        >>> names, matrix, merged = merge_small_memberships(["a", "b", "c"], [[1, 1, 1], [1, 0, 0], [1, 0, 1]], 3)
+        >>> names, matrix.astype(int).tolist(), merged
+        (['a', 'other'], [[1, 1], [1, 0], [1, 1]], {'b': 1, 'c': 2})
+    """
+    matrix = np.asarray(membership).astype(float) > 0
+    sizes = matrix.sum(axis=0)
+    small = sizes < min_group_size
+    merged = {str(n): int(c) for n, c, s in zip(names, sizes, small) if s}
+    if not merged:
+        return [str(n) for n in names], matrix, merged
+    kept = [str(n) for n, s in zip(names, small) if not s]
+    return kept + [OTHER_GROUP], np.column_stack([matrix[:, ~small], matrix[:, small].any(axis=1)]), merged
+
+
 def membership_report(y_true: Any, y_pred: Any, *, membership: Mapping[str, Any], **options: Any) -> dict[str, Any]:
     """:func:`fairness_report` for groups that overlap (multi-hot: one 0/1 column per group).
 
     Each group is measured over its members, so a row in two groups counts in both; a row in no
-    group is in no group measure. The rows are repeated once per membership, which gives exactly
-    the per-member counts; the bootstrap then resamples memberships (within each group) rather than
-    rows, which treats a row's two memberships as independent.
+    group is in no group measure. The rows are repeated once per membership
+    (:func:`membership_rows`), which gives exactly the per-member counts; the bootstrap then
+    resamples memberships (within each group) rather than rows, which treats a row's two
+    memberships as independent. ``n`` counts the rows in a group, ``n_memberships`` the entries.
+    With ``small_groups="merge"`` small groups are pooled by :func:`merge_small_memberships`.
     """
     n = len(np.ravel(y_true))
     y, p = np.asarray(y_true), np.asarray(y_pred)
-    index, labels = [], []
     for name, column in membership.items():
-        member = np.asarray(column).astype(float) > 0
-        if len(member) != n:
-            raise ValueError(f"membership column {name!r} has {len(member)} entries for {n} examples")
-        index.append(np.flatnonzero(member))
-        labels += [str(name)] * int(member.sum())
-    rows = np.concatenate(index) if index else np.array([], dtype=np.int64)
-    report = fairness_report(y[rows], p[rows], sensitive_features=np.asarray(labels, dtype=object), **options)
+        if len(np.ravel(column)) != n:
+            raise ValueError(f"membership column {name!r} has {len(np.ravel(column))} entries for {n} examples")
+    names = [str(name) for name in membership]
+    matrix = np.column_stack([np.ravel(c) for c in membership.values()]) if membership else np.zeros((n, 0))
+    merged: dict[str, int] = {}
+    if options.get("small_groups") == "merge":
+        _check_group_options(options.get("min_group_size", 1), "merge")
+        names, matrix, merged = merge_small_memberships(names, matrix, options["min_group_size"])
+        options = {**options, "small_groups": "exclude",
+                   "all_groups": [g for g in options.get("all_groups", ()) if str(g) not in merged]}
+    rows, groups = membership_rows(matrix)
+    labels = np.asarray(names, dtype=object)[groups]
+    report = fairness_report(y[rows], p[rows], sensitive_features=labels, **options)
     report["n"] = int(len(np.unique(rows)))
     report["n_memberships"] = int(len(rows))
+    if merged:
+        report.update(small_groups="merge", merged_groups=merged,
+                      warnings=[_merged_line(merged, report["min_group_size"]), *report["warnings"]])
     return report
 
 

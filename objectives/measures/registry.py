@@ -78,6 +78,8 @@ class MeasureInputs:
         min_group_size: ``[data] min_group_size``: the group measures leave out a rate resting on
             fewer examples (see :func:`~fairfront.objectives.measures.group_fairness.fairness_report`).
         small_groups: ``[data] small_groups``: ``"exclude"`` or ``"merge"`` (into one ``other`` group).
+        membership: ``[examples, groups]`` booleans where groups overlap (``[data] group_membership``);
+            the group measures then count an example once in every group it belongs to.
     """
 
     y_true: np.ndarray | None = None
@@ -93,6 +95,7 @@ class MeasureInputs:
     latency_ms: dict[int, float] | None = None
     min_group_size: int = 1
     small_groups: str = "exclude"
+    membership: np.ndarray | None = None
 
     def need(self, part: str) -> Any:
         """The part ``part`` of the inputs, which a measure's ``needs`` promised is there."""
@@ -104,17 +107,32 @@ class MeasureInputs:
     @property
     def has_groups(self) -> bool:
         """Whether any example has a group (else the group measures are undefined)."""
+        if self.membership is not None:
+            return bool(np.asarray(self.membership).any())
         return self.group_ids is not None and bool((self.group_ids >= 0).any())
 
     @functools.cached_property
-    def grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(y_true, y_pred, group name)`` of the examples that have a group (small ones merged if asked)."""
-        group_ids = self.need("group_ids")
-        keep = group_ids >= 0
-        names = np.asarray(self.group_names, dtype=object)[group_ids[keep]]
+    def grouped_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(example index, group name)`` of every membership, small groups merged if asked: each grouped
+        example once, or, where groups overlap, once per group it belongs to (an example in two groups
+        merged into ``other`` once)."""
+        if self.membership is not None:
+            names, matrix = list(self.group_names), self.membership
+            if self.small_groups == "merge":
+                names, matrix, _ = group_fairness.merge_small_memberships(names, matrix, self.min_group_size)
+            rows, ids = group_fairness.membership_rows(matrix)
+            return rows, np.asarray(names, dtype=object)[ids]
+        rows = np.flatnonzero(self.need("group_ids") >= 0)
+        labels = np.asarray(self.group_names, dtype=object)[self.need("group_ids")[rows]]
         if self.small_groups == "merge":
-            names, _ = group_fairness.merge_small_groups(names, self.min_group_size)
-        return self.need("y_true")[keep], self.need("y_pred")[keep], names
+            labels, _ = group_fairness.merge_small_groups(labels, self.min_group_size)
+        return rows, labels
+
+    @functools.cached_property
+    def grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(y_true, y_pred, group name)`` of each membership (:attr:`grouped_rows`)."""
+        rows, names = self.grouped_rows
+        return self.need("y_true")[rows], self.need("y_pred")[rows], names
 
     @functools.cached_property
     def stored_bytes(self) -> dict[str, int]:

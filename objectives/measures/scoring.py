@@ -87,7 +87,7 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
                 bias_objectives: Sequence[str] = (), bootstrap_resamples: int = 200, seed: int = 0,
                 logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None,
                 min_group_size: int = 1, small_groups: str = "exclude", group_attributes: Sequence[str] = (),
-                group_objective: str = "intersection") -> SplitScores:
+                group_objective: str = "intersection", membership: np.ndarray | None = None) -> SplitScores:
     """Every measure of one split of a classification task.
 
     Args:
@@ -110,6 +110,10 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
             their intersections); each attribute's report goes under ``fairness["attributes"]``.
         group_objective: ``"intersection"`` or ``"max"`` (the bias values are the largest over
             the attributes).
+        membership: ``[examples, groups]`` booleans where groups overlap (``groups`` is then all
+            -1): every group measure counts an example in each of its groups (and in none without
+            one), the fairness record is :func:`~fairfront.objectives.measures.group_fairness.membership_report`
+            and the permutation test shuffles whole examples' memberships within each class.
 
     Raises:
         ValueError: A counterfactual bias objective is undefined on the validation split (no
@@ -117,38 +121,28 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
     """
     inputs = MeasureInputs(y_true=y, y_pred=pred, group_ids=groups, group_names=prepared.group_names,
                            positive=prepared.positive_index, min_group_size=min_group_size,
-                           small_groups=small_groups)
+                           small_groups=small_groups, membership=membership)
     dense = prepared.dense_predictions(split)
     out: dict = {"accuracy": {m.name: m.compute(inputs) for m in measures(kind="accuracy", needs="")},
                  "n": int(len(y)), "agreement_with_dense": float((dense == pred).mean()),
                  "degenerate": degeneracy(y, pred)}
     if inputs.has_groups:
         out["bias"] = {m.name: m.compute(inputs) for m in measures(kind="bias", needs="groups")}
-        y_grouped, pred_grouped, _ = inputs.grouped
-        labels = np.asarray(prepared.group_names, dtype=object)[groups[groups >= 0]]
-        options = {"class_names": list(prepared.label_names), "n_resamples": bootstrap_resamples, "seed": seed,
-                   "min_group_size": min_group_size, "small_groups": small_groups,
-                   "pos_label": prepared.positive_index}
-        out["fairness"] = group_fairness.fairness_report(y_grouped, pred_grouped, sensitive_features=labels,
-                                                         all_groups=list(prepared.group_names), **options)
-        if len(group_attributes) > 1:
-            per = group_fairness.attribute_reports(y_grouped, pred_grouped, groups=labels,
-                                                   attributes=list(group_attributes), **options)
-            out["fairness"]["attributes"] = per
-            chosen = group_fairness.objective_measures(out["fairness"], per, group_objective)
+        out.update(_group_reports(prepared, y, pred, groups, membership, bootstrap_resamples=bootstrap_resamples,
+                                  seed=seed, min_group_size=min_group_size, small_groups=small_groups,
+                                  group_attributes=group_attributes))
+        if "attributes" in out["fairness"]:
+            chosen = group_fairness.objective_measures(out["fairness"], out["fairness"]["attributes"],
+                                                       group_objective)
             out["bias"].update({k: float("nan") if v is None else v for k, v in chosen.items()})
-        if bootstrap_resamples > 0:
-            out["gap_test"] = permutation_gap_test(y_grouped, pred_grouped, sensitive_features=labels,
-                                                   measures=names(kind="bias", needs="groups"),
-                                                   n_permutations=PERMUTATIONS, seed=seed,
-                                                   pos_label=prepared.positive_index, min_count=min_group_size)
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
     if bootstrap_resamples > 0:
         out["vs_dense"] = _versus_dense(inputs, dense, n_resamples=bootstrap_resamples, seed=seed)
     population = prepared.population_predictions(split)
     out["forgetting"] = inputs.forgetting = forgetting_measures(
-        y, pred, dense=dense, population=population, groups=groups, class_names=list(prepared.label_names),
+        y, pred, dense=dense, population=population, groups=None if membership is not None else groups,
+        class_names=list(prepared.label_names),
         group_names=list(prepared.group_names))
     sets = prepared.counterfactuals.get(split, [])
     if sets:
@@ -168,13 +162,45 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
     return SplitScores(**json_safe(out))
 
 
+def _group_reports(prepared: Prepared, y: np.ndarray, pred: np.ndarray, groups: np.ndarray,
+                   membership: np.ndarray | None, *, bootstrap_resamples: int, seed: int, min_group_size: int,
+                   small_groups: str, group_attributes: Sequence[str]) -> dict:
+    """A split's ``fairness`` record (per attribute too, with several) and its ``gap_test``.
+
+    Where groups overlap the record is :func:`~.group_fairness.membership_report` and the
+    permutation test moves whole examples (their memberships stay together).
+    """
+    rows, ids = (group_fairness.membership_rows(membership) if membership is not None
+                 else (np.flatnonzero(groups >= 0), groups[groups >= 0]))
+    labels = np.asarray(prepared.group_names, dtype=object)[ids]  # unmerged: the reports merge themselves
+    options = {"class_names": list(prepared.label_names), "n_resamples": bootstrap_resamples, "seed": seed,
+               "min_group_size": min_group_size, "small_groups": small_groups, "pos_label": prepared.positive_index}
+    out: dict = {}
+    if membership is not None:
+        out["fairness"] = group_fairness.membership_report(
+            y, pred, membership=dict(zip(prepared.group_names, np.asarray(membership).T)),
+            all_groups=list(prepared.group_names), **options)
+    else:
+        out["fairness"] = group_fairness.fairness_report(y[rows], pred[rows], sensitive_features=labels,
+                                                         all_groups=list(prepared.group_names), **options)
+    if len(group_attributes) > 1:
+        out["fairness"]["attributes"] = group_fairness.attribute_reports(
+            y[rows], pred[rows], groups=labels, attributes=list(group_attributes), **options)
+    if bootstrap_resamples > 0:
+        out["gap_test"] = permutation_gap_test(y[rows], pred[rows], sensitive_features=labels,
+                                               measures=names(kind="bias", needs="groups"),
+                                               n_permutations=PERMUTATIONS, seed=seed,
+                                               pos_label=prepared.positive_index, min_count=min_group_size,
+                                               rows=rows if membership is not None else None)
+    return out
+
+
 def _versus_dense(inputs: MeasureInputs, dense: np.ndarray, *, n_resamples: int, seed: int) -> dict:
     """Compressed minus dense teacher on the same examples: accuracy on all, the group measures on the grouped."""
     y, pred = inputs.need("y_true"), inputs.need("y_pred")
     result = paired_differences(y, pred, dense, n_resamples=n_resamples, seed=seed)
     if inputs.has_groups:
-        keep = inputs.need("group_ids") >= 0
-        _, _, group_names = inputs.grouped
+        keep, group_names = inputs.grouped_rows
         gaps = paired_differences(y[keep], pred[keep], dense[keep], sensitive_features=group_names,
                                   measures=names(kind="bias", needs="groups"), n_resamples=n_resamples, seed=seed,
                                   pos_label=inputs.positive)

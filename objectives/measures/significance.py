@@ -158,12 +158,21 @@ def _chunks(total: int) -> list[int]:
 
 def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, measures: Sequence[str] | None = None,
                          n_permutations: int = PERMUTATIONS, seed: int = 0, pos_label: Any = None,
-                         min_count: int = 1) -> dict[str, Any]:
+                         min_count: int = 1, rows: Any = None) -> dict[str, Any]:
     """One-sided permutation test of "the gap is larger than chance" for group bias measures.
 
     Within each true class the group labels are shuffled; the measure of each shuffle is a draw
     from its distribution under "the group does not matter". The p-value counts the shuffles at
     least as large as the observed measure: ``(1 + #{perm >= observed}) / (1 + n_permutations)``.
+
+    Overlapping groups (``rows``): the entries are memberships, ``rows`` naming each one's example
+    (:func:`~fairfront.objectives.measures.group_fairness.membership_rows`). Shuffling membership
+    entries would split an example's groups apart, so whole examples are permuted instead: within
+    each true class, each example takes the prediction of another example of the class (among the
+    examples in a group), which is the same as permuting whole membership vectors. Under "the
+    groups an example belongs to do not matter, given its class" every such permutation is
+    equally likely, so the test stays exact; the report's ``test`` is then
+    ``"permutation_within_class_rows"``.
 
     Args:
         y_true: True class ids.
@@ -175,6 +184,8 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
         seed: Seed of the shuffles; the same seed gives the same p-values.
         pos_label: The positive class of a binary task (default: class ``1``), as for the measures.
         min_count: ``[data] min_group_size``: a group's rate on fewer examples is left out, as in the measures.
+        rows: The example of each entry where groups overlap (entries of one example share it); None:
+            one entry per example.
 
     Returns:
         ``{"test": "permutation_within_class", "n_permutations", "seed", "p_value": {name: p}}``;
@@ -188,21 +199,53 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
     observed = {name: float(v[0]) for name, v in
                 _evaluate(kernels, enc.g[None], enc.t[None], enc.p[None], n_groups, enc.classes, pos_label,
                           min_count).items()}
-    strata = [np.flatnonzero(enc.t == c) for c in np.unique(enc.t)]
+    shuffled = _row_shuffles(enc, rows) if rows is not None else _label_shuffles(enc)
     rng = np.random.default_rng(seed)
     exceed = dict.fromkeys(kernels, 0)
     for size in _chunks(int(n_permutations)):
-        g = np.tile(enc.g, (size, 1))
-        for members in strata:
-            g[:, members] = rng.permuted(g[:, members], axis=1)
-        values = _evaluate(kernels, g, np.broadcast_to(enc.t, g.shape), np.broadcast_to(enc.p, g.shape), n_groups,
-                           enc.classes, pos_label, min_count)
+        g, p = shuffled(rng, size)
+        values = _evaluate(kernels, g, np.broadcast_to(enc.t, g.shape), p, n_groups, enc.classes, pos_label, min_count)
         for name in kernels:
             exceed[name] += _at_least(values[name], observed[name])
     p_value = {name: (1 + exceed[name]) / (1 + int(n_permutations)) if np.isfinite(observed[name]) else None
                for name in kernels}
-    return {"test": "permutation_within_class", "n_permutations": int(n_permutations), "seed": int(seed),
-            "p_value": p_value}
+    return {"test": "permutation_within_class" + ("_rows" if rows is not None else ""),
+            "n_permutations": int(n_permutations), "seed": int(seed), "p_value": p_value}
+
+
+def _label_shuffles(enc: Any) -> Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]:
+    """``size`` shuffles of the group labels within each true class: ``(groups, predictions)``, each (size, n)."""
+    strata = [np.flatnonzero(enc.t == c) for c in np.unique(enc.t)]
+
+    def draw(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        g = np.tile(enc.g, (size, 1))
+        for members in strata:
+            g[:, members] = rng.permuted(g[:, members], axis=1)
+        return g, np.broadcast_to(enc.p, g.shape)
+
+    return draw
+
+
+def _row_shuffles(enc: Any, rows: Any) -> Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]:
+    """``size`` permutations of whole examples within each true class, for membership entries (see the caller)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.shape != enc.t.shape:
+        raise ValueError(f"rows must name one example per entry ({len(enc.t)}), got shape {rows.shape}")
+    examples, entry_example = np.unique(rows, return_inverse=True)
+    t = np.zeros(len(examples), dtype=np.int64)
+    p = np.zeros(len(examples), dtype=np.int64)
+    t[entry_example], p[entry_example] = enc.t, enc.p
+    if bool((t[entry_example] != enc.t).any()):
+        raise ValueError("the entries of one example must share its true class")
+    strata = [np.flatnonzero(t == c) for c in np.unique(t)]
+
+    def draw(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        sigma = np.tile(np.arange(len(examples)), (size, 1))
+        for members in strata:
+            sigma[:, members] = rng.permuted(sigma[:, members], axis=1)
+        return np.broadcast_to(enc.g, (size, len(enc.g))), p[sigma[:, entry_example]]
+
+    return draw
 
 
 def _paired_codes(y_true: Any, pred_a: Any, pred_b: Any, sensitive_features: Any, pos_label: Any = None):

@@ -401,6 +401,8 @@ def store(prepared: Prepared, folder: Path) -> None:
             arrays[f"{name}.offsets"] = np.cumsum([0] + [len(x) for x in split.input_ids])
             arrays[f"{name}.labels"] = split.labels
             arrays[f"{name}.groups"] = split.groups
+            if split.membership is not None:
+                arrays[f"{name}.membership"] = split.membership
             arrays[f"{name}.teacher_logits"] = prepared.teacher_logits[name]
         meta = {k: getattr(prepared, k) for k in ("fingerprint", "data_name", "citation", "label_names",
                                                    "group_names", "group_is_proxy", "pad_id", "model_config",
@@ -528,8 +530,9 @@ def load_cached(folder: Path) -> Prepared:
     splits, logits = {}, {}
     task = meta.get("task", "classification")
     for name in (SPLITS if task == "classification" else ()):
+        member = arrays[f"{name}.membership"] if f"{name}.membership" in arrays.files else None
         splits[name] = EncodedSplit(_ragged(arrays[f"{name}.ids"], arrays[f"{name}.offsets"]),
-                                    arrays[f"{name}.labels"], arrays[f"{name}.groups"])
+                                    arrays[f"{name}.labels"], arrays[f"{name}.groups"], member)
         logits[name] = arrays[f"{name}.teacher_logits"]
     population = None
     if "population" in meta:
@@ -541,8 +544,7 @@ def load_cached(folder: Path) -> Prepared:
         for i, list_name in enumerate(list_names):
             key = f"counterfactual.{name}.{i}"
             index = arrays[f"{key}.index"]
-            encoded = EncodedSplit(_ragged(arrays[f"{key}.ids"], arrays[f"{key}.offsets"]),
-                                   splits[name].labels[index], splits[name].groups[index])
+            encoded = splits[name].subset(index, _ragged(arrays[f"{key}.ids"], arrays[f"{key}.offsets"]))
             counterfactuals.setdefault(name, []).append(
                 SwappedTexts(list_name, index, encoded, arrays[f"{key}.dense_logits"]))
     state = load_file(str(Path(folder) / "teacher.safetensors"))

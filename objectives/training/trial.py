@@ -102,7 +102,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
                                            logits=logits, swapped_logits=swapped,
                                            min_group_size=spec.min_group_size, small_groups=spec.small_groups,
                                            group_attributes=spec.group_attributes,
-                                           group_objective=spec.group_objective)
+                                           group_objective=spec.group_objective, membership=data.membership)
     if prepared.intrinsic:
         add_intrinsic(report, prepared, model, device=eval_device)
     report.timings = Timings(train_s=compress_seconds, eval_s=time.perf_counter() - eval_started,
@@ -173,17 +173,27 @@ def _context(prepared: Prepared, spec: TrialSpec, attrs: dict, device: torch.dev
         return TrialContext(**common)
     train_split = prepared.splits["train"]
     return TrialContext(**common, labels=train_split.labels, groups=train_split.groups,
+                        membership=train_split.membership,
                         num_classes=len(prepared.label_names), num_groups=max(1, len(prepared.group_names)),
                         teacher_logits=torch.tensor(prepared.teacher_logits["train"], device=device),
                         teacher=prepared.teacher, make_calibration=partial(_calibration, prepared, spec, device))
 
 
 def _calibration(prepared: Prepared, spec: TrialSpec, device: torch.device, n_batches: int = 8) -> list[dict]:
-    """A few training batches, drawn with the trial's seed, for scores computed before training."""
+    """A few training batches, drawn with the trial's seed, for scores computed before training.
+
+    Where groups overlap each batch's ``groups`` are its ``[B, G]`` memberships, which the
+    fairness-aware pruning scores' equal-opportunity gap reads as such.
+    """
     split = prepared.splits["train"]
     rng = np.random.default_rng(spec.seed)
-    return [make_batch(split, idx, pad_id=prepared.pad_id, device=device)
-            for _, idx in zip(range(n_batches), iterate_batches(split, spec.student.batch_size, rng=rng))]
+    batches = [make_batch(split, idx, pad_id=prepared.pad_id, device=device)
+               for _, idx in zip(range(n_batches), iterate_batches(split, spec.student.batch_size, rng=rng))]
+    if split.membership is not None:
+        for batch in batches:
+            index = batch["index"].cpu().numpy()
+            batch["groups"] = torch.as_tensor(split.membership[index], dtype=torch.float32, device=device)
+    return batches
 
 
 def _start(compression: CompressionConfig, ctx: TrialContext) -> list[FamilyTrial]:
@@ -200,22 +210,32 @@ def _start(compression: CompressionConfig, ctx: TrialContext) -> list[FamilyTria
 def _train(prepared: Prepared, spec: TrialSpec, ctx: TrialContext, runs: list[FamilyTrial]) -> None:
     """Fine-tune ``ctx.model`` with the families' objective and loop hooks, then let them finish."""
     hooks = [hook for run in runs for hook in run.step_hooks()]
-    stats = train(ctx.model, prepared.splits["train"], spec.student, loss_fn=_objective(runs), seed=spec.seed,
-                  pad_id=prepared.pad_id, hooks=hooks, device=ctx.device, forward_kwargs=ctx.forward_kwargs,
-                  cuda_graphs=spec.cuda_graphs)
+    stats = train(ctx.model, prepared.splits["train"], spec.student, loss_fn=_objective(runs, _memberships(ctx)),
+                  seed=spec.seed, pad_id=prepared.pad_id, hooks=hooks, device=ctx.device,
+                  forward_kwargs=ctx.forward_kwargs, cuda_graphs=spec.cuda_graphs)
     ctx.attrs["train"] = {"steps": stats.steps, "final_loss": stats.final_loss,
                           "examples_per_second": stats.examples_per_second, "step_mode": stats.step_mode}
     for run in runs:
         run.after_training(ctx)
 
 
-def _objective(runs: list[FamilyTrial]) -> Callable[[torch.Tensor, dict], torch.Tensor]:
+def _memberships(ctx: TrialContext) -> torch.Tensor | None:
+    """The training split's ``[examples, groups]`` memberships on the trial's device (None: one group id per row)."""
+    if ctx.membership is None:
+        return None
+    return torch.from_numpy(np.asarray(ctx.membership, dtype=np.float32).copy()).to(ctx.device)  # cached: read-only
+
+
+def _objective(runs: list[FamilyTrial], membership: torch.Tensor | None = None
+               ) -> Callable[[torch.Tensor, dict], torch.Tensor]:
     """The training loss the families compose, always in this order (floating point depends on it).
 
     The per-example task loss (cross-entropy unless a family gives another), each family's
     transform of it, times the product of the families' example weights, reduced by the first
     family that reduces (else the mean), plus the penalties on the predictions, then the penalties
-    on internal states.
+    on internal states. Where groups overlap (``membership``) the hooks see each batch's ``[B, G]``
+    memberships as ``batch["groups"]`` (looked up by ``batch["index"]``), which the group penalties
+    and group DRO read as memberships.
     """
     given = [loss for loss in (run.task_loss() for run in runs) if loss is not None]
     if len(given) > 1:
@@ -223,6 +243,8 @@ def _objective(runs: list[FamilyTrial]) -> Callable[[torch.Tensor, dict], torch.
     task_loss = given[0] if given else cross_entropy
 
     def loss_fn(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        if membership is not None:
+            batch = {**batch, "groups": membership[batch["index"]]}
         per_example = task_loss(logits, batch["labels"])
         for run in runs:
             per_example = run.transform_loss(per_example, logits, batch)

@@ -116,21 +116,29 @@ def _study_level(ctx: _Study) -> dict[str, Any]:
 
 def _teacher_rates(ctx: _Study) -> dict[str, dict[str, float | None]] | None:
     """The teacher's per-group rates on the validation split, from its logits in the prepared cache."""
-    from fairfront.objectives.measures.group_fairness import fairness_report
+    from fairfront.objectives.measures.group_fairness import fairness_report, membership_report
     from fairfront.search.report_html import per_group_rates
 
     prepared = ctx.prepared
     split = prepared.splits["validation"]
+    dense = prepared.dense_predictions("validation")
+    if split.membership is not None:  # overlapping groups: each group over its members
+        members = dict(zip(prepared.group_names, split.membership.T))
+        return per_group_rates(membership_report(split.labels, dense, membership=members,
+                                              class_names=list(prepared.label_names), n_resamples=0))
     keep = split.groups >= 0
     if not keep.any():
         return None
     names = np.asarray(prepared.group_names, dtype=object)[split.groups[keep]]
-    report = fairness_report(split.labels[keep], prepared.dense_predictions("validation")[keep],
+    report = fairness_report(split.labels[keep], dense[keep],
                              sensitive_features=names, class_names=list(prepared.label_names), n_resamples=0)
     return per_group_rates(report)
 
 
 def _exemplar_record(ctx: _Study, chosen: list[FrozenTrial]) -> dict[str, Any]:
+    import pandas as pd
+
+    from fairfront.objectives.data.datasets._membership import membership_pattern
     from fairfront.objectives.data.task import load_task
 
     prepared = ctx.prepared
@@ -138,9 +146,10 @@ def _exemplar_record(ctx: _Study, chosen: list[FrozenTrial]) -> dict[str, Any]:
     if population is None or ctx.sf.data is None:
         raise ConfigError("--exemplars", message="the prepared study has no dense population ([bias] "
                           "dense_population >= 1), so it has no compression-identified exemplars")
-    frame = load_task(ctx.sf.data).frame
-    part = frame[frame["split"] == "validation"]
-    groups = ["(none)" if g != g or g is None else str(g) for g in part["group"]]
+    data = load_task(ctx.sf.data)
+    part = data.part("validation")
+    named = membership_pattern(part, data.group_names).str.replace("\x1f", ", ") if data.multi_hot else part["group"]
+    groups = ["(none)" if pd.isna(g) else str(g) for g in named]
     return exemplars(chosen, population, texts=part["text"].astype(str).tolist(),
                      labels=part["label"].astype(str).tolist(), groups=groups, label_names=prepared.label_names)
 

@@ -65,6 +65,10 @@ def teacher_and_trial(study: optuna.Study, sf: StudyFile, trial: FrozenTrial, pr
     """``{"trial N": ..., "teacher": ...}``: the trial's model made again as ``export`` makes it, and the teacher."""
     from fairfront.search.export import remake
 
+    if prepared.splits["validation"].membership is not None:
+        raise ConfigError("--trial", message=f"study {sf.study.name!r} has overlapping groups ([data] "
+                          "group_membership); ablation's paired group measures need one group per example "
+                          "(leave --trial out)")
     if not (prepared.splits["validation"].groups >= 0).any():
         raise ConfigError("--trial", message=f"study {sf.study.name!r} has no group labels in its validation split; "
                           "ablation ranks components by how they move a group measure (leave --trial out)")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fairfront.errors import DataError
+from fairfront.objectives.data.datasets._membership import member_column, membership_matrix
 
 __all__ = ["SPLITS", "TextDataset"]
 
@@ -43,6 +44,9 @@ class TextDataset:
             identity-term mention flag) rather than annotated, so reports must call it a proxy.
         positive_label: The positive class of a binary task (a name of ``label_names``), the class
             the TPR / FPR gaps are about; None until the task sets it (then class 1 is used).
+        multi_hot: True when groups overlap (``[data] group_membership``): ``group`` is empty in
+            every row and each group of ``group_names`` has a boolean column ``member:<group>``
+            (:mod:`._membership`); a row may be in several groups or none.
 
     The dataclass compares by identity (``eq=False``): two frames are not meaningfully ``==``.
 
@@ -62,6 +66,7 @@ class TextDataset:
     citation: str
     group_is_proxy: bool = False
     positive_label: str | None = None
+    multi_hot: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
@@ -75,6 +80,8 @@ class TextDataset:
         _check_values(self.name, "label", self.frame["label"], self.label_names, allow_na=False)
         _check_values(self.name, "group", self.frame["group"], self.group_names, allow_na=True)
         _check_values(self.name, "split", self.frame["split"], SPLITS, allow_na=False)
+        if self.multi_hot:
+            _check_membership(self)
         if self.positive_label is not None and self.positive_label not in self.label_names:
             raise DataError(f"{self.name}: positive label {self.positive_label!r} is not one of the classes "
                             f"{', '.join(self.label_names)}")
@@ -96,11 +103,27 @@ class TextDataset:
         index = {name: i for i, name in enumerate(self.label_names)}
         return rows["label"].map(index).to_numpy(dtype=np.int64)
 
+    def membership(self, split: str | None = None) -> np.ndarray | None:
+        """``[rows, groups]`` booleans of a multi-hot dataset (one split, or every row); None otherwise."""
+        if not self.multi_hot:
+            return None
+        return membership_matrix(self.frame if split is None else self.part(split), self.group_names)
+
     def group_ids(self, split: str | None = None) -> np.ndarray:
         """Group ids (positions in ``group_names``) of one split, or of every row; -1 = no group."""
         rows = self.frame if split is None else self.part(split)
         index = {name: i for i, name in enumerate(self.group_names)}
         return rows["group"].map(index).fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _check_membership(data: TextDataset) -> None:
+    """A multi-hot dataset: one boolean column per group, and no single-group column."""
+    missing = [member_column(g) for g in data.group_names if member_column(g) not in data.frame.columns]
+    if missing or not data.group_names:
+        raise DataError(f"{data.name}: a multi-hot dataset needs one column per group; missing: "
+                        f"{', '.join(missing) or 'every group'}")
+    if bool(data.frame["group"].notna().any()):
+        raise DataError(f"{data.name}: a multi-hot dataset keeps its groups in member columns; 'group' must be empty")
 
 
 def _check_values(name: str, column: str, values: pd.Series, allowed: tuple[str, ...], *, allow_na: bool) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from fairfront.errors import DataError
 from fairfront.objectives.data.datasets._dataset import TextDataset, string_column
+from fairfront.objectives.data.datasets._membership import membership_pattern, read_membership
 from fairfront.objectives.data.datasets._split import group_stratified_split, stratified_split
 from fairfront.objectives.measures.group_fairness import intersection_labels
 
@@ -106,7 +107,9 @@ def delimiter_hint(columns: Sequence[object]) -> str:
 def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: str,
                group_column: str | Sequence[str] | None = None,
                split_column: str | None = None, seed: int = 0, read: ReadOptions = ReadOptions(),
-               label_bins: Sequence[float] | None = None, split_group_column: str | None = None) -> TextDataset:
+               label_bins: Sequence[float] | None = None, split_group_column: str | None = None,
+               group_membership: Sequence[str] | None = None,
+               membership_names: Sequence[str] | None = None) -> TextDataset:
     """Read a table of labelled texts, choosing the format by the file ending.
 
     Formats: ``.csv`` (comma-separated, quoted fields), ``.tsv`` (tab-separated **without**
@@ -136,6 +139,10 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
             holding fractions is refused.
         split_group_column: Rows sharing its value land in the same split
             (:func:`group_stratified_split`, stratified by label as far as whole units allow).
+        group_membership: One 0/1 (or true/false) column per group, instead of ``group_column``:
+            groups that overlap (a multi-hot :class:`TextDataset`); the split is stratified by
+            label x each row's set of groups.
+        membership_names: The group name of each ``group_membership`` column (default: its name).
 
     Raises:
         DataError: the file is missing or unreadable, a named column is missing (the message
@@ -158,7 +165,8 @@ def load_table(path: str | os.PathLike[str], *, text_column: str, label_column: 
         raw = _numeric_labels(raw, path.name, label_column, label_bins, where)
     return build_dataset(path.stem, raw, origin=path.name, text_column=text_column, label_column=label_column,
                          group_column=group_column, split_column=split_column, seed=seed, where=where,
-                         split_group_column=split_group_column)
+                         split_group_column=split_group_column, group_membership=group_membership,
+                         membership_names=membership_names)
 
 
 def _numeric_labels(raw: pd.DataFrame, origin: str, column: str, label_bins: Sequence[float] | None,
@@ -213,16 +221,18 @@ def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str
                   label_names: Sequence[str] | None = None, group_names: Sequence[str] | None = None,
                   citation: str = "", fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   where: Callable[[int], str] | None = None,
-                  split_group_column: str | None = None) -> TextDataset:
+                  split_group_column: str | None = None, group_membership: Sequence[str] | None = None,
+                  membership_names: Sequence[str] | None = None) -> TextDataset:
     """Turn a raw table with named columns into a :class:`TextDataset` (shared by the loaders).
 
     ``where`` names a 0-based row's place in the file for messages (default: ``data row N``).
     """
     where = where or (lambda row: f"data row {row + 1}")
     group_columns = [group_column] if isinstance(group_column, str) or group_column is None else list(group_column)
+    members = list(group_membership or ())
     for role, column in (("text_column", text_column), ("label_column", label_column),
                          *(("group_column", c) for c in group_columns), ("split_column", split_column),
-                         ("split_group_column", split_group_column)):
+                         ("split_group_column", split_group_column), *(("group_membership", c) for c in members)):
         if column is not None and column not in raw.columns:
             raise DataError(f"{origin}: no column {column!r} ({role}); columns are: "
                             f"{', '.join(map(str, raw.columns))}{delimiter_hint(list(raw.columns))}")
@@ -241,14 +251,24 @@ def build_dataset(name: str, raw: pd.DataFrame, *, origin: str, text_column: str
         group = (string_column(raw[group_column]) if group_column is not None
                  else pd.Series(pd.NA, index=range(len(raw)), dtype="string"))
     frame = pd.DataFrame({"text": text, "label": label, "group": group})
+    if members:
+        member_names = list(membership_names or members)
+        flags = read_membership(raw.reset_index(drop=True), members, member_names, origin=origin, where=where)
+        frame = pd.concat([frame, flags], axis=1)
+        frame["pattern"] = membership_pattern(frame, member_names)
     if split_column is not None:
         frame["split"] = _map_splits(string_column(raw[split_column]), origin, split_column)
     elif split_group_column is not None:
         frame["unit"] = string_column(raw[split_group_column])
         frame = group_stratified_split(frame, "unit", fractions=fractions, seed=seed).drop(columns=["unit"])
     else:
-        frame = stratified_split(frame, fractions=fractions, seed=seed)
+        frame = stratified_split(frame, fractions=fractions, seed=seed,
+                                 stratify=("label", "pattern") if members else ("label", "group"))
+    frame = frame.drop(columns=["pattern"], errors="ignore")
     names = tuple(label_names) if label_names is not None else ordered_names(frame["label"])
+    if members:
+        return TextDataset(name=name, frame=frame, label_names=names, group_names=tuple(member_names),
+                           citation=citation, multi_hot=True)
     groups = tuple(group_names) if group_names is not None else ordered_names(frame["group"])
     return TextDataset(name=name, frame=frame, label_names=names, group_names=groups, citation=citation)
 
