@@ -22,11 +22,11 @@ import numpy as np
 from fairfront.jsonsafe import finite_or_none
 from fairfront.objectives.measures.group_fairness import (
     BIAS_MEASURES,
-    _confusion,
-    _encode,
-    _percentile_interval,
-    _resample_index,
-    _stats,
+    encode_groups,
+    group_confusion,
+    one_vs_rest_stats,
+    percentile_interval,
+    resample_index,
 )
 
 __all__ = ["PairedBootstrap"]
@@ -45,12 +45,12 @@ class PairedBootstrap:
         rng = np.random.default_rng(seed)
         self.index_all = rng.integers(0, len(self.y), size=(n_resamples, len(self.y)))
         self.has_groups = bool(self.grouped.any())
-        self.index_grouped = (_resample_index(self._encoded(base_pred), n_resamples, rng, True)
+        self.index_grouped = (resample_index(self._encoded(base_pred), n_resamples, rng, True)
                               if self.has_groups else None)
         self.base = self._scores(base_pred)
 
     def _encoded(self, pred: np.ndarray) -> Any:
-        return _encode(self.y[self.grouped], np.asarray(pred)[self.grouped], self.groups, labels=self.labels)
+        return encode_groups(self.y[self.grouped], np.asarray(pred)[self.grouped], self.groups, labels=self.labels)
 
     def _scores(self, pred: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
         """Each measure's value on all examples and on every resample."""
@@ -58,7 +58,8 @@ class PairedBootstrap:
         out = {"accuracy": (float(correct.mean()), correct[self.index_all].mean(axis=1))}
         if self.has_groups:
             enc = self._encoded(pred)
-            point, boot = _stats(_confusion(enc)), _stats(_confusion(enc, self.index_grouped))
+            point = one_vs_rest_stats(group_confusion(enc))
+            boot = one_vs_rest_stats(group_confusion(enc, self.index_grouped))
             for name, m in BIAS_MEASURES.items():
                 out[name] = (float(m.kernel(point, enc.classes)), np.asarray(m.kernel(boot, enc.classes), dtype=float))
         return out
@@ -70,7 +71,7 @@ class PairedBootstrap:
             base_value, base_boot = self.base[name]
             diffs = boot - base_boot
             diffs = diffs[np.isfinite(diffs)]
-            low, high = _percentile_interval(diffs, self.confidence) if diffs.size else (np.nan, np.nan)
+            low, high = percentile_interval(diffs, self.confidence) if diffs.size else (np.nan, np.nan)
             out[name] = {"base": finite_or_none(base_value), "value": finite_or_none(value),
                          "delta": finite_or_none(value - base_value), "ci": [finite_or_none(low), finite_or_none(high)],
                          "p_value": _two_sided_p(diffs)}

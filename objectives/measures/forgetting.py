@@ -37,7 +37,7 @@ import numpy as np
 from scipy import stats
 
 from fairfront.jsonsafe import finite_or_none
-from fairfront.objectives.measures.group_fairness import _name
+from fairfront.objectives.measures.group_fairness import display_name
 from fairfront.objectives.measures.significance import CORRECTIONS, adjust_p_values, mcnemar_exact
 
 __all__ = [
@@ -131,7 +131,7 @@ def _makeup(levels: np.ndarray, cie: np.ndarray, names: Sequence[str] | Mapping[
     for level in np.unique(levels):
         member = levels == level
         count, cie_count = int(member.sum()), int((member & cie).sum())
-        out[_name(level, names)] = {
+        out[display_name(level, names)] = {
             "count": count,
             "share": count / n,
             "cie_count": cie_count,
@@ -271,7 +271,7 @@ def disparate_impact(y_true: Any, dense_pred: Any, compressed_pred: Any, *, by: 
     comp_ok = _labels("compressed_pred", compressed_pred, n) == y
     levels = _labels("by", np.asarray(by), n)
     overall_change = _relative(float(dense_ok.mean()), float(comp_ok.mean()))
-    rows = {_name(level, level_names): _paired_level(levels == level, dense_ok, comp_ok, overall_change)
+    rows = {display_name(level, level_names): _paired_level(levels == level, dense_ok, comp_ok, overall_change)
             for level in np.unique(levels)}
     adjusted = adjust_p_values(np.asarray([row["p_value"] for row in rows.values()]), correction)
     out_levels = {key: {**row, "p_adjusted": float(p_adj), "significant": bool(p_adj <= alpha)}
@@ -348,7 +348,7 @@ def population_disparate_impact(y_true: Any, dense_population: Any, compressed_p
     adjusted[defined] = adjust_p_values(p_values[defined], correction)
     out_levels = {}
     for (level, count, r_dense, r_comp, t, p), p_adj in zip(rows, adjusted):
-        out_levels[_name(level, level_names)] = {
+        out_levels[display_name(level, level_names)] = {
             "n": count, "dense_normalized_recall": finite_or_none(float(np.mean(r_dense))),
             "compressed_normalized_recall": finite_or_none(float(np.mean(r_comp))),
             "difference": finite_or_none(float(np.mean(r_comp) - np.mean(r_dense))),

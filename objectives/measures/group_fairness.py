@@ -89,6 +89,16 @@ __all__ = [
     "SMALL_GROUP_POLICIES",
     "tpr_gap_rms",
     "worst_group_accuracy",
+    # the counting kernels the paired analyses and significance tests share
+    "EncodedGroups",
+    "batched_counts",
+    "display_name",
+    "encode_groups",
+    "group_confusion",
+    "group_totals",
+    "one_vs_rest_stats",
+    "percentile_interval",
+    "resample_index",
 ]
 
 Agg = Literal["difference", "ratio"]
@@ -146,7 +156,7 @@ def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class _Encoded:
+class EncodedGroups:
     """The examples as integer codes: what every count, rate and resample is computed from."""
 
     groups: np.ndarray  # (G,) group labels, sorted
@@ -163,8 +173,9 @@ class _Encoded:
         return (self.g * k + self.t) * k + self.p
 
 
-def _encode(y_true: Any, y_pred: Any, sensitive_features: Any, sample_weight: Any = None,
-            labels: Sequence[Any] | None = None) -> _Encoded:
+def encode_groups(y_true: Any, y_pred: Any, sensitive_features: Any, sample_weight: Any = None,
+                  labels: Sequence[Any] | None = None) -> EncodedGroups:
+    """The examples as integer group and class codes (``labels`` adds classes absent from the data)."""
     yt = _as_1d("y_true", y_true)
     yp = _as_1d("y_pred", y_pred)
     if len(yt) == 0:
@@ -192,10 +203,10 @@ def _encode(y_true: Any, y_pred: Any, sensitive_features: Any, sample_weight: An
     t = np.searchsorted(classes, yt)
     p = np.searchsorted(classes, yp)
     g, groups = _factorize(sf)
-    return _Encoded(groups=groups, classes=classes, g=g, t=t.astype(np.int64), p=p.astype(np.int64), w=w)
+    return EncodedGroups(groups=groups, classes=classes, g=g, t=t.astype(np.int64), p=p.astype(np.int64), w=w)
 
 
-def _confusion(enc: _Encoded, index: np.ndarray | None = None) -> np.ndarray:
+def group_confusion(enc: EncodedGroups, index: np.ndarray | None = None) -> np.ndarray:
     """Weighted confusion counts per group: shape (G, K, K), or (B, G, K, K) for index (B, n)."""
     n_groups, k = len(enc.groups), len(enc.classes)
     size = n_groups * k * k
@@ -204,10 +215,10 @@ def _confusion(enc: _Encoded, index: np.ndarray | None = None) -> np.ndarray:
         counts = np.bincount(cell, weights=enc.w, minlength=size)
         return counts.astype(float).reshape(n_groups, k, k)
     weights = None if enc.w is None else enc.w[index]
-    return _batched_counts(cell[index], size, weights).reshape(index.shape[0], n_groups, k, k)
+    return batched_counts(cell[index], size, weights).reshape(index.shape[0], n_groups, k, k)
 
 
-def _batched_counts(cells: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
+def batched_counts(cells: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Counts of each of ``size`` cells in every row of ``cells`` (B, n): shape (B, size), as floats."""
     b = cells.shape[0]
     flat = (cells + (np.arange(b, dtype=np.int64) * size)[:, None]).ravel()
@@ -215,7 +226,7 @@ def _batched_counts(cells: np.ndarray, size: int, weights: np.ndarray | None = N
     return counts.astype(float).reshape(b, size)
 
 
-def _stats(confusion: np.ndarray) -> np.ndarray:
+def one_vs_rest_stats(confusion: np.ndarray) -> np.ndarray:
     """One-vs-rest (tp, fp, fn, tn) per (group, class) from confusion counts: shape (..., G, K, 4)."""
     tp = np.diagonal(confusion, axis1=-2, axis2=-1)
     positives = confusion.sum(axis=-1)
@@ -252,16 +263,17 @@ def _fpr(stats: np.ndarray, min_count: float = 1) -> np.ndarray:
     return _ratio(stats[..., 1], stats[..., 1] + stats[..., 3], min_count)
 
 
-def _group_total(stats: np.ndarray) -> np.ndarray:
+def group_totals(stats: np.ndarray) -> np.ndarray:
+    """Examples per group from :func:`one_vs_rest_stats`: shape (..., G)."""
     return stats[..., 0, :].sum(axis=-1)  # tp + fp + fn + tn of any one class
 
 
 def _selection(stats: np.ndarray, min_count: float = 1) -> np.ndarray:
-    return _ratio(stats[..., 0] + stats[..., 1], _group_total(stats)[..., None], min_count)
+    return _ratio(stats[..., 0] + stats[..., 1], group_totals(stats)[..., None], min_count)
 
 
 def _group_accuracy(stats: np.ndarray, min_count: float = 1) -> np.ndarray:
-    return _ratio(stats[..., 0].sum(axis=-1), _group_total(stats), min_count)
+    return _ratio(stats[..., 0].sum(axis=-1), group_totals(stats), min_count)
 
 
 def _spread(rates: np.ndarray, agg: str, axis: int = -1) -> np.ndarray:
@@ -303,7 +315,7 @@ def _positive_index(classes: np.ndarray, pos_label: Any) -> int | None:
             return int(np.flatnonzero(classes == 1)[0])
         return None
     hits = np.flatnonzero(classes == pos_label)
-    if len(hits) == 0:  # pragma: no cover - _encode always adds pos_label to the classes
+    if len(hits) == 0:  # pragma: no cover - encode_groups always adds pos_label to the classes
         raise ValueError(f"pos_label={pos_label!r} is not among the classes {classes.tolist()}")
     return int(hits[0])
 
@@ -369,11 +381,11 @@ def _check_options(agg: str | None = None, class_agg: str | None = None) -> None
 # --------------------------------------------------------------------------------------------
 
 
-def _frame_from(enc: _Encoded) -> pd.DataFrame:
+def _frame_from(enc: EncodedGroups) -> pd.DataFrame:
     import pandas as pd
 
-    confusion = _confusion(enc)
-    stats = _stats(confusion)  # (G, K, 4)
+    confusion = group_confusion(enc)
+    stats = one_vs_rest_stats(confusion)  # (G, K, 4)
     n_groups, k = len(enc.groups), len(enc.classes)
     n = np.bincount(enc.g, minlength=n_groups)
     unweighted_pos = np.bincount(enc.g * k + enc.t, minlength=n_groups * k).reshape(n_groups, k)
@@ -381,7 +393,7 @@ def _frame_from(enc: _Encoded) -> pd.DataFrame:
         "group": np.repeat(enc.groups, k),
         "class": np.tile(enc.classes, n_groups),
         "n": np.repeat(n, k),
-        "count": np.repeat(_group_total(stats), k),
+        "count": np.repeat(group_totals(stats), k),
         "n_positives": unweighted_pos.ravel(),
         "positives": (stats[..., 0] + stats[..., 2]).ravel(),
     })
@@ -432,7 +444,7 @@ def group_frame(y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_wei
             b      0  1 0.0 1.0 0.0 0.0
             b      1  1 0.0 0.0 1.0 0.0
     """
-    return _frame_from(_encode(y_true, y_pred, sensitive_features, sample_weight, labels))
+    return _frame_from(encode_groups(y_true, y_pred, sensitive_features, sample_weight, labels))
 
 
 def group_rates(y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_weight: Any = None,
@@ -449,7 +461,7 @@ def group_rates(y_true: Any, y_pred: Any, *, sensitive_features: Any, sample_wei
         ``selection_rate``; index ``group`` (binary) or (``group``, ``class``) (multi-class).
     """
     labels = None if pos_label is None else [pos_label]
-    enc = _encode(y_true, y_pred, sensitive_features, sample_weight, labels)
+    enc = encode_groups(y_true, y_pred, sensitive_features, sample_weight, labels)
     frame = _frame_from(enc)
     _, classes, stats = _stats_from_frame(frame)
     out = frame[["group", "class", "n", "count", "positives"]].copy()
@@ -677,7 +689,8 @@ _PUBLIC_KERNELS: dict[Callable, tuple[Callable, tuple[str, ...]]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _resample_index(enc: _Encoded, n_resamples: int, rng: np.random.Generator, stratify_by_group: bool) -> np.ndarray:
+def resample_index(enc: EncodedGroups, n_resamples: int, rng: np.random.Generator,
+                   stratify_by_group: bool) -> np.ndarray:
     """(n_resamples, n) indices drawn with replacement, within each group when stratified."""
     n = len(enc.g)
     if not stratify_by_group:
@@ -714,7 +727,8 @@ def _kernel_for(metric: Any) -> tuple[Callable, dict[str, Any]] | None:
     return None
 
 
-def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval of the finite bootstrap values (NaN, NaN when none is finite)."""
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return math.nan, math.nan
@@ -773,24 +787,24 @@ def bootstrap_ci(metric: Callable[..., float] | str, y_true: Any, y_pred: Any, *
     if known is not None:
         kernel, options = known
         labels = [options["pos_label"]] if options.get("pos_label") is not None else None
-        enc = _encode(y_true, y_pred, sensitive_features, sample_weight, labels)
-        index = _resample_index(enc, n_resamples, rng, stratify_by_group)
-        stats = _stats(_confusion(enc, index))
+        enc = encode_groups(y_true, y_pred, sensitive_features, sample_weight, labels)
+        index = resample_index(enc, n_resamples, rng, stratify_by_group)
+        stats = one_vs_rest_stats(group_confusion(enc, index))
         values = np.asarray(kernel(stats, enc.classes, **options), dtype=float)
-        return _percentile_interval(values, confidence)
+        return percentile_interval(values, confidence)
     if not callable(metric):
         raise ValueError(f"metric must be callable or the name of a bias measure, got {metric!r}")
     yt, yp = _as_1d("y_true", y_true), _as_1d("y_pred", y_pred)
-    enc = _encode(yt, yp, sensitive_features, sample_weight)
+    enc = encode_groups(yt, yp, sensitive_features, sample_weight)
     sf = _group_labels(sensitive_features, len(yt))
-    index = _resample_index(enc, n_resamples, rng, stratify_by_group)
+    index = resample_index(enc, n_resamples, rng, stratify_by_group)
     values = np.empty(n_resamples)
     for b, idx in enumerate(index):
         kwargs: dict[str, Any] = {"sensitive_features": sf[idx]}
         if enc.w is not None:
             kwargs["sample_weight"] = enc.w[idx]
         values[b] = float(metric(yt[idx], yp[idx], **kwargs))
-    return _percentile_interval(values, confidence)
+    return percentile_interval(values, confidence)
 
 
 # --------------------------------------------------------------------------------------------
@@ -798,7 +812,7 @@ def bootstrap_ci(metric: Callable[..., float] | str, y_true: Any, y_pred: Any, *
 # --------------------------------------------------------------------------------------------
 
 
-def _name(value: Any, names: Sequence[str] | Mapping[Any, str] | None) -> str:
+def display_name(value: Any, names: Sequence[str] | Mapping[Any, str] | None) -> str:
     """Display name of a class or group: from ``names`` (by key, or by position for int ids)."""
     if names is not None:
         if isinstance(names, Mapping):
@@ -856,7 +870,7 @@ def _coverage_warnings(stats: np.ndarray, group_keys: list[str], class_keys: lis
     lines = [_merged_line(merged, min_count)] if merged else []
     lines += [f"group {g!r} has no example in this split: it is in no group measure"
               for g in all_groups if g not in group_keys]
-    totals = _group_total(stats)
+    totals = group_totals(stats)
     excluded = {g: int(totals[i]) for i, g in enumerate(group_keys) if totals[i] < min_count}
     if excluded:
         listed = ", ".join(f"{g!r} ({n})" for g, n in excluded.items())
@@ -896,16 +910,16 @@ class _Rates:
         return {"accuracy": finite_or_none(self.accuracy[group]), **({} if pos is None else self.of(group, pos))}
 
 
-def _intervals(enc: _Encoded, classes: np.ndarray, *, n_resamples: int, seed: int, confidence: float,
+def _intervals(enc: EncodedGroups, classes: np.ndarray, *, n_resamples: int, seed: int, confidence: float,
                min_count: int, pos_label: Any = None) -> dict[str, list[float | None]]:
     """Every registered measure's bootstrap interval, from one set of group-stratified resamples."""
     ci: dict[str, list[float | None]] = {}
     if n_resamples == 0:
         return ci
-    boot = _stats(_confusion(enc, _resample_index(enc, n_resamples, np.random.default_rng(seed), True)))
+    boot = one_vs_rest_stats(group_confusion(enc, resample_index(enc, n_resamples, np.random.default_rng(seed), True)))
     for name, measure in BIAS_MEASURES.items():
         values = np.asarray(measure.kernel(boot, classes, pos_label=pos_label, min_count=min_count), dtype=float)
-        lo, hi = _percentile_interval(values, confidence)
+        lo, hi = percentile_interval(values, confidence)
         ci[name] = [finite_or_none(lo), finite_or_none(hi)]
     return ci
 
@@ -953,13 +967,13 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
     _check_group_options(min_group_size, small_groups)
     merged: dict[str, int] = {}
     if small_groups == "merge":  # merged by name, so named groups are named in the record
-        named = [_name(g, group_names) for g in _group_labels(sensitive_features, len(np.ravel(y_true)))]
+        named = [display_name(g, group_names) for g in _group_labels(sensitive_features, len(np.ravel(y_true)))]
         (sensitive_features, merged), group_names = merge_small_groups(named, min_group_size), None
-    enc = _encode(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
+    enc = encode_groups(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
     frame = _frame_from(enc)
     groups, classes, stats = _stats_from_frame(frame)
-    group_keys = [_name(g, group_names) for g in groups]
-    class_keys = [_name(c, class_names) for c in classes]
+    group_keys = [display_name(g, group_names) for g in groups]
+    class_keys = [display_name(c, class_names) for c in classes]
     pos, m = _positive_index(classes, pos_label), int(min_group_size)
     measures = {name: finite_or_none(mea.kernel(stats, classes, pos_label=pos_label, min_count=m))
                 for name, mea in BIAS_MEASURES.items()}

@@ -35,12 +35,12 @@ from scipy import stats as scipy_stats
 from fairfront.jsonsafe import finite_or_none
 from fairfront.objectives.measures.group_fairness import (
     BIAS_MEASURES,
-    _batched_counts,
-    _encode,
-    _group_total,
-    _percentile_interval,
-    _resample_index,
-    _stats,
+    batched_counts,
+    encode_groups,
+    group_totals,
+    one_vs_rest_stats,
+    percentile_interval,
+    resample_index,
 )
 
 __all__ = ["PERMUTATIONS", "permutation_gap_test", "paired_differences", "mcnemar_exact", "benjamini_hochberg",
@@ -133,7 +133,7 @@ def _accuracy_kernel(stats: np.ndarray, classes: np.ndarray, *, pos_label: Any =
                      min_count: int = 1) -> np.ndarray:
     """Accuracy over all groups, from (..., G, K, 4) statistics."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return stats[..., 0].sum(axis=(-2, -1)) / _group_total(stats).sum(axis=-1)
+        return stats[..., 0].sum(axis=(-2, -1)) / group_totals(stats).sum(axis=-1)
 
 
 def _evaluate(kernels: dict[str, Kernel], g: np.ndarray, t: np.ndarray, p: np.ndarray, n_groups: int,
@@ -141,8 +141,8 @@ def _evaluate(kernels: dict[str, Kernel], g: np.ndarray, t: np.ndarray, p: np.nd
     """Every kernel on each row of the (B, n) codes: ``{name: (B,) values}``."""
     k = len(classes)
     cells = (g * k + t) * k + p
-    confusion = _batched_counts(cells, n_groups * k * k).reshape(cells.shape[0], n_groups, k, k)
-    batch_stats = _stats(confusion)
+    confusion = batched_counts(cells, n_groups * k * k).reshape(cells.shape[0], n_groups, k, k)
+    batch_stats = one_vs_rest_stats(confusion)
     return {name: np.asarray(kernel(batch_stats, classes, pos_label=pos_label, min_count=min_count), dtype=float)
             for name, kernel in kernels.items()}
 
@@ -194,7 +194,7 @@ def permutation_gap_test(y_true: Any, y_pred: Any, *, sensitive_features: Any, m
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
         raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
     kernels = _kernels(measures)
-    enc = _encode(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
+    enc = encode_groups(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
     n_groups = len(enc.groups)
     observed = {name: float(v[0]) for name, v in
                 _evaluate(kernels, enc.g[None], enc.t[None], enc.p[None], n_groups, enc.classes, pos_label,
@@ -259,7 +259,7 @@ def _paired_codes(y_true: Any, pred_a: Any, pred_b: Any, sensitive_features: Any
     y = np.asarray(y_true)
     groups = np.zeros(len(y), dtype=np.int64) if sensitive_features is None else sensitive_features
     labels = np.union1d(np.unique(a), np.unique(b))
-    enc = _encode(y, y, groups, labels=labels if pos_label is None else np.union1d(labels, [pos_label]))
+    enc = encode_groups(y, y, groups, labels=labels if pos_label is None else np.union1d(labels, [pos_label]))
     if a.shape[1] != len(y):
         raise ValueError(f"the predictions cover {a.shape[1]} examples but y_true has {len(y)}")
     code = lambda pred: np.searchsorted(enc.classes, pred).astype(np.int64)  # noqa: E731
@@ -320,7 +320,7 @@ def paired_differences(y_true: Any, pred_a: Any, pred_b: Any, *, sensitive_featu
     exceed = dict.fromkeys(kernels, 0)
     everything = np.arange(n)[None]
     for size in _chunks(int(n_resamples)):
-        index = _resample_index(enc, size, rng, True)
+        index = resample_index(enc, size, rng, True)
         seeds = rng.integers(0, n_seeds, size=(size, n_seeds))
         scored = _scored_pairs(kernels, enc, index, a[:, index].swapaxes(0, 1), b[:, index].swapaxes(0, 1), pos_label)
         for name, (va, vb) in scored.items():
@@ -333,7 +333,7 @@ def paired_differences(y_true: Any, pred_a: Any, pred_b: Any, *, sensitive_featu
     out_measures: dict[str, dict[str, Any]] = {}
     for name, (va, vb) in observed.items():
         difference = float((va - vb).mean())
-        lo, hi = _percentile_interval(np.concatenate(boot[name]), confidence)
+        lo, hi = percentile_interval(np.concatenate(boot[name]), confidence)
         out_measures[name] = {"a": finite_or_none(float(va.mean())), "b": finite_or_none(float(vb.mean())),
                               "difference": finite_or_none(difference),
                               "ci": [finite_or_none(lo), finite_or_none(hi)],
