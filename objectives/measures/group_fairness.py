@@ -966,9 +966,10 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
     _check_bootstrap(n_resamples, confidence, minimum=0)
     _check_group_options(min_group_size, small_groups)
     merged: dict[str, int] = {}
-    if small_groups == "merge":  # merged by name, so named groups are named in the record
-        named = [display_name(g, group_names) for g in _group_labels(sensitive_features, len(np.ravel(y_true)))]
-        (sensitive_features, merged), group_names = merge_small_groups(named, min_group_size), None
+    if small_groups == "merge":
+        sensitive_features, merged = _merged_by_name(sensitive_features, group_names, len(np.ravel(y_true)),
+                                                     min_group_size)
+        group_names = None
     enc = encode_groups(y_true, y_pred, sensitive_features, labels=None if pos_label is None else [pos_label])
     frame = _frame_from(enc)
     groups, classes, stats = _stats_from_frame(frame)
@@ -1001,11 +1002,23 @@ def fairness_report(y_true: Any, y_pred: Any, *, sensitive_features: Any,
         "warnings": lines,
     }
     if pos is None:
-        positives = frame["n_positives"].to_numpy().reshape(len(groups), len(classes))
-        report["class_group_rates"] = {
-            ckey: {gkey: {"n": int(positives[gi, c]), **rates.of(gi, c)} for gi, gkey in enumerate(group_keys)}
-            for c, ckey in enumerate(class_keys)}
+        report["class_group_rates"] = _class_group_rates(frame, rates, group_keys, class_keys)
     return report
+
+
+def _merged_by_name(sensitive_features: Any, group_names: Sequence[str] | Mapping[Any, str] | None, n: int,
+                    min_group_size: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Groups below ``min_group_size`` pooled into :data:`OTHER_GROUP`, by name so named groups stay named."""
+    named = [display_name(g, group_names) for g in _group_labels(sensitive_features, n)]
+    return merge_small_groups(named, min_group_size)
+
+
+def _class_group_rates(frame: Any, rates: _Rates, group_keys: list[str],
+                       class_keys: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Multi-class tasks: class -> group -> ``n`` (positives), ``tpr``, ``fpr``, ``selection_rate``."""
+    positives = frame["n_positives"].to_numpy().reshape(len(group_keys), len(class_keys))
+    return {ckey: {gkey: {"n": int(positives[gi, c]), **rates.of(gi, c)} for gi, gkey in enumerate(group_keys)}
+            for c, ckey in enumerate(class_keys)}
 
 
 # --------------------------------------------------------------------------------------------
