@@ -253,7 +253,11 @@ def _teacher_record(sf: StudyFile, prepared: Prepared, options: RunOptions) -> d
 
     if not has_dense_model(prepared):
         return None
-    report = score_dense(prepared, bootstrap_resamples=sf.study.bootstrap_resamples, seed=sf.study.seed)
+    from fairfront.spaces.space import CompressionConfig
+
+    # the trials' group and bootstrap settings; the study's own seed for the resamples
+    scoring = {**sf.trial_spec(CompressionConfig(), 0).scoring_options(), "seed": sf.study.seed}
+    report = score_dense(prepared, scoring=scoring)
     values = ", ".join(f"{k} {v:.4g}" for k, v in (report.validation.accuracy or {}).items()
                        if isinstance(v, float)) if "validation" in report.splits else ""
     options.log("dense teacher scored as the reference" + (f" (validation {values})" if values else ""))

@@ -36,11 +36,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MAX_SIZE_RATIO = 0.7
 MAX_BIAS = 0.5
 CONSTRAINTS = f"\n[constraints]\nmax_size_ratio = {MAX_SIZE_RATIO}\nmax_bias = {MAX_BIAS}\n"
+MIN_GROUP_SIZE = 3  # excludes no group of the tiny data; the teacher's record must be scored with it too
 BIG, SMALL = 0.2, 0.9  # sparsities: about 0.86 and 0.35 of the teacher's nonzero parameters
 
 
 def _text(name: str, constraints: str = CONSTRAINTS) -> str:
     text = tiny_study_text(name, n_trials=1, parallel=1, student_steps=4, sampler="tpe")
+    text = text.replace("n_examples = 500", f"n_examples = 500\nmin_group_size = {MIN_GROUP_SIZE}")
     return text.replace('schedule = ["one_shot", "gradual", "iterative"]', 'schedule = ["one_shot"]') + constraints
 
 
@@ -95,10 +97,13 @@ def test_the_teacher_record_is_the_dense_model_scored_as_a_trial(study):
         assert teacher.splits[split].agreement_with_dense == 1.0
         assert set(teacher.splits[split].bias) >= {"tpr_gap", "demographic_parity_gap"}
         assert teacher.splits[split].fairness["ci"]["tpr_gap"] is not None  # the study's bootstrap
+        assert teacher.splits[split].fairness["min_group_size"] == MIN_GROUP_SIZE  # the study's group settings
+        assert teacher.splits[split].vs_dense is None  # no comparison of the teacher with itself
     nonzero = sum(int((p != 0).sum()) for p in prepared.teacher().parameters())
     assert teacher.sizes["nonzero_params"] == nonzero
     trial = study["study"].trials[0]
-    assert set(record["validation"]) == set(stored_record(trial)["validation"])  # the same measures as a trial's
+    # the same measures as a trial's, but the comparison with itself
+    assert set(record["validation"]) == set(stored_record(trial)["validation"]) - {"vs_dense"}
 
 
 def test_resume_scores_the_teacher_of_a_study_that_has_no_record(study, tmp_path):

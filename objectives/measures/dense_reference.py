@@ -7,7 +7,8 @@ counterfactual texts), the dense population, and its intrinsic-benchmark results
 goes through the same :func:`~fairfront.objectives.measures.scoring.score_split`,
 :func:`~fairfront.objectives.measures.scoring.measure_size` and
 :func:`~fairfront.objectives.measures.scoring.record_intrinsic` a trial does, with the study's
-bootstrap settings, and nothing is run through the model but the size and latency measures.
+scoring settings (bootstrap, ``min_group_size``, group attributes), and nothing is run through
+the model but the size and latency measures.
 
 The result is a :class:`~fairfront.objectives.measures.report.TrialReport` with an empty
 ``compression``; the driver stores its ``to_record()`` once per study.
@@ -15,7 +16,8 @@ The result is a :class:`~fairfront.objectives.measures.report.TrialReport` with 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from fairfront.objectives.measures.report import TrialReport
 from fairfront.objectives.measures.scoring import measure_size, record_intrinsic, score_split
@@ -31,14 +33,16 @@ def has_dense_model(prepared: Prepared) -> bool:
     return bool(prepared.teacher_state) and bool(prepared.model_config)
 
 
-def score_dense(prepared: Prepared, *, bootstrap_resamples: int = 200, seed: int = 0, latency: bool = True,
+def score_dense(prepared: Prepared, *, scoring: Mapping[str, Any] | None = None, latency: bool = True,
                 threads: int | None = None) -> TrialReport:
     """Every measure of the dense teacher, from its prepared predictions, as a trial's report.
 
     Args:
         prepared: The prepared study (teacher weights and logits, population, counterfactual sets).
-        bootstrap_resamples: Resamples for the group measures' intervals (the study's setting).
-        seed: Bootstrap seed (the study's seed).
+        scoring: The study's scoring settings (:meth:`TrialSpec.scoring_options
+            <fairfront.objectives.training.trial.TrialSpec.scoring_options>`: bootstrap resamples and
+            seed, ``min_group_size``, ``small_groups``, group attributes and objective), so the
+            teacher's groups and intervals are the trials'. None: :func:`score_split`'s defaults.
         latency: Measure CPU latency, as trials do.
         threads: Torch threads for the latency measure.
     """
@@ -52,8 +56,8 @@ def score_dense(prepared: Prepared, *, bootstrap_resamples: int = 200, seed: int
             logits = prepared.teacher_logits[split]
             swapped = [s.dense_logits for s in prepared.counterfactuals.get(split, [])]
             report.splits[split] = score_split(prepared, split, data.labels, logits.argmax(axis=1), data.groups,
-                                               bootstrap_resamples=bootstrap_resamples, seed=seed, logits=logits,
-                                               swapped_logits=swapped, membership=data.membership)
+                                               logits=logits, swapped_logits=swapped, membership=data.membership,
+                                               compare_with_dense=False, **dict(scoring or {}))
     if prepared.intrinsic:
         record_intrinsic(report, prepared.intrinsic_dense, dense=prepared.intrinsic_dense)
     return report

@@ -87,7 +87,8 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
                 bias_objectives: Sequence[str] = (), bootstrap_resamples: int = 200, seed: int = 0,
                 logits: np.ndarray | None = None, swapped_logits: list[np.ndarray] | None = None,
                 min_group_size: int = 1, small_groups: str = "exclude", group_attributes: Sequence[str] = (),
-                group_objective: str = "intersection", membership: np.ndarray | None = None) -> SplitScores:
+                group_objective: str = "intersection", membership: np.ndarray | None = None,
+                compare_with_dense: bool = True) -> SplitScores:
     """Every measure of one split of a classification task.
 
     Args:
@@ -114,6 +115,8 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
             -1): every group measure counts an example in each of its groups (and in none without
             one), the fairness record is :func:`~fairfront.objectives.measures.group_fairness.membership_report`
             and the permutation test shuffles whole examples' memberships within each class.
+        compare_with_dense: Whether to add ``vs_dense`` (False for the dense teacher itself,
+            whose difference with itself is 0 by construction).
 
     Raises:
         ValueError: A counterfactual bias objective is undefined on the validation split (no
@@ -137,7 +140,7 @@ def score_split(prepared: Prepared, split: str, y: np.ndarray, pred: np.ndarray,
             out["bias"].update({k: float("nan") if v is None else v for k, v in chosen.items()})
     else:
         out["bias"] = {m.name: float("nan") for m in measures(kind="bias", needs="groups")}
-    if bootstrap_resamples > 0:
+    if bootstrap_resamples > 0 and compare_with_dense:
         out["vs_dense"] = _versus_dense(inputs, dense, n_resamples=bootstrap_resamples, seed=seed)
     population = prepared.population_predictions(split)
     out["forgetting"] = inputs.forgetting = forgetting_measures(

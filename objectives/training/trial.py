@@ -55,6 +55,15 @@ class TrialSpec:
     group_objective: str = "intersection"
     cuda_graphs: str = "auto"
 
+    def scoring_options(self) -> dict:
+        """The study's scoring settings, as :func:`~fairfront.objectives.measures.scoring.score_split` takes them.
+
+        The trials and the dense teacher's reference record are scored with these same settings.
+        """
+        return {"bias_objectives": self.objectives.bias, "bootstrap_resamples": self.bootstrap_resamples,
+                "seed": self.seed, "min_group_size": self.min_group_size, "small_groups": self.small_groups,
+                "group_attributes": self.group_attributes, "group_objective": self.group_objective}
+
 
 @dataclass
 class TrialOutcome:
@@ -97,12 +106,8 @@ def run_trial(prepared: Prepared, spec: TrialSpec, *, device: torch.device | Non
         swapped = [predict_logits(model, s.encoded, batch_size=spec.student.eval_batch_size, pad_id=prepared.pad_id,
                                   device=eval_device) for s in prepared.counterfactuals.get(split, [])]
         report.splits[split] = score_split(prepared, split, data.labels, logits.argmax(axis=1), data.groups,
-                                           bias_objectives=spec.objectives.bias,
-                                           bootstrap_resamples=spec.bootstrap_resamples, seed=spec.seed,
-                                           logits=logits, swapped_logits=swapped,
-                                           min_group_size=spec.min_group_size, small_groups=spec.small_groups,
-                                           group_attributes=spec.group_attributes,
-                                           group_objective=spec.group_objective, membership=data.membership)
+                                           logits=logits, swapped_logits=swapped, membership=data.membership,
+                                           **spec.scoring_options())
     if prepared.intrinsic:
         add_intrinsic(report, prepared, model, device=eval_device)
     report.timings = Timings(train_s=compress_seconds, eval_s=time.perf_counter() - eval_started,
