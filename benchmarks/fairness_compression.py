@@ -615,6 +615,27 @@ def _new_result(args: argparse.Namespace, argv: list[str] | None, *, seeds: list
     }
 
 
+def same_settings(before: dict | None, now: dict) -> bool:
+    """Whether runs recorded under ``before`` were made with the settings ``now``.
+
+    A key that ``now`` has and ``before`` lacks is a setting added to the study file since those
+    runs: they were made without it, which is the same as long as it is unset (None, empty or false).
+
+    >>> same_settings({"data": {"max_train": 2000}}, {"data": {"max_train": 2000, "group_membership": None}})
+    True
+    >>> same_settings({"data": {"max_train": 2000}}, {"data": {"max_train": 2000, "group_membership": ["a"]}})
+    False
+    >>> same_settings({"data": {"group_column": None}}, {"data": {"group_column": None}})
+    True
+    >>> same_settings(None, {"data": {}})
+    False
+    """
+    if isinstance(before, dict) and isinstance(now, dict):
+        return set(before) <= set(now) and all(same_settings(before[k], v) if k in before else not v
+                                               for k, v in now.items())
+    return before == now
+
+
 def _resume(result: dict, previous: dict, out: Path) -> None:
     """Keep the earlier runs made under this invocation's settings (per dataset), and record that invocation."""
     wanted = set(result["settings"]["variants"])
@@ -626,7 +647,8 @@ def _resume(result: dict, previous: dict, out: Path) -> None:
             continue
         same = (before.get("fingerprint") == info["fingerprint"]
                 and previous["settings"]["student_steps"] == result["settings"]["student_steps"]
-                and previous["settings"]["per_dataset"].get(dataset) == result["settings"]["per_dataset"][dataset])
+                and same_settings(previous["settings"]["per_dataset"].get(dataset),
+                                  result["settings"]["per_dataset"][dataset]))
         if not same:
             raise _fail(f"--resume: {out} holds {dataset} runs made with other teacher, data or student settings; "
                         "rerun without --resume or pass another --out")
